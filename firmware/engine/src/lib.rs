@@ -1,0 +1,2 @@
+//! starmind engine: placeholder, replaced by the engine work.
+#![no_std]

@@ -1,0 +1,60 @@
+//! starmind: story text → tiny transformer → integer model file → Raspberry Pi Pico.
+//!
+//! This file only parses the command line and dispatches; every subcommand is a module with an
+//! `Args` struct and a `run` function that tests can call directly.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod config;
+mod configs_cmd;
+mod eval;
+mod export;
+mod flash;
+mod generate;
+mod train;
+
+#[derive(Parser)]
+#[command(name = "starmind", version, about = "Tiny story transformers for the Raspberry Pi Pico (RP2040)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a named config on story text.
+    Train(train::Args),
+    /// Validation loss and bits per byte of a checkpoint or a model file, with baselines.
+    Eval(eval::Args),
+    /// List the named model configs with their parameter counts.
+    Configs(configs_cmd::Args),
+    /// Quantize a checkpoint into a flat integer model file (.smb).
+    Export(export::Args),
+    /// Generate text from a model file with the integer engine on this computer.
+    Generate(generate::Args),
+    /// Write firmware and model to an RP2040 board (probe-rs), or build a UF2 image.
+    Flash(flash::Args),
+    /// Measure tokens/s and cycles/token on a board, in the rp2040js emulator or on the host.
+    Bench(bench::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Configs(args) => configs_cmd::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Flash(args) => flash::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
