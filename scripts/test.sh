@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command (README: "Run the tests"). CI runs exactly this through .ci/run.
+# Sets up the machine, checks formatting and lints, verifies the committed firmware image is
+# reproducible, then runs every test (unit, end-to-end, emulator bit-exactness).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== engine builds for the RP2040 (thumbv6m-none-eabi)"
+cargo build -p starmind-engine --target thumbv6m-none-eabi --release
+if [ -x scripts/build-firmware.sh ]; then
+  echo "== committed firmware image is reproducible"
+  bash scripts/build-firmware.sh --check
+fi
+echo "== cargo test"
+cargo test --workspace
