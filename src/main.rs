@@ -6,16 +6,22 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod checkpoint;
 mod config;
 mod configs_cmd;
 mod eval;
 mod export;
 mod flash;
 mod generate;
+mod tokenizer;
 mod train;
 
 #[derive(Parser)]
-#[command(name = "starmind", version, about = "Tiny story transformers for the Raspberry Pi Pico (RP2040)")]
+#[command(
+    name = "starmind",
+    version,
+    about = "Tiny story transformers for the Raspberry Pi Pico (RP2040)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
