@@ -1,9 +1,308 @@
-//! `starmind flash` (being built).
+//! `starmind flash`: put the firmware, a config block and a model file on an RP2040 board.
+//!
+//! Two ways: a UF2 image for the USB bootloader (`--uf2`, `--uf2-drive`; touches no debug
+//! hardware), or a debug probe through the probe-rs library (SWD: Raspberry Pi Debug Probe,
+//! picoprobe, J-Link…). The flash map is docs/memory-map.md.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use indicatif::{ProgressBar, ProgressStyle};
+use probe_rs::flashing::{DownloadOptions, FlashProgress, ProgressEvent, ProgressOperation};
+use probe_rs::probe::{list::Lister, DebugProbeInfo, DebugProbeSelector};
+use probe_rs::{MemoryInterface as _, Permissions, Session};
+
+use crate::uf2::{self, config_block, Board, Segment};
+use config_block::{Mode, RunConfig, SamplerSettings};
+
+/// The board program, built by scripts/build-firmware.sh (reproducibly) and committed, so that
+/// building the CLI needs no ARM toolchain.
+pub const FIRMWARE_IMAGE: &[u8] = include_bytes!("../firmware/prebuilt/starmind-rp2040.bin");
 
 /// Arguments of `starmind flash`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Model file (.smb) from `starmind export`.
+    pub model: PathBuf,
+    /// Write a UF2 image to this file instead of using a probe (touches no hardware).
+    #[arg(long)]
+    pub uf2: Option<PathBuf>,
+    /// Copy the UF2 image onto this mounted RPI-RP2 drive (hold BOOTSEL while plugging in).
+    #[arg(long, value_name = "MOUNT")]
+    pub uf2_drive: Option<PathBuf>,
+    /// Debug probe to use, as VID:PID[:serial] (hex); needed when several are connected.
+    #[arg(long, value_name = "VID:PID[:SERIAL]")]
+    pub probe: Option<String>,
+    /// Board (flash size).
+    #[arg(long, value_enum, default_value = "pico")]
+    pub board: Board,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`starmind flash` is not implemented yet")
+/// What the firmware does at boot: written into the config block.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// bench: one STARMIND-BENCH line; story: stories forever; interactive: prompt over serial.
+    #[arg(long, value_enum, default_value = "story")]
+    pub mode: ModeArg,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Prompt, length and sampler: shared by `flash` and `bench`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Prompt the stories start from (at most 200 bytes).
+    #[arg(long, default_value = "Once upon a time")]
+    pub prompt: String,
+    /// Tokens per story (bench: exactly this many, at most 512).
+    #[arg(long = "tokens", short = 'n', default_value_t = 64)]
+    pub tokens: u32,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: u16,
+    /// Top-p nucleus (1 = off).
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+}
+
+/// `--mode` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Bench,
+    Story,
+    Interactive,
+}
+
+impl SamplingArgs {
+    /// The sampler settings in the engine's fixed-point units.
+    pub fn sampler(&self) -> SamplerSettings {
+        SamplerSettings {
+            temperature_q8: (self.temperature.max(0.0) * 256.0)
+                .round()
+                .min(u16::MAX as f32) as u16,
+            top_k: self.top_k,
+            top_p_q16: (self.top_p.clamp(0.0, 1.0) * 65536.0).round() as u32,
+        }
+    }
+}
+
+impl RunArgs {
+    /// The config block for a model of `model_bytes` bytes.
+    pub fn config_block(
+        &self,
+        model_bytes: usize,
+    ) -> anyhow::Result<[u8; config_block::CONFIG_BYTES]> {
+        let mode = match self.mode {
+            ModeArg::Bench => Mode::Bench,
+            ModeArg::Story => Mode::Story,
+            ModeArg::Interactive => Mode::Interactive,
+        };
+        let s = &self.sampling;
+        let config = RunConfig::new(
+            mode,
+            s.prompt.as_bytes(),
+            s.tokens,
+            s.seed,
+            s.sampler(),
+            model_bytes as u32,
+        )
+        .map_err(|e| anyhow::anyhow!("--prompt: {}", e.message()))?;
+        Ok(config.encode())
+    }
+}
+
+/// Reads a model file and checks it with the engine's reader (magic, CRC, every section).
+pub fn read_model(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading model file {}", path.display()))?;
+    starmind_engine::Model::parse(&bytes)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("reading model file {}", path.display()))?;
+    Ok(bytes)
+}
+
+/// The firmware + config block + model segments for `args`.
+pub fn segments(model: &[u8], run: &RunArgs, board: Board) -> anyhow::Result<Vec<Segment>> {
+    uf2::flash_segments(
+        FIRMWARE_IMAGE,
+        &run.config_block(model.len())?,
+        model,
+        board,
+    )
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = read_model(&args.model)?;
+    let segments = segments(&model, &args.run, args.board)?;
+    if args.uf2.is_some() || args.uf2_drive.is_some() {
+        let image = uf2::write(&segments);
+        uf2::check(&image, &segments).context("checking the UF2 image")?;
+        if let Some(path) = &args.uf2 {
+            std::fs::write(path, &image).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "wrote {} ({} bytes: firmware {} + config + model {} bytes, mode {:?})",
+                path.display(),
+                image.len(),
+                FIRMWARE_IMAGE.len(),
+                model.len(),
+                args.run.mode
+            );
+        }
+        if let Some(drive) = &args.uf2_drive {
+            copy_to_drive(&image, drive)?;
+        }
+        return Ok(());
+    }
+    let mut session = open_probe(args.probe.as_deref(), &args.model)?;
+    write_with_probe(&mut session, &segments)?;
+    eprintln!("flashed; the board is running (mode {:?})", args.run.mode);
+    Ok(())
+}
+
+fn copy_to_drive(image: &[u8], drive: &Path) -> anyhow::Result<()> {
+    if !drive.join("INFO_UF2.TXT").is_file() {
+        bail!(
+            "{} is not an RP2040 bootloader drive (no INFO_UF2.TXT): hold BOOTSEL while plugging \
+             the board in, then pass the RPI-RP2 mount point",
+            drive.display()
+        );
+    }
+    let target = drive.join("starmind.uf2");
+    std::fs::write(&target, image)
+        .with_context(|| format!("copying the image to {}", target.display()))?;
+    eprintln!(
+        "copied {} bytes to {}; the board reboots into starmind",
+        image.len(),
+        target.display()
+    );
+    Ok(())
+}
+
+/// Finds the probe, attaches to the RP2040 (core 0) and returns the session.
+pub fn open_probe(selector: Option<&str>, model: &Path) -> anyhow::Result<Session> {
+    let hint = format!(
+        "to flash without a probe, write a UF2 image: `starmind flash {} --uf2 starmind.uf2`, \
+         hold BOOTSEL while plugging the Pico in and copy the file onto the RPI-RP2 drive",
+        model.display()
+    );
+    let probes = Lister::new().list_all();
+    let chosen: DebugProbeInfo = match selector {
+        Some(text) => {
+            let wanted = DebugProbeSelector::try_from(text).map_err(|e| {
+                anyhow::anyhow!("--probe {text}: {e} (expected VID:PID[:serial], hex)")
+            })?;
+            probes
+                .into_iter()
+                .find(|p| {
+                    p.vendor_id == wanted.vendor_id
+                        && p.product_id == wanted.product_id
+                        && (wanted.serial_number.is_none()
+                            || p.serial_number == wanted.serial_number)
+                })
+                .ok_or_else(|| anyhow::anyhow!("no debug probe matches --probe {text}; {hint}"))?
+        }
+        None => match probes.len() {
+            0 => bail!(
+                "no debug probe found (SWD: Raspberry Pi Debug Probe, picoprobe, J-Link…); {hint}"
+            ),
+            1 => probes.into_iter().next().unwrap(),
+            _ => bail!(
+                "several debug probes found, choose one with --probe VID:PID[:serial]:\n{}",
+                probes
+                    .iter()
+                    .map(|p| format!("  {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        },
+    };
+    let probe = chosen
+        .open()
+        .with_context(|| format!("opening debug probe {chosen}; {hint}"))?;
+    probe
+        .attach("RP2040", Permissions::default())
+        .with_context(|| format!("attaching to an RP2040 through {chosen} (is the board powered and wired to SWD?); {hint}"))
+}
+
+/// Writes the segments that differ from what flash holds, verifies, resets and runs.
+pub fn write_with_probe(session: &mut Session, segments: &[Segment]) -> anyhow::Result<()> {
+    let mut loader = session.target().flash_loader();
+    let mut changed = 0;
+    for segment in segments {
+        let mut current = vec![0u8; segment.data.len()];
+        session
+            .core(0)?
+            .read(segment.addr as u64, &mut current)
+            .context("reading flash back")?;
+        if current == segment.data {
+            eprintln!(
+                "{:#010x}: {} bytes already in flash, skipped",
+                segment.addr,
+                segment.data.len()
+            );
+            continue;
+        }
+        loader.add_data(segment.addr as u64, &segment.data)?;
+        changed += 1;
+    }
+    if changed > 0 {
+        let bars: RefCell<Vec<(u8, ProgressBar)>> = RefCell::new(Vec::new());
+        let progress = FlashProgress::new(|event| on_progress(&bars, event));
+        let mut options = DownloadOptions::new();
+        options.progress = Some(progress);
+        options.verify = true;
+        loader.commit(session, options).context("writing flash")?;
+    }
+    let mut core = session.core(0)?;
+    core.reset().context("resetting the RP2040")?;
+    Ok(())
+}
+
+fn on_progress(bars: &RefCell<Vec<(u8, ProgressBar)>>, event: ProgressEvent) {
+    let key = |op: ProgressOperation| match op {
+        ProgressOperation::Fill => (0, "reading back"),
+        ProgressOperation::Erase => (1, "erasing"),
+        ProgressOperation::Program => (2, "programming"),
+        ProgressOperation::Verify => (3, "verifying"),
+    };
+    let mut bars = bars.borrow_mut();
+    match event {
+        ProgressEvent::AddProgressBar { operation, total } => {
+            let (id, name) = key(operation);
+            let bar = ProgressBar::new(total.unwrap_or(0));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
+            );
+            bar.set_message(name);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bars.push((id, bar));
+        }
+        ProgressEvent::Progress {
+            operation, size, ..
+        } => {
+            if let Some((_, bar)) = bars.iter().find(|(id, _)| *id == key(operation).0) {
+                bar.inc(size);
+            }
+        }
+        ProgressEvent::Finished(operation) | ProgressEvent::Failed(operation) => {
+            if let Some((_, bar)) = bars.iter().find(|(id, _)| *id == key(operation).0) {
+                bar.finish();
+            }
+        }
+        _ => {}
+    }
 }

@@ -15,6 +15,7 @@ mod flash;
 mod generate;
 mod tokenizer;
 mod train;
+mod uf2;
 
 #[derive(Parser)]
 #[command(

@@ -183,7 +183,8 @@ impl RunConfig {
         if crc32(&bytes[..CRC_OFFSET]) != stored_crc {
             return Err(ConfigError::Checksum);
         }
-        let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != VERSION {
             return Err(ConfigError::Version(version));
@@ -228,19 +229,29 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    const SAMPLER: SamplerSettings = SamplerSettings { temperature_q8: 205, top_k: 40, top_p_q16: 58982 };
+    const SAMPLER: SamplerSettings = SamplerSettings {
+        temperature_q8: 205,
+        top_k: 40,
+        top_p_q16: 58982,
+    };
 
     #[test]
     fn round_trip() {
-        let config = RunConfig::new(Mode::Story, b"Once upon a time", 64, 42, SAMPLER, 12345).unwrap();
+        let config =
+            RunConfig::new(Mode::Story, b"Once upon a time", 64, 42, SAMPLER, 12345).unwrap();
         assert_eq!(RunConfig::decode(&config.encode()), Ok(config));
         assert_eq!(config.prompt(), b"Once upon a time");
     }
 
     #[test]
     fn rejects_erased_and_corrupt() {
-        assert_eq!(RunConfig::decode(&[0xFF; CONFIG_BYTES]), Err(ConfigError::NoBlock));
-        let mut bytes = RunConfig::new(Mode::Bench, b"x", 1, 1, SAMPLER, 1).unwrap().encode();
+        assert_eq!(
+            RunConfig::decode(&[0xFF; CONFIG_BYTES]),
+            Err(ConfigError::NoBlock)
+        );
+        let mut bytes = RunConfig::new(Mode::Bench, b"x", 1, 1, SAMPLER, 1)
+            .unwrap()
+            .encode();
         bytes[40] ^= 1;
         assert_eq!(RunConfig::decode(&bytes), Err(ConfigError::Checksum));
     }

@@ -55,7 +55,12 @@ impl Console {
             .device_class(usbd_serial::USB_CLASS_CDC)
             .build();
         critical_section::with(|cs| {
-            USB.borrow(cs).replace(Some(Usb { device, serial, rx: [0; 64], rx_len: 0 }));
+            USB.borrow(cs).replace(Some(Usb {
+                device,
+                serial,
+                rx: [0; 64],
+                rx_len: 0,
+            }));
         });
         // SAFETY: the handler only touches `USB` through the critical-section mutex.
         unsafe { pac::NVIC::unmask(pac::Interrupt::USBCTRL_IRQ) };

@@ -42,7 +42,12 @@ fn main() -> ! {
     .unwrap();
 
     let sio = hal::Sio::new(pac.SIO);
-    let pins = hal::gpio::Pins::new(pac.IO_BANK0, pac.PADS_BANK0, sio.gpio_bank0, &mut pac.RESETS);
+    let pins = hal::gpio::Pins::new(
+        pac.IO_BANK0,
+        pac.PADS_BANK0,
+        sio.gpio_bank0,
+        &mut pac.RESETS,
+    );
     let uart_pins = (pins.gpio0.into_function(), pins.gpio1.into_function());
     let uart_config = hal::uart::UartConfig::new(
         115_200.Hz(),
@@ -59,7 +64,8 @@ fn main() -> ! {
     let timer = hal::Timer::new(pac.TIMER, &mut pac.RESETS, &clocks);
     let clock = measure::CycleClock::new(timer, clk_sys_hz);
 
-    let usb_bus = cortex_m::singleton!(: usb_device::class_prelude::UsbBusAllocator<hal::usb::UsbBus> =
+    let usb_bus =
+        cortex_m::singleton!(: usb_device::class_prelude::UsbBusAllocator<hal::usb::UsbBus> =
         usb_device::class_prelude::UsbBusAllocator::new(hal::usb::UsbBus::new(
             pac.USBCTRL_REGS,
             pac.USBCTRL_DPRAM,
@@ -67,7 +73,7 @@ fn main() -> ! {
             true,
             &mut pac.RESETS,
         )))
-    .unwrap();
+        .unwrap();
     console.start_usb(usb_bus);
     let _ = writeln!(console, "STARMIND-BOOT v1 clock_hz={clk_sys_hz}\r");
 

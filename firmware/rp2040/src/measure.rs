@@ -16,7 +16,10 @@ pub struct CycleClock {
 impl CycleClock {
     /// `clk_sys_hz` must be a whole number of MHz (125 MHz here).
     pub fn new(timer: hal::Timer, clk_sys_hz: u32) -> CycleClock {
-        CycleClock { timer, cycles_per_micro: (clk_sys_hz / 1_000_000) as u64 }
+        CycleClock {
+            timer,
+            cycles_per_micro: (clk_sys_hz / 1_000_000) as u64,
+        }
     }
 
     /// Core cycles elapsed since the TIMER started.
