@@ -1,0 +1,82 @@
+//! What a model costs on the board: flash for the file, RAM for activations and the KV cache.
+
+use crate::format::Config;
+use crate::forward::arena_layout_bytes;
+
+/// Flash and RAM a model needs with a given context length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The model file (stored as-is in XIP flash).
+    pub flash_bytes: usize,
+    /// Activation buffers (`i32` vectors and the int8 input buffer), alignment slack included.
+    pub activation_bytes: usize,
+    /// KV cache: int8 keys and values plus one `i32` max-abs per (layer, position) each.
+    pub kv_cache_bytes: usize,
+    /// The arena a [`crate::Session`] needs: activations + KV cache.
+    pub arena_bytes: usize,
+    /// The context length these numbers are for.
+    pub context_len: usize,
+}
+
+impl Budget {
+    /// The budget of a model file of `file_bytes` with configuration `config`, run with a
+    /// `context_len`-position KV cache.
+    pub fn new(config: &Config, file_bytes: usize, context_len: usize) -> Budget {
+        let arena_bytes = arena_layout_bytes(config, context_len);
+        let kv_positions = config.n_layers * context_len;
+        let kv_cache_bytes = 2 * kv_positions * config.kv_dim() + 2 * 4 * kv_positions;
+        Budget {
+            flash_bytes: file_bytes,
+            activation_bytes: arena_bytes - kv_cache_bytes,
+            kv_cache_bytes,
+            arena_bytes,
+            context_len,
+        }
+    }
+}
+
+/// A board's memory as the firmware leaves it to the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Board {
+    pub name: &'static str,
+    /// Total flash.
+    pub flash_bytes: usize,
+    /// Flash reserved for the firmware before the model (the model region starts at
+    /// `0x1000_0000 + firmware_flash_bytes`).
+    pub firmware_flash_bytes: usize,
+    /// Total SRAM.
+    pub ram_bytes: usize,
+    /// SRAM the firmware itself uses (statics, stack, UART buffers).
+    pub firmware_ram_bytes: usize,
+}
+
+impl Board {
+    /// Raspberry Pi Pico: 2 MB flash, 264 KB SRAM; 256 KB flash and ~32 KB RAM for the firmware.
+    pub const PICO: Board = Board {
+        name: "pico",
+        flash_bytes: 2 * 1024 * 1024,
+        firmware_flash_bytes: 256 * 1024,
+        ram_bytes: 264 * 1024,
+        firmware_ram_bytes: 24 * 1024 + 8 * 1024,
+    };
+    /// An RP2040 board with 16 MB flash.
+    pub const PICO_16MB: Board = Board {
+        name: "pico-16mb",
+        flash_bytes: 16 * 1024 * 1024,
+        ..Board::PICO
+    };
+
+    /// Flash left for the model file.
+    pub fn model_flash_bytes(&self) -> usize {
+        self.flash_bytes - self.firmware_flash_bytes
+    }
+    /// RAM left for the arena.
+    pub fn arena_ram_bytes(&self) -> usize {
+        self.ram_bytes - self.firmware_ram_bytes
+    }
+    /// Whether `budget` fits.
+    pub fn fits(&self, budget: &Budget) -> bool {
+        budget.flash_bytes <= self.model_flash_bytes()
+            && budget.arena_bytes <= self.arena_ram_bytes()
+    }
+}

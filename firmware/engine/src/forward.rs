@@ -1,0 +1,473 @@
+//! The integer forward pass, top to bottom, like llama2.c's `run.c`: [`Config`] (from the file
+//! header), weights (slices into the file: [`Model`]), [`State`] (every activation buffer and the
+//! KV cache, carved once from a caller-provided arena), then [`Session::feed`].
+//!
+//! Numerics (why: docs/quantization.md):
+//! - residual stream and every activation vector: `i32` Q16.16;
+//! - before each matrix-vector product the input is quantised to int8 with one step per vector
+//!   (`max|x|/127`), the dot products accumulate int8×int8 in `i32`, and each output row is
+//!   rescaled once by (row multiplier × input step) — a 32×32→64 multiply per row;
+//! - KV cache int8 with one step per (layer, position) for keys and one for values;
+//! - RMSNorm with an integer square root, softmax with a fixed-point `exp`, SiLU with a
+//!   fixed-point sigmoid, RoPE from the file's Q30 cos/sin table.
+//!
+//! Logits come out in Q16.16; the host turns them into log-probabilities in `f64` for bits per
+//! byte, the device samples them with [`crate::sampler`].
+
+use crate::format::{Config, FfnKind, Matrix, Model, Quant};
+use crate::kernels::{
+    exp_q16, int8_step_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, quantize_i8, rmsnorm,
+    silu_q16, Multiplier,
+};
+use core::fmt;
+
+/// What can go wrong while running a valid model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineError {
+    /// The arena is smaller than [`Model::arena_bytes`].
+    ArenaTooSmall { needed: usize, got: usize },
+    /// The requested context is 0 or longer than the model's RoPE table (`seq_len`).
+    BadContextLength { requested: usize, max: usize },
+    /// A token id ≥ vocab_size.
+    TokenOutOfRange(u32),
+    /// Every position of the KV cache is used; call [`Session::reset`].
+    ContextFull,
+    /// [`Session::prefill`] with no tokens.
+    EmptyPrompt,
+    /// [`Model::encode`]'s output buffer cannot hold the prompt.
+    BufferTooSmall,
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            EngineError::ArenaTooSmall { needed, got } => {
+                write!(f, "arena too small: needs {needed} bytes, has {got}")
+            }
+            EngineError::BadContextLength { requested, max } => {
+                write!(f, "context length {requested} not in 1..={max}")
+            }
+            EngineError::TokenOutOfRange(id) => write!(f, "token id {id} outside the vocabulary"),
+            EngineError::ContextFull => write!(f, "context is full"),
+            EngineError::EmptyPrompt => write!(f, "empty prompt"),
+            EngineError::BufferTooSmall => write!(f, "token buffer too small for the prompt"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for EngineError {}
+
+/// Sizes of the activation buffers and KV cache for a context length, in elements.
+struct Layout {
+    dim: usize,
+    kv_dim: usize,
+    hidden: usize,
+    ctx: usize,
+    vocab: usize,
+    /// `n_layers × ctx` cached key (and value) vectors.
+    kv_positions: usize,
+    /// `i32` words: x, xb, xb2, q, k, v, hb, hb2, att, logits, key/value steps.
+    words: usize,
+    /// `i8` bytes: quantised input, key cache, value cache.
+    bytes: usize,
+}
+
+impl Layout {
+    fn new(c: &Config, ctx: usize) -> Layout {
+        let (dim, kv_dim, hidden, vocab) = (c.dim, c.kv_dim(), c.hidden_dim, c.vocab_size);
+        let kv_positions = c.n_layers * ctx;
+        let words = 4 * dim + 2 * kv_dim + 2 * hidden + ctx + vocab + 2 * kv_positions;
+        let bytes = dim.max(hidden) + 2 * kv_positions * kv_dim;
+        Layout {
+            dim,
+            kv_dim,
+            hidden,
+            ctx,
+            vocab,
+            kv_positions,
+            words,
+            bytes,
+        }
+    }
+    fn arena_bytes(&self) -> usize {
+        // + 3 for aligning the i32 part inside an arbitrary byte buffer.
+        3 + 4 * self.words + self.bytes
+    }
+}
+
+/// Arena bytes for `config` with a `ctx_len` KV cache (see [`Model::arena_bytes`]).
+pub(crate) fn arena_layout_bytes(config: &Config, ctx_len: usize) -> usize {
+    Layout::new(config, ctx_len).arena_bytes()
+}
+
+impl<'a> Model<'a> {
+    /// Arena bytes a [`Session`] with context `ctx_len` needs: activations + KV cache. Sizes are
+    /// bounded by [`Config::validate`], so this cannot overflow for a parsed model.
+    pub fn arena_bytes(config: &Config, ctx_len: usize) -> usize {
+        arena_layout_bytes(config, ctx_len)
+    }
+}
+
+/// Every activation buffer and the KV cache (llama2.c's `RunState`), carved from the arena.
+pub struct State<'a> {
+    /// Residual stream (Q16.16, `dim`).
+    x: &'a mut [i32],
+    /// Normalised input / attention output (`dim`).
+    xb: &'a mut [i32],
+    /// Output of a projection before the residual add (`dim`).
+    xb2: &'a mut [i32],
+    q: &'a mut [i32],
+    k: &'a mut [i32],
+    v: &'a mut [i32],
+    /// FFN hidden (`hidden_dim`), and the SwiGLU gate's second branch.
+    hb: &'a mut [i32],
+    hb2: &'a mut [i32],
+    /// Attention scores, then probabilities (Q16.16), one per position.
+    att: &'a mut [i32],
+    logits: &'a mut [i32],
+    /// The int8 input of the current matrix-vector product.
+    xq: &'a mut [i8],
+    /// `[layer][pos][kv_dim]` int8 keys and values.
+    key_cache: &'a mut [i8],
+    value_cache: &'a mut [i8],
+    /// `[layer][pos]` max-abs (Q16.16) of each cached key / value vector: its step is `max/127`.
+    key_max: &'a mut [i32],
+    value_max: &'a mut [i32],
+}
+
+fn take<'a, T>(buf: &mut &'a mut [T], n: usize) -> &'a mut [T] {
+    let (head, tail) = core::mem::take(buf).split_at_mut(n);
+    *buf = tail;
+    head
+}
+
+impl<'a> State<'a> {
+    fn carve(layout: &Layout, arena: &'a mut [u8]) -> Result<State<'a>, EngineError> {
+        let needed = layout.arena_bytes();
+        if arena.len() < needed {
+            return Err(EngineError::ArenaTooSmall {
+                needed,
+                got: arena.len(),
+            });
+        }
+        let skip = arena.as_ptr().align_offset(4).min(3);
+        let (words_part, bytes_part) = arena[skip..].split_at_mut(4 * layout.words);
+        // SAFETY: `words_part` starts 4-byte aligned (align_offset above; ≤ 3 bytes skipped, which
+        // the layout reserves) and holds exactly `layout.words` i32s; every bit pattern is a valid
+        // i32 and i8, and both slices keep the arena's exclusive borrow for 'a.
+        let mut words: &'a mut [i32] = unsafe {
+            core::slice::from_raw_parts_mut(words_part.as_mut_ptr().cast::<i32>(), layout.words)
+        };
+        // SAFETY: u8 and i8 have the same size, alignment and validity.
+        let mut bytes: &'a mut [i8] = unsafe {
+            core::slice::from_raw_parts_mut(bytes_part.as_mut_ptr().cast::<i8>(), layout.bytes)
+        };
+        let kv_positions = layout.kv_positions;
+        Ok(State {
+            x: take(&mut words, layout.dim),
+            xb: take(&mut words, layout.dim),
+            xb2: take(&mut words, layout.dim),
+            q: take(&mut words, layout.dim),
+            k: take(&mut words, layout.kv_dim),
+            v: take(&mut words, layout.kv_dim),
+            hb: take(&mut words, layout.hidden),
+            hb2: take(&mut words, layout.hidden),
+            att: take(&mut words, layout.ctx),
+            logits: take(&mut words, layout.vocab),
+            key_max: take(&mut words, kv_positions),
+            value_max: take(&mut words, kv_positions),
+            xq: take(&mut bytes, layout.dim.max(layout.hidden)),
+            key_cache: take(&mut bytes, kv_positions * layout.kv_dim),
+            value_cache: take(&mut bytes, kv_positions * layout.kv_dim),
+        })
+    }
+}
+
+/// One generation context: a model, its state and the next position.
+pub struct Session<'m, 'a> {
+    model: &'m Model<'m>,
+    config: Config,
+    state: State<'a>,
+    ctx_len: usize,
+    pos: usize,
+    /// `1 / (sqrt(head_size) · 2¹⁶)`: turns (q step × k step × int dot) into a Q16.16 score.
+    score_scale: Multiplier,
+}
+
+impl<'m, 'a> Session<'m, 'a> {
+    /// A session with a KV cache of `ctx_len` positions (≤ the model's `seq_len`) in `arena`.
+    pub fn new(
+        model: &'m Model<'m>,
+        ctx_len: usize,
+        arena: &'a mut [u8],
+    ) -> Result<Session<'m, 'a>, EngineError> {
+        let config = model.config();
+        if ctx_len == 0 || ctx_len > config.seq_len {
+            return Err(EngineError::BadContextLength {
+                requested: ctx_len,
+                max: config.seq_len,
+            });
+        }
+        let state = State::carve(&Layout::new(&config, ctx_len), arena)?;
+        // isqrt(hs·2⁶⁰) = √hs·2³⁰, so 2⁶²/that = 2³²/√hs.
+        let root = isqrt_u64((config.head_size() as u64) << 60).max(1);
+        let score_scale = Multiplier::from_fixed((1u64 << 62) / root, 32 + 16);
+        Ok(Session {
+            model,
+            config,
+            state,
+            ctx_len,
+            pos: 0,
+            score_scale,
+        })
+    }
+
+    /// Tokens fed so far (the position of the next one).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The KV cache length this session was made with.
+    pub fn context_len(&self) -> usize {
+        self.ctx_len
+    }
+
+    /// True when no more tokens fit in the context.
+    pub fn is_full(&self) -> bool {
+        self.pos >= self.ctx_len
+    }
+
+    /// Starts a fresh context (the KV cache is overwritten as positions are reused).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Feeds every token of `tokens` (a loop of decode steps) and returns the logits after the
+    /// last one.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[i32], EngineError> {
+        let (&last, rest) = tokens.split_last().ok_or(EngineError::EmptyPrompt)?;
+        for &t in rest {
+            self.feed(t)?;
+        }
+        self.feed(last)
+    }
+
+    /// Runs one token at the next position and returns the next-token logits (Q16.16, one per
+    /// vocabulary entry).
+    pub fn feed(&mut self, token: u32) -> Result<&[i32], EngineError> {
+        if token as usize >= self.config.vocab_size {
+            return Err(EngineError::TokenOutOfRange(token));
+        }
+        if self.pos >= self.ctx_len {
+            return Err(EngineError::ContextFull);
+        }
+        forward(
+            self.model,
+            &mut self.state,
+            &self.config,
+            self.ctx_len,
+            self.score_scale,
+            token,
+            self.pos,
+        );
+        self.pos += 1;
+        Ok(self.state.logits)
+    }
+}
+
+/// `out = W · x` for the int8 vector `x` with step `x_step` (Q16.16 per unit).
+fn matmul(out: &mut [i32], w: &Matrix, x: &[i8], x_step: Multiplier) {
+    match w.quant {
+        Quant::Int8 => matvec_i8(out, w.row_scales, w.weights, w.cols, x, x_step),
+        Quant::Int4 => matvec_i4(
+            out,
+            w.row_scales,
+            w.group_scales,
+            w.weights,
+            w.cols,
+            w.group_size,
+            x,
+            x_step,
+        ),
+    }
+}
+
+/// Quantises `x` into `xq` and multiplies: `out = W · x`.
+fn quantize_and_matmul(out: &mut [i32], w: &Matrix, x: &[i32], xq: &mut [i8]) {
+    let n = x.len().min(xq.len());
+    let xq = &mut xq[..n];
+    let max_abs = quantize_i8(x, xq);
+    matmul(out, w, xq, int8_step_q16(max_abs));
+}
+
+/// Rotates each head of `v` (interleaved pairs) by the angles of position `pos`.
+fn rope(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
+    let pairs = head_size / 2;
+    for head in v.chunks_exact_mut(head_size) {
+        for (pair, cs) in head
+            .chunks_exact_mut(2)
+            .take(pairs)
+            .zip(rope_at_pos.chunks_exact(8))
+        {
+            let cos = i32::from_le_bytes([cs[0], cs[1], cs[2], cs[3]]) as i64;
+            let sin = i32::from_le_bytes([cs[4], cs[5], cs[6], cs[7]]) as i64;
+            let (a, b) = (pair[0] as i64, pair[1] as i64);
+            let round = 1i64 << 29;
+            pair[0] =
+                ((a * cos - b * sin + round) >> 30).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+            pair[1] =
+                ((a * sin + b * cos + round) >> 30).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        }
+    }
+}
+
+/// Softmax in place over Q16.16 scores, leaving probabilities in Q16.16 (one divide).
+fn softmax(att: &mut [i32]) {
+    let max = att.iter().copied().max().unwrap_or(0);
+    let mut sum = 0u64;
+    for a in att.iter_mut() {
+        *a = exp_q16(a.saturating_sub(max));
+        sum += *a as u64;
+    }
+    // The max itself contributes exp(0) = 65536, so sum ≥ 65536.
+    let inv = (1u64 << 32) / sum.max(1); // Q16 reciprocal of the sum (in Q16)
+    for a in att.iter_mut() {
+        *a = ((*a as u64 * inv) >> 16) as i32;
+    }
+}
+
+/// The forward pass for one token at position `pos`; leaves the logits in `s.logits`.
+fn forward(
+    model: &Model,
+    s: &mut State,
+    c: &Config,
+    ctx: usize,
+    score_scale: Multiplier,
+    token: u32,
+    pos: usize,
+) {
+    let (dim, kv_dim, hs) = (c.dim, c.kv_dim(), c.head_size());
+    let kv_per_q = c.n_heads / c.n_kv_heads; // query heads sharing one key/value head
+    let pairs = hs / 2;
+    let rope_at_pos = model
+        .rope()
+        .get(pos * pairs * 8..(pos + 1) * pairs * 8)
+        .unwrap_or(&[]);
+
+    // x = tok_embeddings[token], dequantised to Q16.16.
+    let emb = model.token_embedding();
+    let row = emb
+        .weights
+        .get(token as usize * dim..(token as usize + 1) * dim)
+        .unwrap_or(&[]);
+    let row_scale =
+        Multiplier::from_le_bytes(emb.row_scales.get(token as usize * 8..).unwrap_or(&[]));
+    for (x, &w) in s.x.iter_mut().zip(row) {
+        *x = row_scale.apply((w as i8 as i64) << 16);
+    }
+
+    for l in 0..c.n_layers {
+        let w = model.layer(l);
+
+        // Attention: h = rmsnorm(x); q, k, v = wq·h, wk·h, wv·h.
+        rmsnorm(s.xb, s.x, w.attention_norm);
+        let max_abs = quantize_i8(s.xb, &mut s.xq[..dim]);
+        let step = int8_step_q16(max_abs);
+        matmul(s.q, &w.wq, &s.xq[..dim], step);
+        matmul(s.k, &w.wk, &s.xq[..dim], step);
+        matmul(s.v, &w.wv, &s.xq[..dim], step);
+
+        // Rotate q and k by position (the file's cos/sin table: no trig on the device).
+        rope(s.q, hs, rope_at_pos);
+        rope(s.k, hs, rope_at_pos);
+
+        // Append k and v to this layer's int8 cache, one step per vector.
+        let slot = l * ctx + pos;
+        let cache_range = slot * kv_dim..(slot + 1) * kv_dim;
+        if let (Some(kc), Some(km)) = (
+            s.key_cache.get_mut(cache_range.clone()),
+            s.key_max.get_mut(slot),
+        ) {
+            *km = quantize_i8(s.k, kc);
+        }
+        if let (Some(vc), Some(vm)) = (
+            s.value_cache.get_mut(cache_range),
+            s.value_max.get_mut(slot),
+        ) {
+            *vm = quantize_i8(s.v, vc);
+        }
+        let layer_keys = s.key_cache.get(l * ctx * kv_dim..).unwrap_or(&[]);
+        let layer_values = s.value_cache.get(l * ctx * kv_dim..).unwrap_or(&[]);
+        let key_max = s.key_max.get(l * ctx..=slot).unwrap_or(&[]);
+        let value_max = s.value_max.get(l * ctx..=slot).unwrap_or(&[]);
+
+        // Per query head: scores over positions 0..=pos, softmax, weighted sum of values.
+        for (h, out) in s.xb.chunks_exact_mut(hs).enumerate() {
+            let kv_offset = (h / kv_per_q) * hs;
+            let q_head = &s.q[h * hs..(h + 1) * hs];
+            let q_max = quantize_i8(q_head, &mut s.xq[..hs]);
+            let q_scale = int8_step_q16(q_max).times(score_scale);
+            let att = &mut s.att[..=pos];
+            for ((a, keys), &k_max) in att
+                .iter_mut()
+                .zip(layer_keys.chunks_exact(kv_dim))
+                .zip(key_max)
+            {
+                let k_head = keys.get(kv_offset..kv_offset + hs).unwrap_or(&[]);
+                let dot = dot_i8_i8(&s.xq[..hs], k_head);
+                *a = q_scale.times(int8_step_q16(k_max)).apply(dot as i64);
+            }
+            softmax(att);
+            // out = Σ_t p_t · v_t; the weight p_t·(v step) is formed once per position.
+            out.iter_mut().for_each(|o| *o = 0);
+            for ((&p, values), &v_max) in att
+                .iter()
+                .zip(layer_values.chunks_exact(kv_dim))
+                .zip(value_max)
+            {
+                let weight_q16 = int8_step_q16(v_max).shifted(16).apply(p as i64);
+                let v_head = values.get(kv_offset..kv_offset + hs).unwrap_or(&[]);
+                for (o, &v) in out.iter_mut().zip(v_head) {
+                    *o = o.saturating_add(weight_q16.saturating_mul(v as i32));
+                }
+            }
+        }
+
+        // x = x + wo·(att·v)
+        quantize_and_matmul(s.xb2, &w.wo, s.xb, s.xq);
+        for (x, &d) in s.x.iter_mut().zip(s.xb2.iter()) {
+            *x = x.saturating_add(d);
+        }
+
+        // FFN: x = x + w2·(silu(w1·h) [⊙ w3·h]), h = rmsnorm(x).
+        rmsnorm(s.xb, s.x, w.ffn_norm);
+        let max_abs = quantize_i8(s.xb, &mut s.xq[..dim]);
+        let step = int8_step_q16(max_abs);
+        matmul(s.hb, &w.w1, &s.xq[..dim], step);
+        match c.ffn {
+            FfnKind::Plain => s.hb.iter_mut().for_each(|h| *h = silu_q16(*h)),
+            FfnKind::Swiglu => {
+                matmul(s.hb2, &w.w3, &s.xq[..dim], step);
+                for (h, &g) in s.hb.iter_mut().zip(s.hb2.iter()) {
+                    *h = mul_q16(silu_q16(*h), g);
+                }
+            }
+        }
+        quantize_and_matmul(s.xb2, &w.w2, s.hb, s.xq);
+        for (x, &d) in s.x.iter_mut().zip(s.xb2.iter()) {
+            *x = x.saturating_add(d);
+        }
+    }
+
+    // logits = output · rmsnorm(x)
+    rmsnorm(s.xb, s.x, model.final_norm());
+    quantize_and_matmul(s.logits, &model.output(), s.xb, s.xq);
+}
+
+/// int8 · int8 dot product of two activation vectors (query · cached key).
+fn dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .fold(0i32, |acc, (&x, &y)| acc + x as i32 * y as i32)
+}

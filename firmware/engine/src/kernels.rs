@@ -1,0 +1,442 @@
+//! Small integer kernels: fixed-point multipliers, matrix-vector products, exp, sqrt, sigmoid.
+//!
+//! Number formats (names carry them): `_q16` is a signed value × 2¹⁶ in an `i32` (Q16.16), `_q30`
+//! is × 2³⁰. All arithmetic here is total: it saturates or clamps rather than overflowing, so a
+//! corrupt-but-well-formed model file yields garbage tokens, never a panic.
+//!
+//! The Cortex-M0+ has a 32×32→32 multiply and nothing wider; an `i64` multiply is a ~20-cycle
+//! library call, so the hot loops (the dot products) stay in `i32` and the wide multiplies happen
+//! once per output row.
+
+/// One in Q16.16.
+pub const ONE_Q16: i32 = 1 << 16;
+
+/// A positive real number `mant · 2^-shift`, `mant < 2³¹` (usually normalised to `[2³⁰, 2³¹)`).
+///
+/// Weight row scales are stored in the file in this form, so the device never converts floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Multiplier {
+    pub mant: u32,
+    pub shift: i32,
+}
+
+impl Multiplier {
+    /// Zero (a zero row, or an all-zero activation vector).
+    pub const ZERO: Multiplier = Multiplier { mant: 0, shift: 0 };
+
+    /// Reads the 8-byte little-endian form (`mant u32`, `shift i32`) used by the file, masking
+    /// the mantissa to 31 bits so that later products cannot overflow.
+    pub fn from_le_bytes(bytes: &[u8]) -> Multiplier {
+        let word = |i: usize| -> u32 {
+            match bytes.get(i..i + 4) {
+                Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                None => 0,
+            }
+        };
+        Multiplier {
+            mant: word(0) & 0x7FFF_FFFF,
+            shift: word(4) as i32,
+        }
+    }
+
+    /// `v / 2^frac_bits` as a multiplier normalised to `mant ∈ [2³⁰, 2³¹)`.
+    pub fn from_fixed(v: u64, frac_bits: i32) -> Multiplier {
+        if v == 0 {
+            return Multiplier::ZERO;
+        }
+        let top = 63 - v.leading_zeros() as i32; // index of the top set bit
+        let down = top - 30; // move it to bit 30
+        let mant = if down >= 0 { v >> down } else { v << -down } as u32;
+        Multiplier {
+            mant,
+            shift: frac_bits.saturating_sub(down),
+        }
+    }
+
+    /// `self · 2^-bits`.
+    pub fn shifted(self, bits: i32) -> Multiplier {
+        Multiplier {
+            mant: self.mant,
+            shift: self.shift.saturating_add(bits),
+        }
+    }
+
+    /// The product of two multipliers (one 32×32→64 multiply).
+    pub fn times(self, other: Multiplier) -> Multiplier {
+        let product = (self.mant as u64 * other.mant as u64) >> 31; // < 2³¹
+        Multiplier {
+            mant: product as u32,
+            shift: self.shift.saturating_add(other.shift).saturating_sub(31),
+        }
+    }
+
+    /// `round(v · self)`, saturated to `i32`.
+    pub fn apply(self, v: i64) -> i32 {
+        let v = v.clamp(-(1 << 31), 1 << 31); // |v·mant| < 2⁶² below
+        let product = v * self.mant as i64;
+        let scaled = if self.shift <= 0 {
+            let left = (-(self.shift as i64)).min(62) as u32;
+            product
+                .checked_shl(left)
+                .filter(|p| p >> left == product)
+                .unwrap_or(if product < 0 { i64::MIN } else { i64::MAX })
+        } else if self.shift >= 63 {
+            0
+        } else {
+            let s = self.shift as u32;
+            (product + (1i64 << (s - 1))) >> s
+        };
+        scaled.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+    }
+}
+
+/// The quantisation step of a Q16.16 vector with max-abs `max_abs_q16` mapped to ±127:
+/// `max_abs / 127`, as a multiplier giving Q16.16 per int8 unit.
+pub fn int8_step_q16(max_abs_q16: i32) -> Multiplier {
+    // 1/127 = 0x8102_0408 · 2^-38 (rounded); one multiply instead of a divide.
+    const ONE_OVER_127: Multiplier = Multiplier {
+        mant: 0x4081_0204,
+        shift: 37,
+    };
+    Multiplier::from_fixed(max_abs_q16.unsigned_abs() as u64, 0).times(ONE_OVER_127)
+}
+
+/// Quantises a Q16.16 vector to int8 (`round(x · 127 / max|x|)`), returning `max|x|` (Q16.16);
+/// the step is [`int8_step_q16`] of it. One divide per vector, a multiply and shift per element.
+pub fn quantize_i8(x_q16: &[i32], out: &mut [i8]) -> i32 {
+    let max_abs = x_q16
+        .iter()
+        .map(|v| v.unsigned_abs())
+        .max()
+        .unwrap_or(0)
+        .min(i32::MAX as u32);
+    if max_abs == 0 {
+        out.iter_mut().for_each(|o| *o = 0);
+        return 0;
+    }
+    // inv = 127·2²⁴ / max_abs, so q = x·inv >> 24 lies in [-127, 127].
+    let inv = ((127u64 << 24) / max_abs as u64) as i64;
+    for (o, &v) in out.iter_mut().zip(x_q16) {
+        let q = (v as i64 * inv + (1 << 23)) >> 24;
+        *o = q.clamp(-127, 127) as i8;
+    }
+    max_abs as i32
+}
+
+/// int8 dot product accumulated in `i32`. Lengths are capped by the format (≤ 4096), so
+/// `4096 · 128 · 128 < 2³¹` and the sum cannot overflow.
+#[inline]
+pub fn dot_i8(w: &[u8], x: &[i8]) -> i32 {
+    let mut acc = 0i32;
+    for (&w, &x) in w.iter().zip(x) {
+        acc += (w as i8 as i32) * (x as i32);
+    }
+    acc
+}
+
+/// `out[r] = Σ_c W[r,c]·x[c]` for an int8 matrix with one multiplier per row (scheme 1).
+///
+/// `scales` holds 8 bytes per row, `weights` `cols` bytes per row; `x` is the int8 input with
+/// step `x_step` (Q16.16 per unit); `out` is Q16.16.
+pub fn matvec_i8(
+    out: &mut [i32],
+    scales: &[u8],
+    weights: &[u8],
+    cols: usize,
+    x: &[i8],
+    x_step: Multiplier,
+) {
+    if cols == 0 {
+        return;
+    }
+    for ((o, row), scale) in out
+        .iter_mut()
+        .zip(weights.chunks_exact(cols))
+        .zip(scales.chunks_exact(8))
+    {
+        let acc = dot_i8(row, x);
+        *o = Multiplier::from_le_bytes(scale)
+            .times(x_step)
+            .apply(acc as i64);
+    }
+}
+
+/// `out[r] = Σ_c W[r,c]·x[c]` for a grouped int4 matrix (scheme 2): `W = q4 · g · s_row` with a
+/// `u8` group multiplier `g` per `group` columns and one row multiplier `s_row`.
+///
+/// Nibbles are packed low-first, each row padded to a whole byte. Group sums (≤ 32·8·127) times
+/// `g ≤ 255` summed over ≤ 4096 columns stay below 2³¹.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_i4(
+    out: &mut [i32],
+    scales: &[u8],
+    group_scales: &[u8],
+    weights: &[u8],
+    cols: usize,
+    group: usize,
+    x: &[i8],
+    x_step: Multiplier,
+) {
+    if cols == 0 || group == 0 {
+        return;
+    }
+    let row_bytes = cols.div_ceil(2);
+    let groups = cols.div_ceil(group);
+    let rows = out
+        .iter_mut()
+        .zip(weights.chunks_exact(row_bytes))
+        .zip(scales.chunks_exact(8))
+        .zip(group_scales.chunks_exact(groups));
+    for (((o, row), scale), gscales) in rows {
+        let mut acc = 0i32;
+        for ((&gscale, x_group), start) in gscales
+            .iter()
+            .zip(x.chunks(group))
+            .zip((0..cols).step_by(group))
+        {
+            let mut group_acc = 0i32;
+            for (c, &xv) in (start..).zip(x_group) {
+                let byte = row.get(c / 2).copied().unwrap_or(0);
+                let nibble = if c % 2 == 0 { byte & 0x0F } else { byte >> 4 };
+                let w = ((nibble << 4) as i8 >> 4) as i32; // sign-extend 4 bits
+                group_acc += w * xv as i32;
+            }
+            acc = acc.saturating_add(group_acc * gscale as i32);
+        }
+        *o = Multiplier::from_le_bytes(scale)
+            .times(x_step)
+            .apply(acc as i64);
+    }
+}
+
+/// Integer square root: the largest `r` with `r² ≤ v`.
+pub fn isqrt_u64(v: u64) -> u64 {
+    if v == 0 {
+        return 0;
+    }
+    // Bit-by-bit method: 32 iterations of shifts and adds, no divides.
+    let mut rem = v;
+    let mut root = 0u64;
+    let mut bit = 1u64 << ((63 - v.leading_zeros()) & !1);
+    while bit != 0 {
+        if rem >= root + bit {
+            rem -= root + bit;
+            root = (root >> 1) + bit;
+        } else {
+            root >>= 1;
+        }
+        bit >>= 2;
+    }
+    root
+}
+
+/// `exp(x)` for `x ≤ 0` in Q16.16, result in Q16.16 (`exp(0) = 65536`).
+///
+/// Range reduction `e^x = 2^(x·log₂e) = 2^-n · 2^f` (f ∈ [0,1)), then a degree-5 polynomial for
+/// `2^f` in Q30 (Chebyshev-node fit, max error 1.1·10⁻⁷ before the final rounding).
+pub fn exp_q16(x_q16: i32) -> i32 {
+    if x_q16 >= 0 {
+        return ONE_Q16;
+    }
+    // y = x·log2(e) in Q16 (log2(e) = 1.4426950409 = 94548.46 / 2^16).
+    let y = (x_q16 as i64 * 94_548) >> 16;
+    if y < -(31 << 16) {
+        return 0;
+    }
+    let n = (-y) >> 16; // whole powers of two to divide by... y = -n - r, so
+    let r = (-y) & 0xFFFF; // e^x = 2^-n · 2^-r with r ∈ [0, 1) in Q16
+    let (n, f) = if r == 0 {
+        (n, 0)
+    } else {
+        (n + 1, (1 << 16) - r)
+    }; // 2^-r = 2^-1 · 2^(1-r)
+       // 2^f, f ∈ [0,1), Q30 coefficients of a minimax fit.
+    let f = f << 14; // Q30
+    const C: [i64; 6] = [
+        1_073_741_715,
+        744_268_966,
+        257_850_314,
+        59_979_580,
+        9_609_550,
+        2_033_403,
+    ];
+    let mut p = C[5];
+    for &c in C[..5].iter().rev() {
+        p = ((p * f) >> 30) + c;
+    }
+    // p is 2^f in Q30; to Q16 and divide by 2^n.
+    let shift = 14 + n;
+    if shift >= 63 {
+        return 0;
+    }
+    ((p + (1 << (shift - 1))) >> shift) as i32
+}
+
+/// The logistic sigmoid of a Q16.16 value, in Q16.16 (one divide).
+pub fn sigmoid_q16(x_q16: i32) -> i32 {
+    let e = exp_q16(x_q16.saturating_abs().saturating_neg()) as u32; // e^-|x| ∈ [0, 65536]
+                                                                     // σ(-|x|) = e / (1 + e)
+    let small = ((e as u64) << 16) / (ONE_Q16 as u64 + e as u64);
+    let small = small as i32;
+    if x_q16 >= 0 {
+        ONE_Q16 - small
+    } else {
+        small
+    }
+}
+
+/// `silu(x) = x · σ(x)` in Q16.16.
+pub fn silu_q16(x_q16: i32) -> i32 {
+    let prod = (x_q16 as i64 * sigmoid_q16(x_q16) as i64) >> 16;
+    prod.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// `a · b` of two Q16.16 values, saturated.
+pub fn mul_q16(a: i32, b: i32) -> i32 {
+    let prod = (a as i64 * b as i64 + (1 << 15)) >> 16;
+    prod.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// RMSNorm in place of `out`: `out = x / sqrt(mean(x²) + eps) · g`, all Q16.16; `gain` holds one
+/// little-endian `i32` Q16.16 per element. eps = 1e-5 as in the float model.
+pub fn rmsnorm(out: &mut [i32], x: &[i32], gain: &[u8]) {
+    let n = x.len().max(1) as u64;
+    // Σx² in Q32 (u64: each term < 2⁶², at most 4096 of them would overflow only for |x| > 2¹⁵
+    // everywhere; the sum saturates).
+    let sum_sq = x.iter().fold(0u64, |acc, &v| {
+        let v = v.unsigned_abs() as u64;
+        acc.saturating_add(v * v)
+    });
+    // eps = 1e-5 in Q32 is 42950.
+    let mean_sq_q32 = sum_sq / n + 42_950;
+    // Keep precision for small activations: compute rms in Q24 when mean_sq allows it.
+    let (mean_sq, frac_bits) = if mean_sq_q32 < (1 << 47) {
+        (mean_sq_q32 << 16, 24)
+    } else {
+        (mean_sq_q32, 16)
+    };
+    let rms = isqrt_u64(mean_sq).max(1); // Q24 or Q16
+                                         // inv_rms as a multiplier: 2^frac_bits / rms, normalised.
+    let inv = Multiplier::from_fixed((1u64 << 62) / rms, 62 - frac_bits); // 2^frac / rms
+    for ((o, &v), g) in out.iter_mut().zip(x).zip(gain.chunks_exact(4)) {
+        let g = i32::from_le_bytes([g[0], g[1], g[2], g[3]]);
+        *o = inv.apply(mul_q16(v, g) as i64);
+    }
+}
+
+/// Index and value of the largest element (the first on ties); `(0, i32::MIN)` when empty.
+pub fn argmax(values: &[i32]) -> (usize, i32) {
+    let mut best = (0, i32::MIN);
+    for (i, &v) in values.iter().enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best
+}
+
+/// A precomputed 256-entry CRC-32 (IEEE 802.3, reflected, as zlib) table.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// CRC-32 (zlib's) of `bytes`; ≈10 cycles/byte on the M0+ with the table in flash.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc = CRC_TABLE[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_matches_zlib() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn isqrt_is_floor_sqrt() {
+        for v in [
+            0u64,
+            1,
+            2,
+            3,
+            4,
+            15,
+            16,
+            17,
+            1 << 40,
+            u64::MAX,
+            999_999_999_999,
+        ] {
+            let r = isqrt_u64(v);
+            assert!(r * r <= v);
+            assert!((r + 1).checked_mul(r + 1).is_none_or(|s| s > v));
+        }
+    }
+
+    #[test]
+    fn exp_is_accurate() {
+        for i in 0..2000 {
+            let x = -(i as f64) / 100.0;
+            let got = exp_q16((x * 65536.0).round() as i32) as f64 / 65536.0;
+            assert!(
+                (got - x.exp()).abs() < 3e-5,
+                "exp({x}) = {got}, want {}",
+                x.exp()
+            );
+        }
+    }
+
+    #[test]
+    fn sigmoid_and_silu() {
+        for i in -800..800 {
+            let x = i as f64 / 50.0;
+            let s = sigmoid_q16((x * 65536.0) as i32) as f64 / 65536.0;
+            assert!((s - 1.0 / (1.0 + (-x).exp())).abs() < 5e-5);
+        }
+        assert_eq!(silu_q16(0), 0);
+    }
+
+    #[test]
+    fn multiplier_round_trip() {
+        let m = Multiplier::from_fixed(3 << 16, 16); // 3.0
+        assert_eq!(m.apply(1000), 3000);
+        let half = Multiplier::from_fixed(1, 1);
+        assert_eq!(half.times(m).apply(1000), 1500);
+        assert_eq!(int8_step_q16(127 << 16).apply(1), 1 << 16);
+    }
+
+    #[test]
+    fn rmsnorm_unit_gain() {
+        let x = [3 << 16, -(4 << 16)];
+        let g = [ONE_Q16.to_le_bytes(), ONE_Q16.to_le_bytes()].concat();
+        let mut out = [0; 2];
+        rmsnorm(&mut out, &x, &g);
+        // rms = sqrt(12.5) = 3.5355
+        let want = [3.0 / 12.5f64.sqrt(), -4.0 / 12.5f64.sqrt()];
+        for (o, w) in out.iter().zip(want) {
+            assert!((*o as f64 / 65536.0 - w).abs() < 1e-4);
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The integer forward pass against the float reference on random models of several shapes.
+
+mod support;
+
+use starmind_engine::format::{write_model, FfnKind, Quant};
+use starmind_engine::quantize::quantize_model;
+use starmind_engine::reference::FloatSession;
+use starmind_engine::{Model, Session};
+use support::{config, random_model, Rng};
+
+/// Runs `steps` random tokens through both passes; returns (max |logit error|, logit std,
+/// argmax agreement).
+fn compare(cfg: starmind_engine::Config, quant: Quant, seed: u64, steps: usize) -> (f64, f64, f64) {
+    let float = random_model(cfg, seed);
+    let file = write_model(&quantize_model(&float, quant, 32)).expect("write");
+    let model = Model::parse(&file).expect("parse");
+    let mut arena = vec![0u8; Model::arena_bytes(&model.config(), cfg.seq_len)];
+    let mut session = Session::new(&model, cfg.seq_len, &mut arena).expect("session");
+    let mut reference = FloatSession::new(&float);
+    let mut rng = Rng(seed + 99);
+    let (mut max_err, mut var, mut agree, mut n) = (0f64, 0f64, 0usize, 0usize);
+    for _ in 0..steps.min(cfg.seq_len) {
+        let token = (rng.next_u64() % cfg.vocab_size as u64) as u32;
+        let want = reference.feed(token);
+        let got: Vec<f64> = session
+            .feed(token)
+            .unwrap()
+            .iter()
+            .map(|&l| l as f64 / 65536.0)
+            .collect();
+        for (g, w) in got.iter().zip(&want) {
+            max_err = max_err.max((g - w).abs());
+            var += w * w;
+        }
+        let argmax = |v: &[f64]| {
+            v.iter()
+                .enumerate()
+                .fold((0, f64::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                .0
+        };
+        agree += (argmax(&got) == argmax(&want)) as usize;
+        n += 1;
+    }
+    (
+        max_err,
+        (var / (n * cfg.vocab_size) as f64).sqrt(),
+        agree as f64 / n as f64,
+    )
+}
+
+#[test]
+fn int8_matches_float_reference() {
+    let shapes = [
+        config(64, 8, 32, 1, 2, 2, 64, FfnKind::Plain, true), // story-1k
+        config(128, 16, 64, 2, 4, 4, 64, FfnKind::Plain, true), // chat-8k
+        config(144, 18, 72, 2, 3, 3, 64, FfnKind::Plain, true), // chat-10k
+        config(96, 64, 172, 3, 8, 4, 48, FfnKind::Swiglu, false), // stories260K-like, GQA
+        config(32, 1, 64, 1, 1, 1, 16, FfnKind::Plain, true), // head size 1
+        config(40, 6, 20, 1, 2, 1, 16, FfnKind::Swiglu, true), // odd head size 3
+    ];
+    for (i, cfg) in shapes.iter().enumerate() {
+        let (max_err, std, agree) = compare(*cfg, Quant::Int8, 1 + i as u64, 48);
+        eprintln!(
+            "shape {i}: max |Δlogit| {max_err:.4}, logit std {std:.3}, argmax agreement {agree:.3}"
+        );
+        assert!(
+            max_err < 0.1 * std.max(1.0),
+            "shape {i}: max error {max_err} vs std {std}"
+        );
+        assert!(agree >= 0.85, "shape {i}: agreement {agree}");
+    }
+}
+
+#[test]
+fn int4_is_close_to_float_reference() {
+    let cfg = config(128, 64, 128, 2, 4, 4, 32, FfnKind::Swiglu, true);
+    let (max_err, std, agree) = compare(cfg, Quant::Int4, 5, 32);
+    eprintln!("int4: max |Δlogit| {max_err:.4}, logit std {std:.3}, argmax agreement {agree:.3}");
+    assert!(agree >= 0.7, "agreement {agree}");
+}
+
+#[test]
+fn context_and_token_errors_are_typed() {
+    let cfg = config(64, 8, 32, 1, 2, 2, 4, FfnKind::Plain, true);
+    let file = write_model(&quantize_model(&random_model(cfg, 3), Quant::Int8, 0)).unwrap();
+    let model = Model::parse(&file).unwrap();
+    let mut small = vec![0u8; 10];
+    assert!(matches!(
+        Session::new(&model, 4, &mut small),
+        Err(starmind_engine::EngineError::ArenaTooSmall { .. })
+    ));
+    let mut arena = vec![0u8; Model::arena_bytes(&model.config(), 4)];
+    assert!(Session::new(&model, 5, &mut arena).is_err());
+    let mut s = Session::new(&model, 4, &mut arena).unwrap();
+    assert_eq!(
+        s.feed(64).unwrap_err(),
+        starmind_engine::EngineError::TokenOutOfRange(64)
+    );
+    s.prefill(&[1, 2, 3, 4]).unwrap();
+    assert_eq!(
+        s.feed(1).unwrap_err(),
+        starmind_engine::EngineError::ContextFull
+    );
+    assert!(s.prefill(&[]).is_err());
+}
