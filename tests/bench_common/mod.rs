@@ -1,0 +1,133 @@
+//! Shared by the flash, UF2 and bench end-to-end tests: the CLI binary and small model files.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use starmind_engine::format::{write_model, Config, FfnKind, Quant, TokenizerKind};
+use starmind_engine::quantize::{quantize_model, FloatLayer, FloatModel};
+
+/// The `starmind` binary under test.
+pub fn starmind() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_starmind"))
+}
+
+/// Runs `starmind` with `args` in `dir`.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    starmind()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running starmind")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A fresh empty directory under the target dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A model file with PRNG weights: char vocabulary of `vocab` tokens (id 0 `<|endoftext|>`,
+/// id 1 `<unk>`, then printable characters), tied embeddings, plain FFN, int8.
+pub fn model_file(
+    vocab: usize,
+    dim: usize,
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    seq_len: usize,
+) -> Vec<u8> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut random = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5
+            })
+            .collect()
+    };
+    let mut token_bytes = vec![b"<|endoftext|>".to_vec(), "\u{FFFD}".as_bytes().to_vec()];
+    let chars = (b' '..=b'~')
+        .map(char::from)
+        .chain(('\u{00A1}'..).filter(|c| !c.is_control()));
+    token_bytes.extend(chars.take(vocab - 2).map(|c| c.to_string().into_bytes()));
+    let n_layers = layers;
+    let layers = (0..n_layers)
+        .map(|_| FloatLayer {
+            attention_norm: vec![1.0; dim],
+            wq: random(dim * dim),
+            wk: random(dim * dim),
+            wv: random(dim * dim),
+            wo: random(dim * dim),
+            ffn_norm: vec![1.0; dim],
+            w1: random(hidden * dim),
+            w2: random(dim * hidden),
+            w3: Vec::new(),
+        })
+        .collect();
+    let config = Config {
+        vocab_size: vocab,
+        dim,
+        hidden_dim: hidden,
+        n_layers,
+        n_heads: heads,
+        n_kv_heads: heads,
+        seq_len,
+        ffn: FfnKind::Plain,
+        tied_embeddings: true,
+        tokenizer: TokenizerKind::Char,
+        quant: Quant::Int8,
+        group_size: 0,
+        eot_id: 0,
+        unk_id: 1,
+    };
+    let float = FloatModel {
+        config,
+        token_bytes,
+        merges: Vec::new(),
+        byte_tokens: Vec::new(),
+        tok_embeddings: random(vocab * dim),
+        layers,
+        norm: vec![1.0; dim],
+        output: None,
+    };
+    write_model(&quantize_model(&float, Quant::Int8, 0)).expect("writing the test model")
+}
+
+/// The tiny model the tests flash and bench: 64 tokens, dim 16, one layer.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.smb");
+    std::fs::write(&path, model_file(64, 16, 32, 1, 2, 64)).unwrap();
+    path
+}
+
+/// A UF2 file decoded independently of src/uf2.rs: (target address, 256 payload bytes) per block,
+/// after checking magics, flags, family id, payload size and numbering.
+pub fn decode_uf2(bytes: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    assert_eq!(bytes.len() % 512, 0);
+    let total = bytes.len() / 512;
+    bytes
+        .chunks_exact(512)
+        .enumerate()
+        .map(|(i, block)| {
+            let word = |at: usize| u32::from_le_bytes(block[at..at + 4].try_into().unwrap());
+            assert_eq!(word(0), 0x0A32_4655, "block {i} magic 0");
+            assert_eq!(word(4), 0x9E5D_5157, "block {i} magic 1");
+            assert_eq!(word(508), 0x0AB1_6F30, "block {i} end magic");
+            assert_eq!(word(8), 0x0000_2000, "block {i} flags: family id present");
+            assert_eq!(word(16), 256, "block {i} payload size");
+            assert_eq!(word(20), i as u32, "block {i} number");
+            assert_eq!(word(24), total as u32, "block {i} count");
+            assert_eq!(word(28), 0xE48B_FF56, "block {i} family: RP2040");
+            (word(12), block[32..32 + 256].to_vec())
+        })
+        .collect()
+}

@@ -1,0 +1,263 @@
+//! `starmind bench --emulator`: a real run of the committed firmware in rp2040js with the host
+//! bit-exactness check, and the failure paths (missing node or rp2040js, cycle limit, a firmware
+//! that faults, a missing model).
+//!
+//! Needs `npm ci --prefix scripts/emulator`. Without it the emulator runs are skipped with a
+//! message, unless STARMIND_REQUIRE_EMULATOR=1 (CI sets it), which turns the skip into a failure.
+
+mod bench_common;
+use bench_common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[path = "../firmware/rp2040/src/config_block.rs"]
+#[allow(dead_code)]
+mod config_block;
+
+const FIRMWARE: &[u8] = include_bytes!("../firmware/prebuilt/starmind-rp2040.bin");
+
+fn emulator_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/emulator")
+}
+
+/// True when node and rp2040js are installed; otherwise skip (or fail under CI).
+fn emulator_available() -> bool {
+    let installed = emulator_dir()
+        .join("node_modules/rp2040js/package.json")
+        .is_file()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("STARMIND_REQUIRE_EMULATOR").is_none(),
+            "STARMIND_REQUIRE_EMULATOR is set but node or scripts/emulator/node_modules is missing \
+             (run `npm ci --prefix scripts/emulator`)"
+        );
+        eprintln!("skipped: no node or rp2040js (run `npm ci --prefix scripts/emulator`)");
+    }
+    installed
+}
+
+#[test]
+fn emulator_bench_is_bit_exact_with_the_host_engine() {
+    if !emulator_available() {
+        return;
+    }
+    let dir = scratch("bench_emulator_check");
+    let model = tiny_model(&dir);
+    let output = run_in(
+        &dir,
+        &[
+            "bench",
+            model.to_str().unwrap(),
+            "--emulator",
+            "--check",
+            "--json",
+            "-n",
+            "24",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+    assert_eq!(json["bit_exact"], true, "{json}");
+    assert_eq!(json["tokens"], 24);
+    assert_eq!(json["clock_hz"], 125_000_000);
+    for key in [
+        "decode_tok_per_s",
+        "decode_cycles_per_token",
+        "prefill_cycles_per_token",
+        "peak_ram_bytes",
+        "model_flash_bytes",
+    ] {
+        assert!(
+            json[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} in {json}"
+        );
+    }
+    assert_eq!(
+        json["model_flash_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&model).unwrap().len()
+    );
+    assert_eq!(json["ids"].as_array().unwrap().len(), 24);
+    assert!(json["caveats"].as_array().is_some_and(|c| !c.is_empty()));
+}
+
+#[test]
+fn greedy_text_report_has_the_numbers() {
+    if !emulator_available() {
+        return;
+    }
+    let dir = scratch("bench_emulator_text");
+    let model = tiny_model(&dir);
+    let output = run_in(
+        &dir,
+        &[
+            "bench",
+            model.to_str().unwrap(),
+            "--emulator",
+            "--check",
+            "-n",
+            "8",
+            "--temperature",
+            "0",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "tok/s",
+        "cycles/token at 125000000 Hz",
+        "bit-exact vs host engine: true",
+        "XIP bound",
+        "one core only",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn missing_rp2040js_names_the_fix() {
+    let dir = scratch("bench_no_rp2040js");
+    let model = tiny_model(&dir);
+    let output = starmind()
+        .args(["bench", model.to_str().unwrap(), "--emulator"])
+        .env("STARMIND_EMULATOR_DIR", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("npm ci --prefix scripts/emulator"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn missing_node_names_the_fix() {
+    if !emulator_dir()
+        .join("node_modules/rp2040js/package.json")
+        .is_file()
+    {
+        return;
+    }
+    let dir = scratch("bench_no_node");
+    let model = tiny_model(&dir);
+    let output = starmind()
+        .args(["bench", model.to_str().unwrap(), "--emulator"])
+        .env("STARMIND_NODE", dir.join("no-such-node"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("install Node.js"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn cycle_limit_is_an_error() {
+    if !emulator_available() {
+        return;
+    }
+    let dir = scratch("bench_cycle_limit");
+    let model = tiny_model(&dir);
+    let output = run_in(
+        &dir,
+        &[
+            "bench",
+            model.to_str().unwrap(),
+            "--emulator",
+            "--max-cycles",
+            "100000",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cycle limit"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Runs the node driver directly on a firmware image and extra flash contents.
+fn drive(dir: &Path, firmware: &[u8], loads: &[(u32, &[u8])]) -> std::process::Output {
+    let fw = dir.join("fw.bin");
+    std::fs::write(&fw, firmware).unwrap();
+    let mut command = Command::new("node");
+    command
+        .arg(emulator_dir().join("run.mjs"))
+        .arg("--firmware")
+        .arg(&fw)
+        .args(["--max-cycles", "50000000"]);
+    for (i, (offset, bytes)) in loads.iter().enumerate() {
+        let file = dir.join(format!("load{i}.bin"));
+        std::fs::write(&file, bytes).unwrap();
+        command
+            .arg("--load")
+            .arg(format!("{offset:#x}:{}", file.display()));
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn a_jump_out_of_the_firmware_is_a_fault() {
+    if !emulator_available() {
+        return;
+    }
+    let dir = scratch("bench_fault");
+    // Reset vector into the (absent) bootrom: what a ROM float routine call does in rp2040js.
+    let mut firmware = FIRMWARE.to_vec();
+    firmware[260..264].copy_from_slice(&0x0000_0101u32.to_le_bytes());
+    let output = drive(&dir, &firmware, &[]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("left the firmware"), "{err}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("STARMIND-EMULATOR status=fault"));
+}
+
+#[test]
+fn the_firmware_reports_a_missing_or_corrupt_model_and_waits() {
+    if !emulator_available() {
+        return;
+    }
+    let dir = scratch("bench_no_model");
+    // No config block at all.
+    let output = drive(&dir, FIRMWARE, &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("STARMIND-ERROR config: no config block"),
+        "{stdout}"
+    );
+
+    // A config block, but the model is corrupt: the engine's typed error, no fault.
+    let mut model = model_file(64, 16, 32, 1, 2, 64);
+    model[100] ^= 1;
+    let sampler = config_block::SamplerSettings {
+        temperature_q8: 0,
+        top_k: 0,
+        top_p_q16: 65536,
+    };
+    let config = config_block::RunConfig::new(
+        config_block::Mode::Bench,
+        b"x",
+        4,
+        1,
+        sampler,
+        model.len() as u32,
+    )
+    .unwrap()
+    .encode();
+    let output = drive(&dir, FIRMWARE, &[(0x3F000, &config), (0x40000, &model)]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("STARMIND-ERROR model at 0x10040000: checksum mismatch"),
+        "{stdout}"
+    );
+}

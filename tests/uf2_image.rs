@@ -1,0 +1,126 @@
+//! `starmind flash <model> --uf2 out.uf2`: the image holds the committed firmware at 0x10000000,
+//! the config block at 0x1003F000 and the model at 0x10040000, in valid RP2040 UF2 blocks; a
+//! model too big for the board's flash is refused.
+
+mod bench_common;
+use bench_common::*;
+
+use std::collections::BTreeMap;
+
+const FIRMWARE: &[u8] = include_bytes!("../firmware/prebuilt/starmind-rp2040.bin");
+
+#[path = "../firmware/rp2040/src/config_block.rs"]
+#[allow(dead_code)]
+mod config_block;
+
+fn flash_of(image: &[u8]) -> BTreeMap<u32, u8> {
+    let mut flash = BTreeMap::new();
+    for (addr, payload) in decode_uf2(image) {
+        assert_eq!(addr % 256, 0, "payloads are 256-byte aligned");
+        for (i, byte) in payload.into_iter().enumerate() {
+            assert!(
+                flash.insert(addr + i as u32, byte).is_none(),
+                "overlapping blocks at {addr:#x}"
+            );
+        }
+    }
+    flash
+}
+
+fn region(flash: &BTreeMap<u32, u8>, addr: u32, len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| {
+            *flash
+                .get(&(addr + i))
+                .unwrap_or_else(|| panic!("missing {:#x}", addr + i))
+        })
+        .collect()
+}
+
+#[test]
+fn uf2_holds_firmware_config_and_model() {
+    let dir = scratch("uf2_image");
+    let model_path = tiny_model(&dir);
+    let model = std::fs::read(&model_path).unwrap();
+    let output = run_in(
+        &dir,
+        &[
+            "flash", "tiny.smb", "--uf2", "out.uf2", "--mode", "bench", "-n", "17", "--prompt",
+            "Tom ran", "--seed", "7",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let image = std::fs::read(dir.join("out.uf2")).unwrap();
+    let expected_blocks = FIRMWARE.len().div_ceil(256) + 1 + model.len().div_ceil(256);
+    assert_eq!(image.len(), expected_blocks * 512);
+
+    let flash = flash_of(&image);
+    assert_eq!(region(&flash, 0x1000_0000, FIRMWARE.len()), FIRMWARE);
+    assert_eq!(region(&flash, 0x1004_0000, model.len()), model);
+    let block: [u8; 256] = region(&flash, 0x1003_F000, 256).try_into().unwrap();
+    let config = config_block::RunConfig::decode(&block).expect("a valid config block");
+    assert_eq!(config.mode, config_block::Mode::Bench);
+    assert_eq!(config.tokens, 17);
+    assert_eq!(config.seed, 7);
+    assert_eq!(config.prompt(), b"Tom ran");
+    assert_eq!(config.model_bytes as usize, model.len());
+    // Nothing outside the three regions.
+    let end_of_model = 0x1004_0000 + model.len().div_ceil(256) as u32 * 256;
+    assert!(flash
+        .keys()
+        .all(|&a| a < 0x1003_F100 || (0x1004_0000..end_of_model).contains(&a)));
+}
+
+#[test]
+fn boot2_checksum_and_vector_table_are_in_place() {
+    // The bootrom only runs boot2 whose CRC-32 (poly 0x04C11DB7, MSB first, no reflection) matches.
+    let boot2 = &FIRMWARE[..256];
+    let mut crc = 0xFFFF_FFFFu32;
+    for &byte in &boot2[..252] {
+        crc ^= (byte as u32) << 24;
+        for _ in 0..8 {
+            crc = if crc & 0x8000_0000 != 0 {
+                (crc << 1) ^ 0x04C1_1DB7
+            } else {
+                crc << 1
+            };
+        }
+    }
+    assert_eq!(crc, u32::from_le_bytes(boot2[252..256].try_into().unwrap()));
+    let sp = u32::from_le_bytes(FIRMWARE[256..260].try_into().unwrap());
+    let reset = u32::from_le_bytes(FIRMWARE[260..264].try_into().unwrap());
+    assert_eq!(sp, 0x2004_2000, "initial SP = top of the 264 KiB RAM");
+    assert!(
+        reset & 1 == 1 && (0x1000_0100..0x1003_F000).contains(&(reset & !1)),
+        "reset vector {reset:#x}"
+    );
+}
+
+#[test]
+fn a_model_bigger_than_flash_is_refused() {
+    let dir = scratch("uf2_oversize");
+    // vocab 4000 × dim 512 int8 embedding ≈ 2 MB: more than the Pico's 1.75 MiB model region.
+    std::fs::write(dir.join("big.smb"), model_file(4000, 512, 8, 1, 1, 8)).unwrap();
+    let output = run_in(&dir, &["flash", "big.smb", "--uf2", "big.uf2"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("has room for 1835008 bytes") && err.contains("--board pico-16mb"),
+        "{err}"
+    );
+    assert!(!dir.join("big.uf2").exists());
+
+    let output = run_in(
+        &dir,
+        &[
+            "flash",
+            "big.smb",
+            "--uf2",
+            "big.uf2",
+            "--board",
+            "pico-16mb",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!decode_uf2(&std::fs::read(dir.join("big.uf2")).unwrap()).is_empty());
+}
