@@ -1,8 +1,135 @@
-//! Checkpoint directories: written atomically, loaded by name.
+//! Checkpoint directories: written atomically, loaded by tensor name.
+//!
+//! A checkpoint directory holds
+//! - `model.safetensors`: the weights, f32, named as in docs/ARCHITECTURE.md (metadata: `step`);
+//! - `state.safetensors`: everything `--resume` needs to continue bit for bit: the weights again,
+//!   the AdamW moments (`adam_m.<name>`, `adam_v.<name>`) and, as metadata, the step, the sampler
+//!   RNG state and the data sources;
+//! - `config.json` (the named config with the training section actually used), `tokenizer.json`
+//!   (Hugging Face format), `metrics.csv`; at the end of training also `loss.svg` and `sample.txt`.
+//!
+//! Every file is replaced by write-to-temp + fsync + rename, so each is complete at every instant.
+//! `state.safetensors` is self-contained (resume reads nothing else that changes during a run);
+//! it is renamed into place before `model.safetensors`, so a kill between the two leaves the
+//! previous complete model file next to a newer resume state, never a torn file.
 
-use anyhow::{Context, Result};
+use crate::config::NamedConfig;
+use crate::model::Transformer;
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const STATE_FILE: &str = "state.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const METRICS_FILE: &str = "metrics.csv";
+
+/// A finished (or intermediate) checkpoint, loaded for evaluation or export.
+pub struct Checkpoint {
+    /// The named config, its `train` section as used for this run.
+    pub config: NamedConfig,
+    /// The float model, ready for `forward`.
+    pub model: Transformer,
+    pub tokenizer: Tokenizer,
+    /// Every weight by checkpoint name (`tok_embeddings.weight`, `layers.0.attention.wq.weight`, …).
+    pub tensors: HashMap<String, Tensor>,
+    /// Optimizer steps taken.
+    pub step: usize,
+}
+
+/// Loads `dir/{config.json, tokenizer.json, model.safetensors}` on the CPU.
+pub fn load(dir: &Path) -> Result<Checkpoint> {
+    let config = read_config(dir)?;
+    let tokenizer = Tokenizer::load(&dir.join(TOKENIZER_FILE))?;
+    let model_path = dir.join(MODEL_FILE);
+    let bytes =
+        std::fs::read(&model_path).with_context(|| format!("reading {}", model_path.display()))?;
+    let step = metadata(&bytes)
+        .with_context(|| format!("reading {}", model_path.display()))?
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .with_context(|| format!("reading {}", model_path.display()))?;
+    let model = model_from_tensors(&tensors, &config).with_context(|| {
+        format!(
+            "checkpoint {}: weights do not match {CONFIG_FILE}",
+            dir.display()
+        )
+    })?;
+    Ok(Checkpoint {
+        config,
+        model,
+        tokenizer,
+        tensors,
+        step,
+    })
+}
+
+/// The model over fixed tensors (no gradients).
+pub fn model_from_tensors(
+    tensors: &HashMap<String, Tensor>,
+    config: &NamedConfig,
+) -> Result<Transformer> {
+    let expected = crate::model::tensor_shapes(&config.model);
+    for (name, shape) in &expected {
+        let tensor = tensors
+            .get(name)
+            .with_context(|| format!("missing tensor {name}"))?;
+        if tensor.dims() != shape.as_slice() {
+            bail!(
+                "tensor {name} has shape {:?}, expected {shape:?}",
+                tensor.dims()
+            );
+        }
+    }
+    if tensors.len() != expected.len() {
+        bail!("{} tensors, expected {}", tensors.len(), expected.len());
+    }
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+    Ok(Transformer::new(vb, &config.model)?)
+}
+
+/// `dir/config.json`.
+pub fn read_config(dir: &Path) -> Result<NamedConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let config: NamedConfig =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    config
+        .model
+        .validate()
+        .with_context(|| format!("{}", path.display()))?;
+    Ok(config)
+}
+
+/// Writes `dir/config.json` atomically.
+pub fn write_config(dir: &Path, config: &NamedConfig) -> Result<()> {
+    let json = serde_json::to_string_pretty(config)? + "\n";
+    write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+}
+
+/// Serializes named tensors with string metadata into safetensors bytes (sorted by name).
+pub fn serialize_tensors(
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().map(|(n, t)| (n, t)).collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    Ok(safetensors::serialize(sorted, Some(metadata))?)
+}
+
+/// The string metadata of a safetensors buffer.
+pub fn metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
 
 /// Writes `bytes` to `path` so that `path` is at every instant either the old or the new complete
 /// file: a temp file in the same directory, fsync, rename, fsync of the directory.

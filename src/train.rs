@@ -1,9 +1,1040 @@
-//! `starmind train` (being built).
+//! `starmind train`: a named config's transformer trained on story text with candle.
+//!
+//! One function per arrow: [`data::load_corpus`] → [`Tokenizer::train`] → the loop in
+//! [`train_loop`] (AdamW, warmup + cosine, global-norm clipping, periodic validation, atomic
+//! checkpoints) → final evaluation, sample and loss curve.
+//!
+//! Determinism: all randomness (initial weights, batch sampling, the final sample) comes from
+//! [`Rng`] seeded with `--seed`; the sampler's state and the AdamW moments are saved with every
+//! checkpoint, so `--resume` continues exactly where the run stopped.
+
+use crate::checkpoint::{self, CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE};
+use crate::config::{self, NamedConfig, TrainConfig};
+use crate::data::{self, Corpus, Rng};
+use crate::eval::{self, EvalReport};
+use crate::model::{self, Transformer};
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Context, Result};
+use candle_core::{backprop::GradStore, Device, Tensor, Var};
+use candle_nn::VarMap;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Prompt of the end-of-training sample.
+pub const SAMPLE_PROMPT: &str = "Once upon a time";
+const SAMPLE_TOKENS: usize = 200;
+const SAMPLE_TEMPERATURE: f64 = 0.8;
+const ADAM_BETA1: f32 = 0.9;
+const ADAM_BETA2: f32 = 0.95;
+const ADAM_EPS: f32 = 1e-8;
 
 /// Arguments of `starmind train`.
-#[derive(clap::Args)]
-pub struct Args {}
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Args {
+    /// Named config (`starmind configs` lists them) or a path to a config JSON file. With
+    /// --resume it only names the default output directory.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Training text: local files (repeat the flag for several) or a Hugging Face dataset id
+    /// (`owner/name`, or `owner/name:file.txt`). Default: roneneldan/TinyStories.
+    #[arg(long)]
+    pub data: Vec<String>,
+    /// Validation text; without it the last 5% of the training text is held out.
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Checkpoint directory. Default: runs/<config name>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the checkpoint in --out (bit for bit; --data defaults to the run's own).
+    #[arg(long)]
+    pub resume: bool,
+    /// Override the config's number of optimizer steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Override the config's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the config's peak learning rate.
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Override the config's batch size (sequences per step).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Override how often a checkpoint is written (steps).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Stop after this step with a checkpoint, as if interrupted (continue with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`starmind train` is not implemented yet")
+/// Sets the number of compute threads (candle and tokenizers size their pools from
+/// `RAYON_NUM_THREADS` when they first start); must run before any tensor work.
+pub fn set_threads(threads: Option<usize>) {
+    if let Some(n) = threads {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
+/// What a finished run reports (also written as `eval.json` in the checkpoint directory).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainReport {
+    pub config: String,
+    pub params: usize,
+    pub seed_params: Option<usize>,
+    pub steps: usize,
+    pub train_seconds: f64,
+    pub eval: EvalReport,
+    pub sample: String,
+}
+
+/// `starmind train`.
+pub fn run(args: Args) -> Result<()> {
+    set_threads(args.threads);
+    let started = Instant::now();
+    let out = match (&args.out, &args.config) {
+        (Some(out), _) => out.clone(),
+        (None, Some(name)) => PathBuf::from("runs").join(config_stem(name)),
+        (None, None) => bail!("pass --config <name> (or --out <dir> with --resume)"),
+    };
+    let report = train(&args, &out)?;
+    eprintln!(
+        "done in {:.1} s; checkpoint in {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    println!("{}", report.sample);
+    println!(
+        "final val_bpb {:.4} (val_loss {:.4} nats/token; unigram {:.4}, bigram {:.4} bpb)",
+        report.eval.val_bpb, report.eval.val_loss, report.eval.unigram_bpb, report.eval.bigram_bpb
+    );
+    Ok(())
+}
+
+fn config_stem(name: &str) -> String {
+    Path::new(name)
+        .file_stem()
+        .map_or_else(|| name.to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+/// Runs (or resumes) training into `out`, then evaluates, samples and plots.
+pub fn train(args: &Args, out: &Path) -> Result<TrainReport> {
+    let device = Device::Cpu;
+    let resumed = if args.resume {
+        Some(ResumeState::load(out)?)
+    } else {
+        None
+    };
+
+    // Config and data sources: the run's own when resuming, overridable from the command line.
+    let mut config = match &resumed {
+        Some(_) => checkpoint::read_config(out)?,
+        None => config::load(args.config.as_deref().context("pass --config <name>")?)?,
+    };
+    apply_overrides(&mut config.train, args);
+    let (data_sources, valid_source) = match (&resumed, args.data.is_empty()) {
+        (Some(state), true) => (state.data.clone(), state.valid.clone().map(PathBuf::from)),
+        _ => (args.data.clone(), args.valid.clone()),
+    };
+    let corpus = data::load_corpus(&data_sources, valid_source.as_deref())?;
+    eprintln!(
+        "{}: {} params; {} train / {} validation bytes ({})",
+        config.name,
+        config.model.param_count(),
+        corpus.train.len(),
+        corpus.valid.len(),
+        corpus.description
+    );
+
+    let tokenizer = match &resumed {
+        Some(_) => Tokenizer::load(&out.join(TOKENIZER_FILE))?,
+        None => {
+            let t0 = Instant::now();
+            let tokenizer = Tokenizer::train(
+                config.model.tokenizer,
+                config.model.vocab_size,
+                &corpus.train,
+            )?;
+            eprintln!(
+                "tokenizer: {:?}, {} ids, trained in {:.1} s",
+                tokenizer.kind(),
+                tokenizer.vocab_size(),
+                t0.elapsed().as_secs_f64()
+            );
+            tokenizer
+        }
+    };
+    if tokenizer.vocab_size() > config.model.vocab_size {
+        bail!(
+            "tokenizer has {} ids but the model only {}",
+            tokenizer.vocab_size(),
+            config.model.vocab_size
+        );
+    }
+    if resumed.is_none() {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        for stale in [MODEL_FILE, STATE_FILE, METRICS_FILE] {
+            if out.join(stale).exists() {
+                eprintln!("replacing the previous run in {}", out.display());
+                std::fs::remove_file(out.join(stale))?;
+            }
+        }
+        checkpoint::write_config(out, &config)?;
+        tokenizer.save(&out.join(TOKENIZER_FILE))?;
+    } else {
+        checkpoint::write_config(out, &config)?;
+    }
+
+    let train_tokens = tokenizer.encode(&corpus.train);
+    let valid = tokenizer.encode_with_source_bytes(&corpus.valid);
+    let unknown = train_tokens
+        .iter()
+        .filter(|&&id| Some(id) == tokenizer.unk_id())
+        .count();
+    eprintln!(
+        "{} train tokens ({} <unk>), {} validation tokens",
+        train_tokens.len(),
+        unknown,
+        valid.ids.len()
+    );
+    if train_tokens.len() <= config.model.seq_len {
+        bail!(
+            "training text too short: {} tokens for seq_len {}",
+            train_tokens.len(),
+            config.model.seq_len
+        );
+    }
+
+    let run = RunInputs {
+        config: &config,
+        train_tokens: &train_tokens,
+        valid_ids: &valid.ids,
+        valid_bytes: &valid.source_bytes,
+        unk_id: tokenizer.unk_id(),
+        data: &data_sources,
+        valid_source: valid_source.as_deref(),
+        stop_after: args.stop_after,
+        out,
+    };
+    let (model, train_seconds, stopped_early) = train_loop(&run, resumed, &device)?;
+    let steps = config.train.steps;
+    if stopped_early {
+        let eval = EvalReport {
+            val_loss: f64::NAN,
+            val_bpb: f64::NAN,
+            unigram_bpb: f64::NAN,
+            bigram_bpb: f64::NAN,
+            tokens: 0,
+            bytes: 0,
+            unk_tokens: 0,
+            valid_bytes: 0,
+            train_bytes: 0,
+        };
+        let sample = format!(
+            "(stopped after step {}; continue with --resume)",
+            args.stop_after.unwrap_or(0)
+        );
+        return Ok(TrainReport {
+            config: config.name.clone(),
+            params: config.model.param_count(),
+            seed_params: config.seed_params,
+            steps,
+            train_seconds,
+            eval,
+            sample,
+        });
+    }
+    finish(&config, &model, &tokenizer, &corpus, out, train_seconds)
+}
+
+fn apply_overrides(train: &mut TrainConfig, args: &Args) {
+    if let Some(steps) = args.steps {
+        train.steps = steps;
+    }
+    if let Some(seed) = args.seed {
+        train.seed = seed;
+    }
+    if let Some(lr) = args.learning_rate {
+        train.learning_rate = lr;
+    }
+    if let Some(batch) = args.batch_size {
+        train.batch_size = batch;
+    }
+    if let Some(every) = args.checkpoint_every {
+        train.checkpoint_every = every;
+    }
+}
+
+/// Final evaluation over the whole validation split, sample, loss curve, `eval.json`.
+fn finish(
+    config: &NamedConfig,
+    model: &Transformer,
+    tokenizer: &Tokenizer,
+    corpus: &Corpus,
+    out: &Path,
+    train_seconds: f64,
+) -> Result<TrainReport> {
+    let t0 = Instant::now();
+    let report = eval::evaluate(
+        tokenizer,
+        corpus,
+        config.model.seq_len,
+        None,
+        256,
+        eval::model_scorer(model),
+    )?;
+    eprintln!(
+        "final evaluation over {} validation bytes in {:.1} s: val_bpb {:.4}",
+        report.valid_bytes,
+        t0.elapsed().as_secs_f64(),
+        report.val_bpb
+    );
+    let mut rng = Rng::new(config.train.seed ^ 0x5A5A_5A5A);
+    let sample = generate(
+        model,
+        tokenizer,
+        SAMPLE_PROMPT,
+        SAMPLE_TOKENS,
+        SAMPLE_TEMPERATURE,
+        &mut rng,
+    )?;
+    checkpoint::write_atomic(&out.join("sample.txt"), sample.as_bytes())?;
+    let rows = read_metrics(&out.join(METRICS_FILE))?;
+    checkpoint::write_atomic(
+        &out.join("loss.svg"),
+        loss_svg(&config.name, &rows).as_bytes(),
+    )?;
+    let train_report = TrainReport {
+        config: config.name.clone(),
+        params: config.model.param_count(),
+        seed_params: config.seed_params,
+        steps: config.train.steps,
+        train_seconds,
+        eval: report,
+        sample,
+    };
+    let json = serde_json::to_string_pretty(&train_report)? + "\n";
+    checkpoint::write_atomic(&out.join("eval.json"), json.as_bytes())?;
+    Ok(train_report)
+}
+
+/// Borrowed inputs of [`train_loop`].
+struct RunInputs<'a> {
+    config: &'a NamedConfig,
+    train_tokens: &'a [u32],
+    valid_ids: &'a [u32],
+    valid_bytes: &'a [u32],
+    unk_id: Option<u32>,
+    data: &'a [String],
+    valid_source: Option<&'a Path>,
+    stop_after: Option<usize>,
+    out: &'a Path,
+}
+
+/// What `state.safetensors` restores.
+struct ResumeState {
+    step: usize,
+    rng_state: u64,
+    elapsed_s: f64,
+    tensors: HashMap<String, Tensor>,
+    data: Vec<String>,
+    valid: Option<String>,
+}
+
+impl ResumeState {
+    fn load(out: &Path) -> Result<ResumeState> {
+        let path = out.join(STATE_FILE);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "--resume: reading {} (is there a checkpoint in {}?)",
+                path.display(),
+                out.display()
+            )
+        })?;
+        let meta = checkpoint::metadata(&bytes)?;
+        let get = |key: &str| {
+            meta.get(key)
+                .with_context(|| format!("{}: no '{key}' in its metadata", path.display()))
+        };
+        Ok(ResumeState {
+            step: get("step")?.parse()?,
+            rng_state: get("rng_state")?.parse()?,
+            elapsed_s: get("elapsed_s")?.parse()?,
+            data: serde_json::from_str(get("data")?)?,
+            valid: serde_json::from_str(get("valid")?)?,
+            tensors: candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?,
+        })
+    }
+}
+
+/// AdamW over the variables of a [`VarMap`], in plain f32 loops so that its moments can be saved
+/// and restored exactly (candle-nn's `AdamW` keeps them private). Same update as candle-nn's,
+/// with decoupled weight decay on matrices only (not on RMSNorm gains).
+struct AdamW {
+    names: Vec<String>,
+    vars: Vec<Var>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    step: usize,
+    weight_decay: f32,
+}
+
+impl AdamW {
+    fn new(varmap: &VarMap, weight_decay: f64) -> Result<Self> {
+        let data = varmap.data().lock().expect("VarMap lock");
+        let mut names: Vec<String> = data.keys().cloned().collect();
+        names.sort();
+        let vars: Vec<Var> = names.iter().map(|n| data[n].clone()).collect();
+        let m = vars.iter().map(|v| vec![0f32; v.elem_count()]).collect();
+        let v = vars.iter().map(|v| vec![0f32; v.elem_count()]).collect();
+        Ok(AdamW {
+            names,
+            vars,
+            m,
+            v,
+            step: 0,
+            weight_decay: weight_decay as f32,
+        })
+    }
+
+    /// Clips the gradients to global norm `clip`, then applies one update; returns the norm
+    /// before clipping.
+    fn step(&mut self, grads: &GradStore, lr: f64, clip: f64) -> Result<f64> {
+        let mut flat = Vec::with_capacity(self.vars.len());
+        for (name, var) in self.names.iter().zip(&self.vars) {
+            let g = grads
+                .get(var)
+                .with_context(|| format!("no gradient for {name}"))?;
+            flat.push(g.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let norm = flat
+            .iter()
+            .flatten()
+            .map(|&g| (g as f64) * (g as f64))
+            .sum::<f64>()
+            .sqrt();
+        let scale = if clip > 0.0 && norm > clip {
+            (clip / norm) as f32
+        } else {
+            1.0
+        };
+        self.step += 1;
+        let t = self.step as i32;
+        let (lr, b1, b2) = (lr as f32, ADAM_BETA1, ADAM_BETA2);
+        let (correction1, correction2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        for (i, var) in self.vars.iter().enumerate() {
+            let decay = if var.rank() >= 2 {
+                1.0 - lr * self.weight_decay
+            } else {
+                1.0
+            };
+            let mut theta = var.flatten_all()?.to_vec1::<f32>()?;
+            let (m, v) = (&mut self.m[i], &mut self.v[i]);
+            for (j, g) in flat[i].iter().enumerate() {
+                let g = g * scale;
+                m[j] = b1 * m[j] + (1.0 - b1) * g;
+                v[j] = b2 * v[j] + (1.0 - b2) * g * g;
+                let update = (m[j] / correction1) / ((v[j] / correction2).sqrt() + ADAM_EPS);
+                theta[j] = theta[j] * decay - lr * update;
+            }
+            var.set(&Tensor::from_vec(theta, var.shape(), var.device())?)?;
+        }
+        Ok(norm)
+    }
+
+    fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for (i, (name, var)) in self.names.iter().zip(&self.vars).enumerate() {
+            out.push((format!("param.{name}"), var.as_tensor().copy()?));
+            out.push((
+                format!("adam_m.{name}"),
+                Tensor::from_vec(self.m[i].clone(), var.shape(), &Device::Cpu)?,
+            ));
+            out.push((
+                format!("adam_v.{name}"),
+                Tensor::from_vec(self.v[i].clone(), var.shape(), &Device::Cpu)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn restore(&mut self, state: &ResumeState) -> Result<()> {
+        for (i, (name, var)) in self.names.iter().zip(&self.vars).enumerate() {
+            let get = |prefix: &str| {
+                state
+                    .tensors
+                    .get(&format!("{prefix}.{name}"))
+                    .with_context(|| format!("state has no {prefix}.{name}"))
+            };
+            var.set(get("param")?)?;
+            self.m[i] = get("adam_m")?.flatten_all()?.to_vec1()?;
+            self.v[i] = get("adam_v")?.flatten_all()?.to_vec1()?;
+        }
+        self.step = state.step;
+        Ok(())
+    }
+}
+
+/// Learning rate for the update that takes the model from `step` to `step + 1`: linear warmup
+/// to the peak, then cosine down to the floor at the last step.
+pub fn learning_rate(train: &TrainConfig, step: usize) -> f64 {
+    if step < train.warmup_steps {
+        return train.learning_rate * (step + 1) as f64 / train.warmup_steps as f64;
+    }
+    let span = train.steps.saturating_sub(train.warmup_steps).max(1) as f64;
+    let progress = ((step - train.warmup_steps) as f64 / span).min(1.0);
+    train.min_learning_rate
+        + 0.5
+            * (train.learning_rate - train.min_learning_rate)
+            * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// One row of metrics.csv.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsRow {
+    pub step: usize,
+    pub learning_rate: f64,
+    /// Mean training loss (nats/token) since the previous row.
+    pub train_loss: f64,
+    pub val_loss: Option<f64>,
+    pub val_bpb: Option<f64>,
+    pub tokens_seen: u64,
+    pub elapsed_s: f64,
+}
+
+const METRICS_HEADER: &str = "step,learning_rate,train_loss,val_loss,val_bpb,tokens_seen,elapsed_s";
+
+fn metrics_csv(rows: &[MetricsRow]) -> String {
+    let mut s = format!("{METRICS_HEADER}\n");
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{:.6e},{:.6},{},{},{},{:.3}",
+            r.step,
+            r.learning_rate,
+            r.train_loss,
+            opt(r.val_loss),
+            opt(r.val_bpb),
+            r.tokens_seen,
+            r.elapsed_s
+        );
+    }
+    s
+}
+
+/// Reads metrics.csv (empty if missing).
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let mut rows = Vec::new();
+    for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 7 {
+            bail!("{}: malformed line {line:?}", path.display());
+        }
+        let opt = |s: &str| {
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                s.parse().map(Some)
+            }
+        };
+        rows.push(MetricsRow {
+            step: f[0].parse()?,
+            learning_rate: f[1].parse()?,
+            train_loss: f[2].parse()?,
+            val_loss: opt(f[3])?,
+            val_bpb: opt(f[4])?,
+            tokens_seen: f[5].parse()?,
+            elapsed_s: f[6].parse()?,
+        });
+    }
+    Ok(rows)
+}
+
+/// Validation windows used by the periodic evaluation: `sequences` windows of `seq_len` tokens
+/// spread evenly over the split, concatenated (so they stay aligned windows for the bpb cut).
+fn periodic_eval_subset(
+    ids: &[u32],
+    bytes: &[u32],
+    seq_len: usize,
+    sequences: usize,
+) -> (Vec<u32>, Vec<u32>) {
+    let available = ids.len() / seq_len;
+    if sequences == 0 || available <= sequences {
+        return (ids.to_vec(), bytes.to_vec());
+    }
+    let (mut sub_ids, mut sub_bytes) = (Vec::new(), Vec::new());
+    for i in 0..sequences {
+        let start = i * available / sequences * seq_len;
+        sub_ids.extend_from_slice(&ids[start..start + seq_len]);
+        sub_bytes.extend_from_slice(&bytes[start..start + seq_len]);
+    }
+    (sub_ids, sub_bytes)
+}
+
+/// Progress output: an indicatif bar on a terminal, periodic lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Instant,
+    total: usize,
+}
+
+impl Progress {
+    fn new(total: usize, start: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} step {pos}/{len} {msg} ETA {eta}",
+                )
+                .expect("valid template"),
+            );
+            bar.set_position(start as u64);
+            bar
+        });
+        Progress {
+            bar,
+            last_line: Instant::now(),
+            total,
+        }
+    }
+
+    fn update(&mut self, step: usize, message: &str, eta_s: f64, force_line: bool) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(step as u64);
+                bar.set_message(message.to_string());
+            }
+            None => {
+                if force_line
+                    || self.last_line.elapsed().as_secs_f64() >= 10.0
+                    || step == self.total
+                {
+                    eprintln!("step {step}/{} {message} ETA {eta_s:.0} s", self.total);
+                    self.last_line = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The optimization loop; returns the trained model, the total training seconds and whether it
+/// stopped at `--stop-after`.
+fn train_loop(
+    run: &RunInputs,
+    resumed: Option<ResumeState>,
+    device: &Device,
+) -> Result<(Transformer, f64, bool)> {
+    let c = &run.config.model;
+    let t = &run.config.train;
+    let mut rng = Rng::new(t.seed);
+    let varmap = model::init_varmap(c, &mut rng, device)?;
+    let model = model::from_varmap(&varmap, c, device)?;
+    let mut optimizer = AdamW::new(&varmap, t.weight_decay)?;
+    let (mut step, mut elapsed_before) = (0, 0.0);
+    let mut rows = Vec::new();
+    if let Some(state) = &resumed {
+        optimizer.restore(state)?;
+        rng = Rng::from_state(state.rng_state);
+        step = state.step;
+        elapsed_before = state.elapsed_s;
+        rows = read_metrics(&run.out.join(METRICS_FILE))?;
+        rows.retain(|r| r.step <= step);
+        eprintln!("resuming at step {step} of {}", t.steps);
+    }
+    let (eval_ids, eval_bytes) =
+        periodic_eval_subset(run.valid_ids, run.valid_bytes, c.seq_len, t.eval_sequences);
+    let log_every = (t.steps / 200).max(1);
+    let tokens_per_step = (t.batch_size * c.seq_len) as u64;
+    let mut tokens_seen = rows.last().map_or(0, |r| r.tokens_seen);
+    let started = Instant::now();
+    let mut progress = Progress::new(t.steps, step);
+    let (mut loss_sum, mut loss_count) = (0f64, 0usize);
+    let mut last_checkpoint = resumed.as_ref().map(|s| s.step);
+    let mut recent_loss = f64::NAN;
+
+    while step < t.steps {
+        let lr = learning_rate(t, step);
+        let (inputs, targets) =
+            data::sample_batch(run.train_tokens, t.batch_size, c.seq_len, &mut rng);
+        let inputs = Tensor::from_vec(inputs, (t.batch_size, c.seq_len), device)?;
+        let targets = Tensor::from_vec(targets, t.batch_size * c.seq_len, device)?;
+        let logits = model
+            .forward(&inputs)?
+            .reshape((t.batch_size * c.seq_len, c.vocab_size))?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        if !loss_value.is_finite() {
+            progress.finish();
+            diverged(run, step + 1, "loss", loss_value, lr, last_checkpoint)?;
+        }
+        let grads = loss.backward()?;
+        let grad_norm = optimizer.step(&grads, lr, t.grad_clip)?;
+        if !grad_norm.is_finite() {
+            progress.finish();
+            diverged(
+                run,
+                step + 1,
+                "gradient norm",
+                grad_norm,
+                lr,
+                last_checkpoint,
+            )?;
+        }
+        step += 1;
+        tokens_seen += tokens_per_step;
+        loss_sum += loss_value;
+        loss_count += 1;
+        recent_loss = if recent_loss.is_nan() {
+            loss_value
+        } else {
+            0.9 * recent_loss + 0.1 * loss_value
+        };
+
+        let stop_here = run.stop_after == Some(step);
+        let is_eval = step % t.eval_every.max(1) == 0 || step == t.steps;
+        let is_checkpoint = step % t.checkpoint_every.max(1) == 0 || step == t.steps || stop_here;
+        let elapsed = elapsed_before + started.elapsed().as_secs_f64();
+        if step % log_every == 0 || is_eval || is_checkpoint {
+            let mut row = MetricsRow {
+                step,
+                learning_rate: lr,
+                train_loss: loss_sum / loss_count as f64,
+                val_loss: None,
+                val_bpb: None,
+                tokens_seen,
+                elapsed_s: elapsed,
+            };
+            (loss_sum, loss_count) = (0.0, 0);
+            if is_eval {
+                let report = eval::bits_per_byte(
+                    &eval_ids,
+                    &eval_bytes,
+                    run.unk_id,
+                    c.seq_len,
+                    256,
+                    eval::model_scorer(&model),
+                )?;
+                row.val_loss = Some(report.val_loss);
+                row.val_bpb = Some(report.val_bpb);
+                progress.println(&format!(
+                    "step {step}: train loss {:.4}, val loss {:.4} nats/token, val bpb {:.4}",
+                    row.train_loss, report.val_loss, report.val_bpb
+                ));
+            }
+            rows.push(row);
+        }
+        if is_checkpoint {
+            save_checkpoint(run, &optimizer, &rng, step, elapsed, &rows)?;
+            last_checkpoint = Some(step);
+        } else if is_eval {
+            checkpoint::write_atomic(&run.out.join(METRICS_FILE), metrics_csv(&rows).as_bytes())?;
+        }
+        let this_run = started.elapsed().as_secs_f64();
+        let done_this_run = step - resumed.as_ref().map_or(0, |s| s.step);
+        let tokens_per_s = done_this_run as f64 * tokens_per_step as f64 / this_run.max(1e-9);
+        let eta = this_run / done_this_run as f64 * (t.steps - step) as f64;
+        progress.update(
+            step,
+            &format!("loss {recent_loss:.4} | {:.0} tok/s", tokens_per_s),
+            eta,
+            is_eval,
+        );
+        if stop_here {
+            progress.finish();
+            eprintln!("stopped after step {step} (--stop-after); continue with --resume");
+            return Ok((model, elapsed, true));
+        }
+    }
+    progress.finish();
+    let total = elapsed_before + started.elapsed().as_secs_f64();
+    Ok((model, total, false))
+}
+
+/// Stops training with a message naming the step; the last good checkpoint stays in place.
+fn diverged(
+    run: &RunInputs,
+    step: usize,
+    what: &str,
+    value: f64,
+    lr: f64,
+    last: Option<usize>,
+) -> Result<()> {
+    let kept = match last {
+        Some(s) => format!(
+            "the last good checkpoint (step {s}) is kept in {}",
+            run.out.display()
+        ),
+        None => "no checkpoint had been written yet".to_string(),
+    };
+    bail!("training diverged at step {step}: {what} is {value} (learning rate {lr:.3e}); stopped, {kept}. Try a lower --learning-rate.")
+}
+
+fn save_checkpoint(
+    run: &RunInputs,
+    optimizer: &AdamW,
+    rng: &Rng,
+    step: usize,
+    elapsed: f64,
+    rows: &[MetricsRow],
+) -> Result<()> {
+    let out = run.out;
+    let state_meta = HashMap::from([
+        ("step".to_string(), step.to_string()),
+        ("rng_state".to_string(), rng.state().to_string()),
+        ("elapsed_s".to_string(), format!("{elapsed}")),
+        ("data".to_string(), serde_json::to_string(run.data)?),
+        (
+            "valid".to_string(),
+            serde_json::to_string(&run.valid_source.map(|p| p.display().to_string()))?,
+        ),
+        ("config".to_string(), run.config.name.clone()),
+    ]);
+    let state = optimizer.state_tensors()?;
+    checkpoint::write_atomic(
+        &out.join(STATE_FILE),
+        &checkpoint::serialize_tensors(&state, state_meta)?,
+    )?;
+    let weights: Vec<(String, Tensor)> = optimizer
+        .names
+        .iter()
+        .zip(&optimizer.vars)
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    let model_meta = HashMap::from([
+        ("step".to_string(), step.to_string()),
+        ("config".to_string(), run.config.name.clone()),
+    ]);
+    checkpoint::write_atomic(
+        &out.join(MODEL_FILE),
+        &checkpoint::serialize_tensors(&weights, model_meta)?,
+    )?;
+    checkpoint::write_atomic(&out.join(METRICS_FILE), metrics_csv(rows).as_bytes())?;
+    debug_assert!(out.join(CONFIG_FILE).exists());
+    Ok(())
+}
+
+/// Samples up to `max_tokens` tokens after `prompt` at `temperature` (0 = greedy), stopping at
+/// `<|endoftext|>`; the context slides once it exceeds seq_len. Returns prompt + continuation.
+pub fn generate(
+    model: &Transformer,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    max_tokens: usize,
+    temperature: f64,
+    rng: &mut Rng,
+) -> Result<String> {
+    let seq_len = model.config().seq_len;
+    let mut ids = tokenizer.encode(prompt);
+    let prompt_len = ids.len();
+    for _ in 0..max_tokens {
+        let context = &ids[ids.len().saturating_sub(seq_len)..];
+        if context.is_empty() {
+            break;
+        }
+        let input = Tensor::new(context, &Device::Cpu)?.unsqueeze(0)?;
+        let logits = model.forward(&input)?.squeeze(0)?.get(context.len() - 1)?;
+        let logits: Vec<f32> = logits.to_vec1()?;
+        // Only ids the tokenizer has (the model may have spare rows).
+        let logits = &logits[..tokenizer.vocab_size()];
+        let next = if temperature <= 0.0 {
+            logits
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i)
+        } else {
+            let max = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            let weights: Vec<f64> = logits
+                .iter()
+                .map(|&l| ((l as f64 - max) / temperature).exp())
+                .collect();
+            let mut r = rng.uniform() * weights.iter().sum::<f64>();
+            weights
+                .iter()
+                .position(|&w| {
+                    r -= w;
+                    r < 0.0
+                })
+                .unwrap_or(weights.len() - 1)
+        } as u32;
+        if next == tokenizer.eot_id() {
+            break;
+        }
+        ids.push(next);
+    }
+    Ok(format!(
+        "{}{}",
+        prompt,
+        tokenizer.decode(&ids[prompt_len..])
+    ))
+}
+
+/// A hand-written SVG of training loss (line) and validation loss (dots) against steps.
+pub fn loss_svg(title: &str, rows: &[MetricsRow]) -> String {
+    let (w, h, left, right, top, bottom) = (640.0, 400.0, 60.0, 20.0, 30.0, 45.0);
+    let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
+    let losses = rows
+        .iter()
+        .flat_map(|r| std::iter::once(r.train_loss).chain(r.val_loss))
+        .filter(|v| v.is_finite());
+    let (lo, hi) = losses.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo < hi { (lo, hi) } else { (0.0, 1.0) };
+    let x = |s: usize| left + (s as f64 / max_step) * (w - left - right);
+    let y = |v: f64| top + (hi - v) / (hi - lo) * (h - top - bottom);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"18\" text-anchor=\"middle\">{} — loss (nats/token)</text>\n",
+        w / 2.0,
+        escape_xml(title)
+    );
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom,
+        w - right,
+        h - bottom
+    );
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom
+    );
+    for i in 0..=4 {
+        let v = lo + (hi - lo) * i as f64 / 4.0;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text>",
+            left - 5.0,
+            y(v) + 4.0
+        );
+        let s = (max_step * i as f64 / 4.0).round() as usize;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{s}</text>",
+            x(s),
+            h - bottom + 16.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>",
+        w / 2.0,
+        h - 8.0
+    );
+    let points: Vec<String> = rows
+        .iter()
+        .filter(|r| r.train_loss.is_finite())
+        .map(|r| format!("{:.1},{:.1}", x(r.step), y(r.train_loss)))
+        .collect();
+    let _ = writeln!(
+        svg,
+        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{}\"/>",
+        points.join(" ")
+    );
+    for r in rows {
+        if let Some(v) = r.val_loss.filter(|v| v.is_finite()) {
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#d62728\"/>",
+                x(r.step),
+                y(v)
+            );
+        }
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" fill=\"#1f77b4\" text-anchor=\"end\">train</text>",
+        w - right,
+        top + 12.0
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" fill=\"#d62728\" text-anchor=\"end\">validation</text>",
+        w - right,
+        top + 26.0
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn escape_xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_the_floor() {
+        let t = TrainConfig {
+            steps: 100,
+            warmup_steps: 10,
+            learning_rate: 1.0,
+            min_learning_rate: 0.1,
+            ..TrainConfig::default()
+        };
+        assert!((learning_rate(&t, 0) - 0.1).abs() < 1e-12);
+        assert!((learning_rate(&t, 9) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(&t, 10) - 1.0).abs() < 1e-12);
+        assert!(learning_rate(&t, 50) < 1.0 && learning_rate(&t, 50) > 0.1);
+        assert!((learning_rate(&t, 100) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn metrics_round_trip() {
+        let rows = vec![
+            MetricsRow {
+                step: 1,
+                learning_rate: 1e-3,
+                train_loss: 4.0,
+                val_loss: None,
+                val_bpb: None,
+                tokens_seen: 64,
+                elapsed_s: 0.5,
+            },
+            MetricsRow {
+                step: 2,
+                learning_rate: 2e-3,
+                train_loss: 3.5,
+                val_loss: Some(3.6),
+                val_bpb: Some(5.0),
+                tokens_seen: 128,
+                elapsed_s: 1.0,
+            },
+        ];
+        let dir = std::env::temp_dir().join(format!("starmind-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.csv");
+        std::fs::write(&path, metrics_csv(&rows)).unwrap();
+        assert_eq!(read_metrics(&path).unwrap(), rows);
+        assert!(loss_svg("t<1>", &rows).contains("t&lt;1&gt;"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
