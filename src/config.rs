@@ -130,11 +130,19 @@ impl ModelConfig {
                 bail!("{name} must be positive");
             }
         }
-        if self.dim % self.n_heads != 0 {
-            bail!("dim {} is not a multiple of n_heads {}", self.dim, self.n_heads);
+        if !self.dim.is_multiple_of(self.n_heads) {
+            bail!(
+                "dim {} is not a multiple of n_heads {}",
+                self.dim,
+                self.n_heads
+            );
         }
-        if self.n_heads % self.n_kv_heads != 0 {
-            bail!("n_heads {} is not a multiple of n_kv_heads {}", self.n_heads, self.n_kv_heads);
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            bail!(
+                "n_heads {} is not a multiple of n_kv_heads {}",
+                self.n_heads,
+                self.n_kv_heads
+            );
         }
         Ok(())
     }
@@ -150,7 +158,11 @@ impl ModelConfig {
             Ffn::Swiglu => 3,
         };
         let ffn = ffn_matrices * self.dim * self.hidden_dim;
-        let head = if self.tied_embeddings { 0 } else { self.vocab_size * self.dim };
+        let head = if self.tied_embeddings {
+            0
+        } else {
+            self.vocab_size * self.dim
+        };
         self.vocab_size * self.dim + self.n_layers * (attention + ffn) + head
     }
 
@@ -181,10 +193,14 @@ pub fn load(name_or_path: &str) -> Result<NamedConfig> {
             path.display()
         );
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let config: NamedConfig =
-        serde_json::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
-    config.model.validate().with_context(|| format!("config {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let config: NamedConfig = serde_json::from_str(&text)
+        .with_context(|| format!("parsing config {}", path.display()))?;
+    config
+        .model
+        .validate()
+        .with_context(|| format!("config {}", path.display()))?;
     Ok(config)
 }
 
@@ -198,6 +214,342 @@ pub fn all() -> Result<Vec<NamedConfig>> {
             configs.push(load(path.to_str().context("non-UTF-8 config path")?)?);
         }
     }
-    configs.sort_by(|a, b| (a.model.seed_param_count(), &a.name).cmp(&(b.model.seed_param_count(), &b.name)));
+    configs.sort_by(|a, b| {
+        (a.model.seed_param_count(), &a.name).cmp(&(b.model.seed_param_count(), &b.name))
+    });
     Ok(configs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed models the logs in /work/shared/seeds name with enough dimensions to build (see each
+    /// config's `description`). Seed variants whose head count does not divide `dim` are left out
+    /// on purpose (`validate` rejects them).
+    const SEED_MODELS: &[&str] = &[
+        "assistant-45k",
+        "chat-10k",
+        "chat-10k-balanced-extreme",
+        "chat-10k-deep",
+        "chat-10k-fat-hidden",
+        "chat-10k-ffn-beast",
+        "chat-10k-golden-ratio",
+        "chat-10k-layer-monster",
+        "chat-10k-layer-tower",
+        "chat-10k-mega-deep",
+        "chat-10k-mega-heads",
+        "chat-10k-mega-hidden",
+        "chat-10k-mixed-extreme",
+        "chat-10k-narrow",
+        "chat-10k-narrow-plus",
+        "chat-10k-optimal",
+        "chat-10k-powers-of-two",
+        "chat-10k-single-head",
+        "chat-10k-speed-demon",
+        "chat-10k-super-narrow",
+        "chat-10k-thin-hidden",
+        "chat-10k-tiny-vocab",
+        "chat-10k-ultra-deep",
+        "chat-10k-ultra-deep-narrow",
+        "chat-10k-ultra-deep-plus",
+        "chat-10k-ultra-fat-ffn",
+        "chat-10k-ultra-hidden",
+        "chat-10k-ultra-narrow",
+        "chat-10k-ultra-narrow-vocab",
+        "chat-10k-ultra-wide-heads",
+        "chat-10k-vocab-heavy",
+        "chat-10k-vocab-monster",
+        "chat-10k-vocab-ultra",
+        "chat-13k",
+        "chat-18k",
+        "chat-8k",
+        "story-1k",
+        "story-1k-balanced",
+        "story-1k-deep",
+        "story-1k-dimension-beast",
+        "story-1k-fat",
+        "story-1k-fat-hidden",
+        "story-1k-head-hydra",
+        "story-1k-layer-tower",
+        "story-1k-mega-heads",
+        "story-1k-mega-hidden",
+        "story-1k-mixed-extreme",
+        "story-1k-narrow",
+        "story-1k-quad-layer",
+        "story-1k-single-head",
+        "story-1k-thin-hidden",
+        "story-1k-triple-layer",
+        "story-1k-vocab-monster",
+        "story-1k-wide",
+        "story-3k",
+        "story-3k-mixed-extreme",
+        "story-3k-optimal",
+        "story-3k-powers-of-two",
+        "story-3k-super-narrow",
+        "story-3k-thin-hidden",
+        "story-3k-tiny-vocab",
+        "story-3k-triple-layer",
+        "story-3k-ultra-heads",
+        "story-3k-vocab-heavy",
+        "story-3k-wide-dim",
+        "story-4k",
+        "story-5k-balanced",
+        "story-5k-balanced-extreme",
+        "story-5k-deep",
+        "story-5k-dimension-beast",
+        "story-5k-extreme-dim",
+        "story-5k-fat-hidden",
+        "story-5k-ffn-beast",
+        "story-5k-layer-tower",
+        "story-5k-mixed-extreme",
+        "story-5k-optimal",
+        "story-5k-single-head",
+        "story-5k-speed-demon",
+        "story-5k-super-narrow",
+        "story-5k-thin-hidden",
+        "story-5k-tiny-vocab",
+        "story-5k-triple-layer",
+        "story-5k-ultra-hidden",
+        "story-5k-vocab-heavy",
+        "story-5k-vocab-ultra",
+        "story-5k-wide-dim",
+        "story-7k-balanced-extreme",
+        "story-7k-deep",
+        "story-7k-extreme-dim",
+        "story-7k-ffn-beast",
+        "story-7k-layer-tower",
+        "story-7k-mega-deep",
+        "story-7k-mega-heads",
+        "story-7k-mega-hidden",
+        "story-7k-mixed-extreme",
+        "story-7k-narrow",
+        "story-7k-optimal",
+        "story-7k-powers-of-two",
+        "story-7k-single-head",
+        "story-7k-speed-demon",
+        "story-7k-super-narrow",
+        "story-7k-tiny-vocab",
+        "story-7k-triple-layer",
+        "story-7k-ultra-deep",
+        "story-7k-ultra-hidden",
+        "story-7k-vocab-heavy",
+        "story-7k-vocab-monster",
+        "story-7k-vocab-ultra",
+        "story-7k-wide-dim",
+        "story-ultra-1d",
+        "story-ultra-1d-10k",
+        "story-ultra-1d-1k",
+        "story-ultra-1d-3k",
+        "story-ultra-1d-5k",
+        "story-ultra-1d-7k",
+        "story-ultra-2d",
+        "story-ultra-2d-10k",
+        "story-ultra-2d-1k",
+        "story-ultra-2d-3k",
+        "story-ultra-2d-5k",
+        "story-ultra-2d-7k",
+        "story-ultra-3d",
+        "story-ultra-3d-10k",
+        "story-ultra-3d-1k",
+        "story-ultra-3d-3k",
+        "story-ultra-3d-5k",
+        "story-ultra-3d-7k",
+    ];
+
+    /// Configs whose `seed_params` is a rounded figure from the logs ("18.4K"): the largest
+    /// allowed |seed_param_count − seed_params| and why. Every other config must match exactly.
+    const ROUNDED: &[(&str, usize, &str)] = &[
+        (
+            "chat-18k",
+            50,
+            "logs state 18.4K (0.1K precision); seed formula 18,432",
+        ),
+        (
+            "assistant-45k",
+            50,
+            "logs state 45.1K (0.1K precision); seed formula 45,056",
+        ),
+        (
+            "story-7k-powers-of-two",
+            500,
+            "logs state 17K (1K precision); seed formula 16,960",
+        ),
+    ];
+
+    fn model(
+        vocab_size: usize,
+        dim: usize,
+        hidden_dim: usize,
+        n_layers: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+    ) -> ModelConfig {
+        ModelConfig {
+            vocab_size,
+            dim,
+            hidden_dim,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            seq_len: 64,
+            ffn: Ffn::Plain,
+            tied_embeddings: true,
+            tokenizer: TokenizerKind::Char,
+        }
+    }
+
+    #[test]
+    fn every_config_reproduces_its_seed_count() {
+        let configs = all().expect("configs/ loads and validates");
+        for config in &configs {
+            let path = configs_dir().join(format!("{}.json", config.name));
+            assert!(
+                path.is_file(),
+                "config name '{}' differs from its file name",
+                config.name
+            );
+            let Some(stated) = config.seed_params else {
+                continue;
+            };
+            let counted = config.model.seed_param_count();
+            let tolerance = ROUNDED
+                .iter()
+                .find(|(n, _, _)| *n == config.name)
+                .map_or(0, |r| r.1);
+            assert!(
+                counted.abs_diff(stated) <= tolerance,
+                "{}: seed formula gives {counted}, the logs state {stated} (tolerance {tolerance})",
+                config.name
+            );
+        }
+        for (name, tolerance, reason) in ROUNDED {
+            let config = configs
+                .iter()
+                .find(|c| c.name == *name)
+                .expect("rounded config exists");
+            let stated = config.seed_params.expect("rounded config states a count");
+            assert_ne!(
+                config.model.seed_param_count(),
+                stated,
+                "{name} is exact now: drop it from ROUNDED"
+            );
+            assert!(*tolerance > 0 && !reason.is_empty());
+        }
+    }
+
+    #[test]
+    fn required_configs_exist() {
+        let names: Vec<String> = all().unwrap().into_iter().map(|c| c.name).collect();
+        let required = [
+            "story-1k",
+            "story-3k",
+            "story-4k",
+            "chat-8k",
+            "chat-10k",
+            "chat-13k",
+            "chat-18k",
+            "assistant-45k",
+            "stories260k",
+        ];
+        for name in required.iter().chain(SEED_MODELS) {
+            assert!(
+                names.iter().any(|n| n == name),
+                "configs/{name}.json is missing"
+            );
+        }
+        for family in [
+            "story-1k-",
+            "story-3k-",
+            "story-5k-",
+            "story-7k-",
+            "chat-10k-",
+            "story-ultra-",
+        ] {
+            assert!(
+                names.iter().any(|n| n.starts_with(family)),
+                "no {family}* config"
+            );
+        }
+        let ours = load("stories260k").unwrap();
+        assert_eq!(ours.seed_params, None);
+        assert_eq!((ours.model.ffn, ours.model.n_kv_heads), (Ffn::Swiglu, 4));
+    }
+
+    #[test]
+    fn seed_param_count_by_hand() {
+        let mut swiglu_gqa = model(512, 64, 172, 5, 8, 4);
+        swiglu_gqa.ffn = Ffn::Swiglu;
+        let mut untied = model(10, 4, 8, 1, 2, 2);
+        untied.tied_embeddings = false;
+        // (what, shape, seed count, count with RMSNorm gains)
+        let cases = [
+            // 64·8 + 4·8² + 2·8·32
+            (
+                "plain story-1k",
+                model(64, 8, 32, 1, 2, 2),
+                1_280,
+                1_280 + 3 * 8,
+            ),
+            // 128·16 + 2·(4·16² + 2·16·64)
+            (
+                "plain, 2 layers (chat-8k)",
+                model(128, 16, 64, 2, 4, 4),
+                8_192,
+                8_192 + 5 * 16,
+            ),
+            // kv_dim 4: 16·8 + 2·8² + 2·8·4 + 2·8·16
+            (
+                "plain GQA 4q/2kv",
+                model(16, 8, 16, 1, 4, 2),
+                576,
+                576 + 3 * 8,
+            ),
+            // 10·4 + 4·4² + 2·4·8 + 10·4 (head)
+            ("plain untied", untied, 208, 208 + 3 * 4),
+            // stories260K: 512·64 + 5·(2·64² + 2·64·32 + 3·64·172); with gains it is the
+            // checkpoint's 264,128 floats less 2·512·4 freq_cis values.
+            ("swiglu GQA stories260k", swiglu_gqa, 259_328, 260_032),
+        ];
+        for (what, shape, seed, all) in cases {
+            assert_eq!(shape.seed_param_count(), seed, "{what}: seed count");
+            assert_eq!(shape.param_count(), all, "{what}: full count");
+            shape.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn validate_rejects_bad_shapes() {
+        let good = model(64, 8, 32, 1, 2, 2);
+        good.validate().unwrap();
+        let zeroed: [fn(&mut ModelConfig); 7] = [
+            |m| m.vocab_size = 0,
+            |m| m.dim = 0,
+            |m| m.hidden_dim = 0,
+            |m| m.n_layers = 0,
+            |m| m.n_heads = 0,
+            |m| m.n_kv_heads = 0,
+            |m| m.seq_len = 0,
+        ];
+        for zero in zeroed {
+            let mut bad = good.clone();
+            zero(&mut bad);
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains("must be positive"), "{bad:?}: {err}");
+        }
+        // The seed's story-1k-fibonacci: 8d with 3 heads.
+        let err = model(55, 8, 21, 1, 3, 3)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a multiple of n_heads"), "{err}");
+        // The seed's story-5k-attention-monster: more heads (32) than dimensions (16).
+        assert!(model(48, 16, 64, 1, 32, 32).validate().is_err());
+        // Query heads must be a multiple of key/value heads.
+        let err = model(64, 12, 32, 1, 4, 3)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a multiple of n_kv_heads"), "{err}");
+    }
 }
