@@ -67,6 +67,9 @@ pub struct Args {
     /// With --configs: where to write the report.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub report: PathBuf,
+    /// With --configs: also save each synthetic model file here (`<config>.smb`).
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
     #[command(flatten)]
     pub sampling: flash::SamplingArgs,
 }
@@ -612,6 +615,11 @@ mod report {
         for name in &args.configs {
             let named = config::load(name)?;
             let model = synthetic_model(&named.model, 0x5EED)?;
+            if let Some(dir) = &args.models_dir {
+                let path = dir.join(format!("{name}.smb"));
+                std::fs::write(&path, &model)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             eprintln!("{name}: {} bytes, benching in rp2040js…", model.len());
             let result = bench_model(args, &model).with_context(|| format!("bench of {name}"))?;
             if result.bit_exact == Some(false) {

@@ -158,7 +158,7 @@ pub struct Block {
 /// Decodes every block, checking magics, payload size and numbering.
 pub fn read(bytes: &[u8]) -> anyhow::Result<Vec<Block>> {
     ensure!(
-        bytes.len() % BLOCK_BYTES == 0,
+        bytes.len().is_multiple_of(BLOCK_BYTES),
         "UF2 length {} is not a multiple of 512",
         bytes.len()
     );

@@ -4,6 +4,8 @@
 //
 // usage: node run.mjs --firmware fw.bin [--load OFFSET:FILE]... [--max-cycles N] [--verbose]
 //   OFFSET is a byte offset from the flash base 0x10000000 (e.g. 0x3F000 config, 0x40000 model).
+//   --profile FILE writes `pc count` lines (cycles attributed to each instruction address), for
+//   finding where the cycles go: map them to functions with the firmware ELF's symbols.
 //
 // We step the core ourselves and count cycles (Simulator.execute() assumes 125 MHz and counts
 // none): executing an instruction advances the clock by its cycles at 125 MHz; a waiting core
@@ -13,7 +15,7 @@
 // Exit status: 0 done, 1 usage or I/O error, 2 fault, 3 cycle limit, 4 firmware error line,
 // 5 firmware went idle without finishing.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Simulator } from 'rp2040js';
 
 const FLASH_BASE = 0x10000000;
@@ -24,7 +26,7 @@ const NANOS_PER_CYCLE = 1e9 / CLOCK_HZ;
 const EXIT = { done: 0, usage: 1, fault: 2, cycle_limit: 3, firmware_error: 4, idle: 5 };
 
 function parseArgs(argv) {
-  const args = { loads: [], maxCycles: 20e9, verbose: false, firmware: null };
+  const args = { loads: [], maxCycles: 20e9, verbose: false, firmware: null, profile: null };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--firmware') args.firmware = argv[++i];
@@ -33,6 +35,7 @@ function parseArgs(argv) {
       args.loads.push({ offset: Number(offset), file: file.join(':') });
     } else if (arg === '--max-cycles') args.maxCycles = Number(argv[++i]);
     else if (arg === '--verbose') args.verbose = true;
+    else if (arg === '--profile') args.profile = argv[++i];
     else throw new Error(`unknown argument ${arg}`);
   }
   if (!args.firmware) throw new Error('--firmware is required');
@@ -104,6 +107,7 @@ function main() {
     }
   };
 
+  const profile = args.profile ? new Map() : null;
   const started = process.hrtime.bigint();
   let cycles = 0;
   while (status === null) {
@@ -118,9 +122,11 @@ function main() {
         clock.tick(nanos);
         cycles += Math.round(nanos / NANOS_PER_CYCLE);
       } else {
+        const pc = profile ? core.PC : 0;
         const spent = core.executeInstruction();
         clock.tick(spent * NANOS_PER_CYCLE);
         cycles += spent;
+        if (profile) profile.set(pc, (profile.get(pc) ?? 0) + spent);
       }
       if (status !== null) break;
     }
@@ -143,6 +149,10 @@ function main() {
   console.log(
     `STARMIND-EMULATOR status=${status} cycles=${cycles} wall_s=${wallSeconds.toFixed(2)} emulated_mhz=${mhz.toFixed(1)}`,
   );
+  if (profile) {
+    const lines = [...profile].sort((a, b) => a[0] - b[0]).map(([pc, n]) => `${hex(pc)} ${n}`);
+    writeFileSync(args.profile, `${lines.join('\n')}\n`);
+  }
   if (status !== 'done') console.error(`run.mjs: ${status}: ${reason}`);
   return EXIT[status];
 }

@@ -112,7 +112,7 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
 /// A UF2 file decoded independently of src/uf2.rs: (target address, 256 payload bytes) per block,
 /// after checking magics, flags, family id, payload size and numbering.
 pub fn decode_uf2(bytes: &[u8]) -> Vec<(u32, Vec<u8>)> {
-    assert_eq!(bytes.len() % 512, 0);
+    assert!(bytes.len().is_multiple_of(512));
     let total = bytes.len() / 512;
     bytes
         .chunks_exact(512)
