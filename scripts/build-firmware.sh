@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the board program (firmware/rp2040) into the flat image the CLI embeds:
 #   firmware/prebuilt/starmind-rp2040.bin (+ .sha256), loaded at 0x10000000 (boot2 first).
-# Reproducible byte for byte: absolute paths are remapped, so any checkout at any path with the
-# pinned toolchain (firmware/rp2040/rust-toolchain.toml) and Cargo.lock gives the same bytes.
+# Reproducible byte for byte: built at one fixed path with paths remapped, so any checkout at any
+# path with the pinned toolchain (firmware/rp2040/rust-toolchain.toml) and Cargo.lock gives the
+# same bytes.
 #
 #   scripts/build-firmware.sh           rebuild and overwrite the committed image
 #   scripts/build-firmware.sh --check   rebuild and fail if it differs from the committed image
@@ -19,16 +20,30 @@ case "${1:-}" in
   *) echo "usage: $0 [--check]" >&2; exit 2 ;;
 esac
 
-cd "$firmware"
 if ! rustup target list --installed | grep -qx thumbv6m-none-eabi; then
   rustup target add thumbv6m-none-eabi
 fi
 
-cargo_home=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd)
-export RUSTFLAGS="--remap-path-prefix=$root=/build --remap-path-prefix=$cargo_home=/cargo"
-export SOURCE_DATE_EPOCH=0
-cargo build --release --locked
+# Cargo derives each path crate's symbol hash from its absolute source path, and those hashes
+# steer LTO's code layout: the same sources at two paths give images that differ in a few
+# hundred bytes. So the sources are copied to one fixed path and built there (the target dir
+# stays firmware/rp2040/target; mtimes are kept, so rebuilds stay incremental).
+build=/tmp/starmind-firmware-build
+mkdir -p "$build"
+exec 9>"$build.lock"
+flock 9
+rm -rf "$build/rp2040" "$build/engine"
+mkdir -p "$build/rp2040" "$build/engine"
+(cd "$firmware" && tar -c --exclude=./target .) | tar -x -C "$build/rp2040"
+(cd "$root/firmware/engine" && tar -c --exclude=./target .) | tar -x -C "$build/engine"
 
+cargo_home=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd)
+export RUSTFLAGS="--remap-path-prefix=$build=/build --remap-path-prefix=$cargo_home=/cargo"
+export SOURCE_DATE_EPOCH=0
+export CARGO_TARGET_DIR=$firmware/target
+(cd "$build/rp2040" && cargo build --release --locked)
+
+cd "$firmware"
 mkdir -p target/host
 rustc --edition 2021 -O tools/elf2bin.rs -o target/host/elf2bin
 built=target/starmind-rp2040.bin
