@@ -17,7 +17,7 @@ use starmind_engine::format::tag;
 use starmind_engine::{Model, Sampler, SamplerConfig, Session};
 
 use crate::flash::{self, ModeArg, RunArgs};
-use crate::uf2::{Board, CONFIG_ADDR, FLASH_BASE, MODEL_ADDR};
+use crate::uf2::{self, Board};
 
 /// Flash bandwidth of the RP2040's XIP path with its cache missing every line: 133 MHz-class
 /// QSPI flash at 125 MHz / 2 clock divider ≈ 25 MB/s of streamed weights.
@@ -285,7 +285,7 @@ pub fn generate_ids(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     on_step(0);
     let mut ids = Vec::new();
-    let wanted = (sampling.tokens as usize).min(MAX_BENCH_TOKENS);
+    let wanted = (sampling.bench_tokens() as usize).min(MAX_BENCH_TOKENS);
     while ids.len() < wanted {
         let next = sampler.sample(logits);
         ids.push(next);
@@ -459,30 +459,20 @@ fn run_emulator(
             dir.display()
         );
     }
+    // The emulator boots the very UF2 image `starmind flash --uf2` would write (16 MiB of flash,
+    // so big models can be benched too).
     let segments = flash::segments(model_bytes, run, Board::Pico16Mb)?;
     let work = tempdir()?;
+    let image = work.join("bench.uf2");
+    std::fs::write(&image, uf2::write(&segments))
+        .with_context(|| format!("writing {}", image.display()))?;
     let mut command = Command::new(&node);
     command
         .arg(dir.join("run.mjs"))
+        .arg("--uf2")
+        .arg(&image)
         .arg("--max-cycles")
         .arg(max_cycles.to_string());
-    for segment in &segments {
-        let file = work.join(format!("{:08x}.bin", segment.addr));
-        std::fs::write(&file, &segment.data)?;
-        if segment.addr == FLASH_BASE {
-            command.arg("--firmware").arg(&file);
-        } else {
-            command.arg("--load").arg(format!(
-                "{:#x}:{}",
-                segment.addr - FLASH_BASE,
-                file.display()
-            ));
-        }
-    }
-    debug_assert!(
-        segments.iter().any(|s| s.addr == CONFIG_ADDR)
-            && segments.iter().any(|s| s.addr == MODEL_ADDR)
-    );
     let output = command.stdin(Stdio::null()).output().map_err(|e| {
         anyhow::anyhow!(
             "cannot run `{}` ({e}): install Node.js ≥ 18 (or set STARMIND_NODE)",
@@ -736,7 +726,7 @@ mod report {
              temperature {}, top-k {}, top-p {}). Firmware: the committed `firmware/prebuilt/starmind-rp2040.bin`, \
              core 0 at 125 MHz, int8 weights streamed from flash (XIP).\n",
             args.configs.join(","),
-            args.sampling.tokens,
+            args.sampling.bench_tokens(),
             args.sampling.prompt,
             args.sampling.seed,
             args.sampling.temperature,

@@ -58,9 +58,11 @@ pub struct SamplingArgs {
     /// Prompt the stories start from (at most 200 bytes).
     #[arg(long, default_value = "Once upon a time")]
     pub prompt: String,
-    /// Tokens per story (bench: exactly this many, at most 512).
-    #[arg(long = "tokens", short = 'n', default_value_t = 64)]
-    pub tokens: u32,
+    /// Tokens to generate: bench exactly this many (default 64, at most 512); story and
+    /// interactive at most this many per story (default 1024; a story also ends at
+    /// `<|endoftext|>` or when the model's context is full).
+    #[arg(long = "tokens", short = 'n')]
+    pub tokens: Option<u32>,
     /// Sampler seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -84,6 +86,11 @@ pub enum ModeArg {
 }
 
 impl SamplingArgs {
+    /// Tokens a bench generates.
+    pub fn bench_tokens(&self) -> u32 {
+        self.tokens.unwrap_or(64)
+    }
+
     /// The sampler settings in the engine's fixed-point units.
     pub fn sampler(&self) -> SamplerSettings {
         SamplerSettings {
@@ -111,7 +118,10 @@ impl RunArgs {
         let config = RunConfig::new(
             mode,
             s.prompt.as_bytes(),
-            s.tokens,
+            match mode {
+                Mode::Bench => s.bench_tokens(),
+                Mode::Story | Mode::Interactive => s.tokens.unwrap_or(1024),
+            },
             s.seed,
             s.sampler(),
             model_bytes as u32,
@@ -240,11 +250,11 @@ pub fn write_with_probe(session: &mut Session, segments: &[Segment]) -> anyhow::
     let mut changed = 0;
     for segment in segments {
         let mut current = vec![0u8; segment.data.len()];
-        session
-            .core(0)?
-            .read(segment.addr as u64, &mut current)
-            .context("reading flash back")?;
-        if current == segment.data {
+        // A failed read-back (flash not mapped yet, say) just means: write it.
+        let read = session
+            .core(0)
+            .and_then(|mut core| core.read(segment.addr as u64, &mut current));
+        if read.is_ok() && current == segment.data {
             eprintln!(
                 "{:#010x}: {} bytes already in flash, skipped",
                 segment.addr,

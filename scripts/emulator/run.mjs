@@ -2,8 +2,11 @@
 // Runs the starmind firmware in rp2040js (one Cortex-M0+ core, no bootrom) and streams UART0 to
 // stdout until the firmware prints STARMIND-DONE.
 //
-// usage: node run.mjs --firmware fw.bin [--load OFFSET:FILE]... [--max-cycles N] [--verbose]
+// usage: node run.mjs (--firmware fw.bin [--load OFFSET:FILE]... | --uf2 image.uf2)
+//                     [--max-cycles N] [--input TEXT] [--profile FILE] [--verbose]
 //   OFFSET is a byte offset from the flash base 0x10000000 (e.g. 0x3F000 config, 0x40000 model).
+//   --uf2 loads every block of a `starmind flash --uf2` image instead (firmware, config, model).
+//   --input TEXT is typed into UART0 RX once the firmware has booted (interactive mode).
 //   --profile FILE writes `pc count` lines (cycles attributed to each instruction address), for
 //   finding where the cycles go: map them to functions with the firmware ELF's symbols.
 //
@@ -26,7 +29,7 @@ const NANOS_PER_CYCLE = 1e9 / CLOCK_HZ;
 const EXIT = { done: 0, usage: 1, fault: 2, cycle_limit: 3, firmware_error: 4, idle: 5 };
 
 function parseArgs(argv) {
-  const args = { loads: [], maxCycles: 20e9, verbose: false, firmware: null, profile: null };
+  const args = { loads: [], maxCycles: 20e9, verbose: false, firmware: null, uf2: null, profile: null, input: null };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--firmware') args.firmware = argv[++i];
@@ -36,9 +39,11 @@ function parseArgs(argv) {
     } else if (arg === '--max-cycles') args.maxCycles = Number(argv[++i]);
     else if (arg === '--verbose') args.verbose = true;
     else if (arg === '--profile') args.profile = argv[++i];
+    else if (arg === '--uf2') args.uf2 = argv[++i];
+    else if (arg === '--input') args.input = argv[++i];
     else throw new Error(`unknown argument ${arg}`);
   }
-  if (!args.firmware) throw new Error('--firmware is required');
+  if (!args.firmware === !args.uf2) throw new Error('give --firmware or --uf2');
   for (const { offset, file } of args.loads) {
     if (!Number.isInteger(offset) || offset < 0 || !file) throw new Error('--load wants OFFSET:FILE');
   }
@@ -71,9 +76,15 @@ function main() {
     },
   };
 
+  let firmwareEnd = FLASH_BASE;
   try {
-    const firmware = readFileSync(args.firmware);
-    mcu.flash.set(firmware, 0);
+    if (args.uf2) {
+      firmwareEnd = loadUf2(mcu, readFileSync(args.uf2));
+    } else {
+      const firmware = readFileSync(args.firmware);
+      mcu.flash.set(firmware, 0);
+      firmwareEnd = FLASH_BASE + firmware.length;
+    }
     for (const { offset, file } of args.loads) {
       const bytes = readFileSync(file);
       if (offset + bytes.length > mcu.flash.length) throw new Error(`${file} does not fit in flash at ${offset}`);
@@ -83,7 +94,6 @@ function main() {
     console.error(`run.mjs: ${err.message}`);
     return EXIT.usage;
   }
-  const firmwareEnd = FLASH_BASE + readFileSync(args.firmware).length;
 
   // No bootrom: start the firmware the way the bootrom + boot2 would.
   const word = (addr) => mcu.flashView.getUint32(addr - FLASH_BASE, true);
@@ -93,17 +103,22 @@ function main() {
 
   let status = null;
   let reason = '';
-  let line = '';
+  let lineBytes = [];
+  const decoder = new TextDecoder();
   mcu.uart[0].onByte = (byte) => {
     if (byte === 10) {
+      const line = decoder.decode(Uint8Array.from(lineBytes));
+      lineBytes = [];
       process.stdout.write(`${line}\n`);
       const text = line.trim();
+      if (text.startsWith('STARMIND-READY') && args.input !== null) {
+        for (const c of Buffer.from(args.input)) mcu.uart[0].feedByte(c);
+      }
       if (text.startsWith('STARMIND-DONE')) status ??= 'done';
       else if (text.startsWith('STARMIND-FAULT')) { status ??= 'fault'; reason = text; }
       else if (text.startsWith('STARMIND-ERROR')) { status ??= 'firmware_error'; reason = text; }
-      line = '';
     } else if (byte !== 13) {
-      line += String.fromCharCode(byte);
+      lineBytes.push(byte);
     }
   };
 
@@ -143,7 +158,7 @@ function main() {
       reason = `no STARMIND-DONE after ${cycles} cycles (--max-cycles ${args.maxCycles})`;
     }
   }
-  if (line) process.stdout.write(`${line}\n`);
+  if (lineBytes.length) process.stdout.write(`${decoder.decode(Uint8Array.from(lineBytes))}\n`);
   const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
   const mhz = cycles / wallSeconds / 1e6;
   console.log(
@@ -155,6 +170,31 @@ function main() {
   }
   if (status !== 'done') console.error(`run.mjs: ${status}: ${reason}`);
   return EXIT[status];
+}
+
+// Copies the payload of every UF2 block into flash; returns the end of the firmware (the first
+// gap in the blocks from 0x10000000, where the config block's sector begins).
+function loadUf2(mcu, bytes) {
+  if (bytes.length % 512 !== 0) throw new Error('UF2 length is not a multiple of 512');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const starts = [];
+  for (let at = 0; at < bytes.length; at += 512) {
+    if (view.getUint32(at, true) !== 0x0a324655 || view.getUint32(at + 508, true) !== 0x0ab16f30) {
+      throw new Error(`UF2 block ${at / 512}: bad magic`);
+    }
+    const addr = view.getUint32(at + 12, true);
+    const size = view.getUint32(at + 16, true);
+    if (addr < FLASH_BASE || addr + size > FLASH_BASE + mcu.flash.length) throw new Error(`UF2 block at ${hex(addr)} is outside flash`);
+    mcu.flash.set(bytes.subarray(at + 32, at + 32 + size), addr - FLASH_BASE);
+    starts.push([addr, size]);
+  }
+  starts.sort((a, b) => a[0] - b[0]);
+  let end = FLASH_BASE;
+  for (const [addr, size] of starts) {
+    if (addr !== end) break;
+    end = addr + size;
+  }
+  return end;
 }
 
 function hex(value) {
