@@ -265,14 +265,8 @@ pub fn run(args: Args) -> Result<()> {
     crate::train::set_threads(None);
     let corpus = data::load_corpus(&args.data, args.valid.as_deref())?;
     if args.checkpoint.is_file() {
-        // ── Dispatch point for model files (.smb) ──────────────────────────────────────────
-        // The engine owner adds `crate::model_file_eval::eval(&args, &corpus)`, which scores
-        // windows with the integer engine through `evaluate(...)` and prints `print_report(...)`,
-        // so both paths produce the same JSON keys.
-        bail!(
-            "{} is a file: evaluating model files is not available yet (pass a checkpoint directory)",
-            args.checkpoint.display()
-        );
+        // A model file (.smb): scored by the integer engine, same procedure and JSON keys.
+        return crate::model_file_eval::eval(&args, &corpus);
     }
     eval_checkpoint(&args.checkpoint, &corpus, &args)
 }

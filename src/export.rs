@@ -1,9 +1,236 @@
-//! `starmind export` (being built).
+//! `starmind export`: quantise a checkpoint into a model file (.smb, docs/FORMAT.md) through the
+//! engine's writer types, check it against a board's flash and RAM, and write it atomically.
+//!
+//! No calibration pass: weights get per-row (int8) or per-group (int4) scales from their own
+//! values, and activations are quantised dynamically per vector on the device
+//! (docs/quantization.md), so there are no activation ranges to calibrate.
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::{Ffn, ModelConfig, TokenizerKind};
+use anyhow::{bail, Context, Result};
+use starmind_engine::budget::{Board, Budget};
+use starmind_engine::format::{self, Config, FfnKind, Quant, NO_TOKEN};
+use starmind_engine::quantize::{quantize_model, FloatLayer, FloatModel};
+use starmind_engine::Model;
+use std::path::PathBuf;
 
 /// Arguments of `starmind export`.
-#[derive(clap::Args)]
-pub struct Args {}
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Checkpoint directory written by `starmind train`.
+    pub checkpoint: PathBuf,
+    /// The model file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Weight scheme of the layer matrices: int8 (per-row scales) or int4 (groups of 32).
+    #[arg(long, default_value = "int8", value_parser = ["int8", "int4"])]
+    pub quant: String,
+    /// Target board whose flash and RAM the model must fit.
+    #[arg(long, default_value = "pico", value_parser = ["pico", "pico-16mb"])]
+    pub board: String,
+    /// KV-cache length the board will run (default: the model's seq_len).
+    #[arg(long)]
+    pub context: Option<usize>,
+    /// After writing, compare the file with the float checkpoint on this validation text: bits
+    /// per byte of both and greedy next-token agreement (docs/quantization.md).
+    #[arg(long, value_name = "VALID_TEXT")]
+    pub compare: Option<PathBuf>,
+    /// With --compare: use only the first N bytes of the validation text.
+    #[arg(long)]
+    pub max_bytes: Option<usize>,
+    /// With --compare: print the comparison as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`starmind export` is not implemented yet")
+/// Columns per int4 group.
+pub const INT4_GROUP: usize = 32;
+
+/// `starmind export`.
+pub fn run(args: Args) -> Result<()> {
+    let quant = match args.quant.as_str() {
+        "int4" => Quant::Int4,
+        _ => Quant::Int8,
+    };
+    let board = if args.board == "pico-16mb" {
+        Board::PICO_16MB
+    } else {
+        Board::PICO
+    };
+    let checkpoint = checkpoint::load(&args.checkpoint)?;
+    let bytes = export(&checkpoint, quant)
+        .with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
+    let config = Model::parse(&bytes)
+        .context("re-reading the written model")?
+        .config();
+    let context = args.context.unwrap_or(config.seq_len);
+    if context == 0 || context > config.seq_len {
+        bail!("--context {context} must be in 1..={}", config.seq_len);
+    }
+    let budget = Budget::new(&config, bytes.len(), context);
+    print_budget(&budget, &board);
+    if !board.fits(&budget) {
+        bail!(
+            "the model does not fit the {} board: flash {} of {} bytes, RAM {} of {} bytes (context {context}); \
+             try --quant int4, a shorter --context, or --board pico-16mb",
+            board.name,
+            budget.flash_bytes,
+            board.model_flash_bytes(),
+            budget.arena_bytes,
+            board.arena_ram_bytes()
+        );
+    }
+    checkpoint::write_atomic(&args.output, &bytes)?;
+    println!(
+        "wrote {} ({} bytes, {:?})",
+        args.output.display(),
+        bytes.len(),
+        quant
+    );
+    if let Some(valid) = &args.compare {
+        let text = std::fs::read_to_string(valid)
+            .with_context(|| format!("reading {}", valid.display()))?;
+        let text = match args.max_bytes {
+            Some(n) => crate::data::truncate_bytes(&text, n),
+            None => &text,
+        };
+        let report = crate::model_file_eval::compare(&checkpoint, &bytes, text)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "float bpb {:.4}, {:?} bpb {:.4} ({:+.2} %), greedy next-token agreement {:.2} % over {} positions",
+                report.float_bpb,
+                quant,
+                report.int_bpb,
+                100.0 * report.bpb_relative_change,
+                100.0 * report.greedy_agreement,
+                report.positions
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_budget(b: &Budget, board: &Board) {
+    println!(
+        "budget for board {} (context {}):",
+        board.name, b.context_len
+    );
+    println!(
+        "  flash  model file      {:>9} B of {:>9} B after firmware",
+        b.flash_bytes,
+        board.model_flash_bytes()
+    );
+    println!(
+        "  RAM    arena           {:>9} B of {:>9} B after firmware (activations {} B, KV cache {} B)",
+        b.arena_bytes,
+        board.arena_ram_bytes(),
+        b.activation_bytes,
+        b.kv_cache_bytes
+    );
+}
+
+/// Quantises a loaded checkpoint into model file bytes.
+pub fn export(checkpoint: &Checkpoint, quant: Quant) -> Result<Vec<u8>> {
+    let float = float_model(checkpoint)?;
+    let sections = quantize_model(&float, quant, INT4_GROUP);
+    format::write_model(&sections).map_err(|e| anyhow::anyhow!("writing the model file: {e}"))
+}
+
+/// The engine's view of a model configuration (quantisation fields are set by the quantiser).
+pub fn engine_config(m: &ModelConfig, eot_id: u32, unk_id: Option<u32>) -> Config {
+    Config {
+        vocab_size: m.vocab_size,
+        dim: m.dim,
+        hidden_dim: m.hidden_dim,
+        n_layers: m.n_layers,
+        n_heads: m.n_heads,
+        n_kv_heads: m.n_kv_heads,
+        seq_len: m.seq_len,
+        ffn: match m.ffn {
+            Ffn::Plain => FfnKind::Plain,
+            Ffn::Swiglu => FfnKind::Swiglu,
+        },
+        tied_embeddings: m.tied_embeddings,
+        tokenizer: match m.tokenizer {
+            TokenizerKind::Char => format::TokenizerKind::Char,
+            TokenizerKind::Bpe => format::TokenizerKind::Bpe,
+        },
+        quant: Quant::Int8,
+        group_size: 0,
+        eot_id,
+        unk_id: unk_id.unwrap_or(NO_TOKEN),
+    }
+}
+
+/// The float weights and tokenizer tables of a checkpoint, by checkpoint tensor name.
+pub fn float_model(checkpoint: &Checkpoint) -> Result<FloatModel> {
+    let m = &checkpoint.config.model;
+    let tok = &checkpoint.tokenizer;
+    let tensor = |name: &str| -> Result<Vec<f32>> {
+        let t = checkpoint
+            .tensors
+            .get(name)
+            .with_context(|| format!("missing tensor {name}"))?;
+        Ok(t.flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?)
+    };
+    let layers = (0..m.n_layers)
+        .map(|l| -> Result<FloatLayer> {
+            let p = |s: &str| format!("layers.{l}.{s}.weight");
+            Ok(FloatLayer {
+                attention_norm: tensor(&p("attention_norm"))?,
+                wq: tensor(&p("attention.wq"))?,
+                wk: tensor(&p("attention.wk"))?,
+                wv: tensor(&p("attention.wv"))?,
+                wo: tensor(&p("attention.wo"))?,
+                ffn_norm: tensor(&p("ffn_norm"))?,
+                w1: tensor(&p("feed_forward.w1"))?,
+                w2: tensor(&p("feed_forward.w2"))?,
+                w3: if m.ffn == Ffn::Swiglu {
+                    tensor(&p("feed_forward.w3"))?
+                } else {
+                    Vec::new()
+                },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // The model has vocab_size rows; a tokenizer trained on little text may have fewer ids.
+    let token_bytes: Vec<Vec<u8>> = (0..m.vocab_size as u32)
+        .map(|id| {
+            if (id as usize) < tok.vocab_size() {
+                tok.token_bytes(id)
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    let byte_tokens = match m.tokenizer {
+        TokenizerKind::Char => Vec::new(),
+        TokenizerKind::Bpe => (0..=255u8)
+            .map(|b| {
+                token_bytes
+                    .iter()
+                    .position(|t| t.as_slice() == [b])
+                    .map(|id| id as u32)
+                    .with_context(|| format!("BPE vocabulary has no token for byte {b:#04x}"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    Ok(FloatModel {
+        config: engine_config(m, tok.eot_id(), tok.unk_id()),
+        token_bytes,
+        merges: tok.merges(),
+        byte_tokens,
+        tok_embeddings: tensor("tok_embeddings.weight")?,
+        layers,
+        norm: tensor("norm.weight")?,
+        output: if m.tied_embeddings {
+            None
+        } else {
+            Some(tensor("output.weight")?)
+        },
+    })
 }

@@ -14,6 +14,7 @@ mod eval;
 mod export;
 mod flash;
 mod generate;
+mod model_file_eval;
 mod model;
 mod tokenizer;
 mod train;
