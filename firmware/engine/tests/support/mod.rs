@@ -29,6 +29,7 @@ impl Rng {
 }
 
 /// A small config; `tokenizer` Char uses printable ASCII tokens.
+#[allow(clippy::too_many_arguments)]
 pub fn config(
     vocab: usize,
     dim: usize,
