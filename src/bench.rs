@@ -6,7 +6,7 @@
 //! `STARMIND-BENCH v1 key=value…` line with the cycle counts and the token ids. `--check` runs
 //! the same steps with the engine on the host and compares the ids (bit-exactness).
 
-use std::io::{BufRead as _, BufReader};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,9 +46,13 @@ pub struct Args {
     /// Read the bench line from a board flashed with `--mode bench` (USB CDC or UART adapter).
     #[arg(long, value_name = "PORT")]
     pub serial: Option<String>,
-    /// Flash the board through this debug probe (bench mode) first, then read --serial.
-    #[arg(long, value_name = "VID:PID[:SERIAL]")]
+    /// Flash the board through a debug probe (bench mode), then read the result over RTT (or
+    /// --serial). Give VID:PID[:SERIAL] when several probes are connected.
+    #[arg(long, value_name = "VID:PID[:SERIAL]", num_args = 0..=1, default_missing_value = "")]
     pub probe: Option<String>,
+    /// With --probe: the board's flash size.
+    #[arg(long, value_enum, default_value = "pico")]
+    pub board: Board,
     /// Compare the device's token ids with the engine on the host; fails when they differ.
     #[arg(long)]
     pub check: bool,
@@ -222,12 +226,21 @@ pub fn bench_model(args: &Args, model_bytes: &[u8]) -> anyhow::Result<BenchResul
     let (line, emulator, target) = if args.emulator {
         let (line, emulator) = run_emulator(model_bytes, &run, args.max_cycles)?;
         (line, Some(emulator), Target::Emulator)
+    } else if let Some(probe) = &args.probe {
+        let segments = flash::segments(model_bytes, &run, args.board)?;
+        let selector = Some(probe.as_str()).filter(|p| !p.is_empty());
+        let mut session = flash::open_probe(
+            selector,
+            args.model.as_deref().unwrap_or(Path::new("model.smb")),
+        )?;
+        flash::write_with_probe(&mut session, &segments)?;
+        let timeout = Duration::from_secs(args.timeout_s);
+        let line = match &args.serial {
+            Some(port) => read_serial(port, timeout)?,
+            None => read_rtt(&mut session, timeout)?,
+        };
+        (line, None, Target::Board)
     } else if let Some(port) = &args.serial {
-        if let Some(probe) = &args.probe {
-            let segments = flash::segments(model_bytes, &run, Board::Pico)?;
-            let mut session = flash::open_probe(Some(probe), Path::new("<model>"))?;
-            flash::write_with_probe(&mut session, &segments)?;
-        }
         (
             read_serial(port, Duration::from_secs(args.timeout_s))?,
             None,
@@ -235,8 +248,9 @@ pub fn bench_model(args: &Args, model_bytes: &[u8]) -> anyhow::Result<BenchResul
         )
     } else {
         bail!(
-            "choose where to run: --emulator (rp2040js), --serial <port> (a board flashed with \
-             `starmind flash <model> --mode bench`, optionally --probe to flash it first), or --host"
+            "choose where to run: --emulator (rp2040js), --probe (flash through a debug probe and \
+             read RTT), --serial <port> (a board flashed with `starmind flash <model> --mode bench`), \
+             or --host"
         );
     };
     let mut result = parse_bench_line(&line, &model, target)?;
@@ -392,7 +406,7 @@ fn line_field<'l>(line: &'l str, key: &str) -> Option<&'l str> {
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
-/// Parses `STARMIND-BENCH v1 key=value…` (plus the `ctx=` of the READY line when merged in).
+/// Parses `STARMIND-BENCH v1 key=value…`.
 fn parse_bench_line(line: &str, model: &Model, target: Target) -> anyhow::Result<BenchResult> {
     let number = |key: &str| -> anyhow::Result<u64> {
         line_field(line, key)
@@ -443,8 +457,7 @@ fn emulator_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/emulator"))
 }
 
-/// Runs the bench in rp2040js; returns the bench line (with ` ctx=` from the READY line appended)
-/// and (total cycles, emulated MHz).
+/// Runs the bench in rp2040js; returns the bench line and (total cycles, emulated MHz).
 fn run_emulator(
     model_bytes: &[u8],
     run: &RunArgs,
@@ -512,11 +525,6 @@ fn run_emulator(
         .lines()
         .find(|l| l.starts_with("STARMIND-BENCH"))
         .context("no STARMIND-BENCH line")?;
-    let ctx = stdout
-        .lines()
-        .find(|l| l.starts_with("STARMIND-READY"))
-        .and_then(|l| line_field(l, "ctx"))
-        .unwrap_or("");
     let emulator = stdout
         .lines()
         .find(|l| l.starts_with("STARMIND-EMULATOR"))
@@ -527,7 +535,7 @@ fn run_emulator(
     let mhz = line_field(emulator, "emulated_mhz")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    Ok((format!("{bench} ctx={ctx}"), (cycles, mhz)))
+    Ok((bench.to_string(), (cycles, mhz)))
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
@@ -539,31 +547,88 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Collects complete output lines from the board until the bench line; fails on an error or
+/// fault line.
+struct LineWatcher {
+    partial: Vec<u8>,
+}
+
+impl LineWatcher {
+    fn new() -> LineWatcher {
+        LineWatcher {
+            partial: Vec::new(),
+        }
+    }
+
+    /// Feeds bytes; returns the bench line once it has arrived.
+    fn feed(&mut self, bytes: &[u8]) -> anyhow::Result<Option<String>> {
+        self.partial.extend_from_slice(bytes);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = self.partial.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&raw);
+            let text = line.trim();
+            eprintln!("{text}");
+            if text.starts_with("STARMIND-BENCH") {
+                return Ok(Some(text.to_string()));
+            } else if text.starts_with("STARMIND-ERROR") || text.starts_with("STARMIND-FAULT") {
+                bail!("the board reported: {text}");
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Reads the firmware's RTT channel 0 through the probe until the bench line.
+fn read_rtt(session: &mut probe_rs::Session, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    let mut core = session.core(0)?;
+    // The control block appears once the firmware has started: retry the scan for a while.
+    let mut rtt = loop {
+        match probe_rs::rtt::Rtt::attach(&mut core) {
+            Ok(rtt) => break rtt,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(e).context("finding the firmware's RTT control block"),
+        }
+    };
+    let channel = rtt
+        .up_channel(0)
+        .context("the firmware has no RTT up channel 0")?;
+    let mut watcher = LineWatcher::new();
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        let count = channel.read(&mut core, &mut buf).context("reading RTT")?;
+        if let Some(line) = watcher.feed(&buf[..count])? {
+            return Ok(line);
+        }
+        if count == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    bail!(
+        "no STARMIND-BENCH line over RTT within {}s",
+        timeout.as_secs()
+    )
+}
+
 /// Reads lines from a serial port until the bench line (and the READY line before it).
 fn read_serial(port: &str, timeout: Duration) -> anyhow::Result<String> {
     let port_handle = serialport::new(port, 115_200)
         .timeout(Duration::from_millis(500))
         .open()
         .with_context(|| format!("opening serial port {port}"))?;
-    let mut reader = BufReader::new(port_handle);
+    let mut port_handle = port_handle;
     let deadline = Instant::now() + timeout;
-    let mut ctx = String::new();
-    let mut line = String::new();
+    let mut watcher = LineWatcher::new();
+    let mut buf = [0u8; 1024];
     while Instant::now() < deadline {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+        match port_handle.read(&mut buf) {
+            Ok(count) => {
+                if let Some(line) = watcher.feed(&buf[..count])? {
+                    return Ok(line);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => return Err(e).context("reading serial port"),
-        }
-        let text = line.trim();
-        eprintln!("{text}");
-        if text.starts_with("STARMIND-READY") {
-            ctx = line_field(text, "ctx").unwrap_or("").to_string();
-        } else if text.starts_with("STARMIND-BENCH") {
-            return Ok(format!("{text} ctx={ctx}"));
-        } else if text.starts_with("STARMIND-ERROR") || text.starts_with("STARMIND-FAULT") {
-            bail!("the board reported: {text}");
         }
     }
     bail!(

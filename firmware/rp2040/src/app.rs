@@ -69,6 +69,7 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     );
 
     let run = Run {
+        ctx,
         model: &model,
         config: &config,
         arena_bytes,
@@ -78,11 +79,10 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
         Mode::Story => run.stories(console, &mut session),
         Mode::Interactive => run.interactive(console, &mut session),
     }
-    let _ = writeln!(console, "STARMIND-DONE\r");
-    idle()
 }
 
 struct Run<'r> {
+    ctx: usize,
     model: &'r Model<'r>,
     config: &'r RunConfig,
     arena_bytes: usize,
@@ -112,17 +112,18 @@ impl Run<'_> {
     }
 
     /// Generates `config.tokens` tokens (no stop at `<|endoftext|>`, so every run does the same
-    /// work), then prints the text and one `STARMIND-BENCH` line.
+    /// work), then prints the text, one `STARMIND-BENCH` line and `STARMIND-DONE`, again every
+    /// two seconds.
     fn bench(
         &self,
         console: &mut Console,
         clock: &CycleClock,
         clk_sys_hz: u32,
         session: &mut Session,
-    ) {
+    ) -> ! {
         let mut prompt = [0u32; MAX_PROMPT_TOKENS];
         let Some(prompt_len) = self.prompt_ids(console, self.config.prompt(), &mut prompt) else {
-            return;
+            idle()
         };
         let mut sampler = self.sampler(self.config.seed);
         let mut ids = [0u32; MAX_BENCH_TOKENS];
@@ -131,7 +132,7 @@ impl Run<'_> {
         let start = clock.cycles();
         let mut logits = match session.prefill(&prompt[..prompt_len]) {
             Ok(logits) => logits,
-            Err(err) => return error(console, format_args!("prefill: {err}")),
+            Err(err) => halt(console, format_args!("prefill: {err}")),
         };
         let prefill_cycles = clock.cycles() - start;
 
@@ -149,27 +150,36 @@ impl Run<'_> {
         }
         let decode_cycles = clock.cycles() - start;
 
-        let _ = write!(console, "STARMIND-TEXT ");
-        for &id in &ids[..generated] {
-            console.write_bytes(self.model.token_bytes(id));
-        }
-        let _ = writeln!(console, "\r");
         let stack = measure::stack_high_water(measure::free_ram_start() + self.arena_bytes);
-        let _ = write!(
-            console,
-            "STARMIND-BENCH v1 tokens={generated} prompt_tokens={prompt_len} \
-             prefill_cycles_per_token={} decode_cycles_per_token={} clock_hz={clk_sys_hz} \
-             peak_stack_bytes={stack} arena_bytes={} static_ram_bytes={} model_bytes={} ids=",
-            prefill_cycles / prompt_len as u64,
-            decode_cycles / generated.max(1) as u64,
-            self.arena_bytes,
-            measure::free_ram_start() - 0x2000_0000,
-            self.model.bytes().len(),
-        );
-        for (i, id) in ids[..generated].iter().enumerate() {
-            let _ = write!(console, "{}{id}", if i == 0 { "" } else { "," });
+        let prefill_per_token = prefill_cycles / prompt_len as u64;
+        let decode_per_token = decode_cycles / generated.max(1) as u64;
+        // The result is repeated every two seconds: a host that opens the USB port or attaches
+        // to RTT after the run still gets it (the emulator driver stops at the first DONE).
+        loop {
+            let _ = write!(console, "STARMIND-TEXT ");
+            for &id in &ids[..generated] {
+                console.write_bytes(self.model.token_bytes(id));
+            }
+            let _ = writeln!(console, "\r");
+            let _ = write!(
+                console,
+                "STARMIND-BENCH v1 tokens={generated} prompt_tokens={prompt_len} \
+                 prefill_cycles_per_token={prefill_per_token} \
+                 decode_cycles_per_token={decode_per_token} clock_hz={clk_sys_hz} \
+                 peak_stack_bytes={stack} arena_bytes={} static_ram_bytes={} model_bytes={} \
+                 ctx={} ids=",
+                self.arena_bytes,
+                measure::free_ram_start() - 0x2000_0000,
+                self.model.bytes().len(),
+                self.ctx,
+            );
+            for (i, id) in ids[..generated].iter().enumerate() {
+                let _ = write!(console, "{}{id}", if i == 0 { "" } else { "," });
+            }
+            let _ = writeln!(console, "\r\nSTARMIND-DONE\r");
+            let until = clock.cycles() + 2 * clk_sys_hz as u64;
+            while clock.cycles() < until {}
         }
-        let _ = writeln!(console, "\r");
     }
 
     /// Streams one story from `prompt`; stops at `<|endoftext|>`, the token limit or a full context.
@@ -199,7 +209,7 @@ impl Run<'_> {
     }
 
     /// A new story after every other, seeds counting up from the configured one.
-    fn stories(&self, console: &mut Console, session: &mut Session) {
+    fn stories(&self, console: &mut Console, session: &mut Session) -> ! {
         let mut seed = self.config.seed;
         loop {
             console.write_bytes(self.config.prompt());
@@ -209,7 +219,7 @@ impl Run<'_> {
     }
 
     /// Reads a prompt line (UART or USB), tells a story from it, repeats.
-    fn interactive(&self, console: &mut Console, session: &mut Session) {
+    fn interactive(&self, console: &mut Console, session: &mut Session) -> ! {
         let mut seed = self.config.seed;
         let mut line = [0u8; 200];
         loop {

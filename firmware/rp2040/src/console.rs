@@ -1,7 +1,9 @@
-//! Text in and out: UART0 (GP0 TX, GP1 RX, 115200 8N1) and USB CDC serial, both at once.
+//! Text in and out: UART0 (GP0 TX, GP1 RX, 115200 8N1), USB CDC serial and RTT (read by a debug
+//! probe), all at once.
 //!
 //! USB is serviced from its interrupt and never waited for: where it does not enumerate (no cable,
-//! the rp2040js emulator) its output is dropped and the UART carries on.
+//! the rp2040js emulator) its output is dropped and the UART carries on. RTT writes what fits in
+//! its RAM buffer and never blocks either.
 
 use core::cell::RefCell;
 use core::fmt;
@@ -32,15 +34,31 @@ struct Usb {
 
 static USB: Mutex<RefCell<Option<Usb>>> = Mutex::new(RefCell::new(None));
 
-/// Both serial outputs; implements `fmt::Write`.
+/// RTT up-channel buffer: holds a whole bench line (512 ids) while no probe is reading.
+const RTT_BUFFER_BYTES: usize = 4096;
+
+/// Every output; implements `fmt::Write`.
 pub struct Console {
     uart: Uart,
+    rtt: rtt_target::UpChannel,
 }
 
 impl Console {
-    /// Takes the UART; call [`Console::start_usb`] to add USB CDC.
+    /// Takes the UART and sets up RTT; call [`Console::start_usb`] to add USB CDC.
     pub fn new(uart: Uart) -> Console {
-        Console { uart }
+        let channels = rtt_target::rtt_init! {
+            up: {
+                0: {
+                    size: RTT_BUFFER_BYTES,
+                    mode: rtt_target::ChannelMode::NoBlockTrim,
+                    name: "starmind"
+                }
+            }
+        };
+        Console {
+            uart,
+            rtt: channels.up.0,
+        }
     }
 
     /// Registers the USB CDC serial port and enables its interrupt.
@@ -66,9 +84,10 @@ impl Console {
         unsafe { pac::NVIC::unmask(pac::Interrupt::USBCTRL_IRQ) };
     }
 
-    /// Writes to the UART (blocking) and to USB when a host has the port open.
+    /// Writes to the UART (blocking), RTT, and USB when a host has the port open.
     pub fn write_bytes(&mut self, bytes: &[u8]) {
         self.uart.write_full_blocking(bytes);
+        self.rtt.write(bytes);
         let mut rest = bytes;
         // A bounded number of retries: a host that stops reading must not stall generation.
         let mut retries = 20_000u32;
