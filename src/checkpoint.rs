@@ -19,7 +19,7 @@ use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
@@ -115,20 +115,29 @@ pub fn write_config(dir: &Path, config: &NamedConfig) -> Result<()> {
     write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
 }
 
-/// Serializes named tensors with string metadata into safetensors bytes (sorted by name).
+/// Metadata key under which our fields are stored, as one JSON object: safetensors keeps its
+/// metadata in a `HashMap`, whose order would make identical checkpoints differ byte-wise.
+const METADATA_KEY: &str = "starmind";
+
+/// Serializes named tensors (sorted by name) and string metadata into safetensors bytes;
+/// identical inputs give identical bytes.
 pub fn serialize_tensors(
     tensors: &[(String, Tensor)],
-    metadata: HashMap<String, String>,
+    metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
     let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().map(|(n, t)| (n, t)).collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    Ok(safetensors::serialize(sorted, Some(metadata))?)
+    let info = HashMap::from([(METADATA_KEY.to_string(), serde_json::to_string(metadata)?)]);
+    Ok(safetensors::serialize(sorted, Some(info))?)
 }
 
-/// The string metadata of a safetensors buffer.
-pub fn metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
+/// The metadata [`serialize_tensors`] stored in a safetensors buffer (empty if none).
+pub fn metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)?;
-    Ok(meta.metadata().clone().unwrap_or_default())
+    match meta.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)) {
+        Some(json) => Ok(serde_json::from_str(json)?),
+        None => Ok(BTreeMap::new()),
+    }
 }
 
 /// Writes `bytes` to `path` so that `path` is at every instant either the old or the new complete

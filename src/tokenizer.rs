@@ -123,7 +123,7 @@ impl Tokenizer {
         let mut typed =
             TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
                 .with_model(BPE::default())
-                .with_pre_tokenizer(Some(byte_level.clone()))
+                .with_pre_tokenizer(Some(byte_level))
                 .with_decoder(Some(byte_level))
                 .build()
                 .map_err(|e| anyhow!("building the BPE tokenizer: {e}"))?;

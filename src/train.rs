@@ -17,7 +17,7 @@ use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use candle_nn::VarMap;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -82,6 +82,19 @@ pub fn set_threads(threads: Option<usize>) {
     }
 }
 
+/// Keeps freed tensor buffers in the process. glibc hands large freed blocks back to the OS and
+/// page-faults them in again on the next op; a tiny model allocates and frees megabyte tensors
+/// hundreds of times per step, and the page faults took ~30% of training time.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters; called before heavy allocation.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 /// What a finished run reports (also written as `eval.json` in the checkpoint directory).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainReport {
@@ -97,6 +110,7 @@ pub struct TrainReport {
 /// `starmind train`.
 pub fn run(args: Args) -> Result<()> {
     set_threads(args.threads);
+    tune_allocator();
     let started = Instant::now();
     let out = match (&args.out, &args.config) {
         (Some(out), _) => out.clone(),
@@ -177,6 +191,7 @@ pub fn train(args: &Args, out: &Path) -> Result<TrainReport> {
             config.model.vocab_size
         );
     }
+    remove_stale_temp_files(out);
     if resumed.is_none() {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         for stale in [MODEL_FILE, STATE_FILE, METRICS_FILE] {
@@ -251,6 +266,19 @@ pub fn train(args: &Args, out: &Path) -> Result<TrainReport> {
         });
     }
     finish(&config, &model, &tokenizer, &corpus, out, train_seconds)
+}
+
+/// Temp files of atomic writes that a killed run left behind (never the live files).
+fn remove_stale_temp_files(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn apply_overrides(train: &mut TrainConfig, args: &Args) {
@@ -404,8 +432,8 @@ impl AdamW {
     }
 
     /// Clips the gradients to global norm `clip`, then applies one update; returns the norm
-    /// before clipping.
-    fn step(&mut self, grads: &GradStore, lr: f64, clip: f64) -> Result<f64> {
+    /// before clipping, and whether every updated weight is finite (if not, nothing changes).
+    fn step(&mut self, grads: &GradStore, lr: f64, clip: f64) -> Result<(f64, bool)> {
         let mut flat = Vec::with_capacity(self.vars.len());
         for (name, var) in self.names.iter().zip(&self.vars) {
             let g = grads
@@ -424,10 +452,10 @@ impl AdamW {
         } else {
             1.0
         };
-        self.step += 1;
-        let t = self.step as i32;
+        let t = (self.step + 1) as i32;
         let (lr, b1, b2) = (lr as f32, ADAM_BETA1, ADAM_BETA2);
         let (correction1, correction2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        let (mut new_m, mut new_v, mut new_theta) = (self.m.clone(), self.v.clone(), Vec::new());
         for (i, var) in self.vars.iter().enumerate() {
             let decay = if var.rank() >= 2 {
                 1.0 - lr * self.weight_decay
@@ -435,7 +463,7 @@ impl AdamW {
                 1.0
             };
             let mut theta = var.flatten_all()?.to_vec1::<f32>()?;
-            let (m, v) = (&mut self.m[i], &mut self.v[i]);
+            let (m, v) = (&mut new_m[i], &mut new_v[i]);
             for (j, g) in flat[i].iter().enumerate() {
                 let g = g * scale;
                 m[j] = b1 * m[j] + (1.0 - b1) * g;
@@ -443,9 +471,17 @@ impl AdamW {
                 let update = (m[j] / correction1) / ((v[j] / correction2).sqrt() + ADAM_EPS);
                 theta[j] = theta[j] * decay - lr * update;
             }
+            new_theta.push(theta);
+        }
+        if !new_theta.iter().flatten().all(|w| w.is_finite()) {
+            return Ok((norm, false));
+        }
+        self.step += 1;
+        (self.m, self.v) = (new_m, new_v);
+        for (var, theta) in self.vars.iter().zip(new_theta) {
             var.set(&Tensor::from_vec(theta, var.shape(), var.device())?)?;
         }
-        Ok(norm)
+        Ok((norm, true))
     }
 
     fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
@@ -691,17 +727,16 @@ fn train_loop(
             diverged(run, step + 1, "loss", loss_value, lr, last_checkpoint)?;
         }
         let grads = loss.backward()?;
-        let grad_norm = optimizer.step(&grads, lr, t.grad_clip)?;
+        let (grad_norm, weights_finite) = optimizer.step(&grads, lr, t.grad_clip)?;
         if !grad_norm.is_finite() {
             progress.finish();
-            diverged(
-                run,
-                step + 1,
-                "gradient norm",
-                grad_norm,
-                lr,
-                last_checkpoint,
-            )?;
+            let what = "the gradient norm";
+            diverged(run, step + 1, what, grad_norm, lr, last_checkpoint)?;
+        }
+        if !weights_finite {
+            progress.finish();
+            let what = "an updated weight";
+            diverged(run, step + 1, what, f64::INFINITY, lr, last_checkpoint)?;
         }
         step += 1;
         tokens_seen += tokens_per_step;
@@ -801,7 +836,7 @@ fn save_checkpoint(
     rows: &[MetricsRow],
 ) -> Result<()> {
     let out = run.out;
-    let state_meta = HashMap::from([
+    let state_meta = BTreeMap::from([
         ("step".to_string(), step.to_string()),
         ("rng_state".to_string(), rng.state().to_string()),
         ("elapsed_s".to_string(), format!("{elapsed}")),
@@ -815,7 +850,7 @@ fn save_checkpoint(
     let state = optimizer.state_tensors()?;
     checkpoint::write_atomic(
         &out.join(STATE_FILE),
-        &checkpoint::serialize_tensors(&state, state_meta)?,
+        &checkpoint::serialize_tensors(&state, &state_meta)?,
     )?;
     let weights: Vec<(String, Tensor)> = optimizer
         .names
@@ -823,13 +858,13 @@ fn save_checkpoint(
         .zip(&optimizer.vars)
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
-    let model_meta = HashMap::from([
+    let model_meta = BTreeMap::from([
         ("step".to_string(), step.to_string()),
         ("config".to_string(), run.config.name.clone()),
     ]);
     checkpoint::write_atomic(
         &out.join(MODEL_FILE),
-        &checkpoint::serialize_tensors(&weights, model_meta)?,
+        &checkpoint::serialize_tensors(&weights, &model_meta)?,
     )?;
     checkpoint::write_atomic(&out.join(METRICS_FILE), metrics_csv(rows).as_bytes())?;
     debug_assert!(out.join(CONFIG_FILE).exists());
