@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the board program (firmware/rp2040) into the flat image the CLI embeds:
-#   firmware/prebuilt/starmind-rp2040.bin (+ .sha256), loaded at 0x10000000 (boot2 first).
+#   firmware/prebuilt/starmind-rp2040.bin (+ .sha256), loaded at 0x10000000 (boot2 first), and
+#   firmware/prebuilt/starmind-rp2040.syms (function addresses, for `starmind bench --profile`).
 # Reproducible byte for byte: built at one fixed path with paths remapped, so any checkout at any
 # path with the pinned toolchain (firmware/rp2040/rust-toolchain.toml) and Cargo.lock gives the
 # same bytes.
@@ -47,12 +48,13 @@ cd "$firmware"
 mkdir -p target/host
 rustc --edition 2021 -O tools/elf2bin.rs -o target/host/elf2bin
 built=target/starmind-rp2040.bin
-target/host/elf2bin target/thumbv6m-none-eabi/release/starmind-rp2040 "$built"
+syms=target/starmind-rp2040.syms
+target/host/elf2bin target/thumbv6m-none-eabi/release/starmind-rp2040 "$built" "$syms"
 size=$(wc -c <"$built")
 sum=$(sha256sum "$built" | cut -d' ' -f1)
 
 if [[ $check == 1 ]]; then
-  if ! cmp -s "$built" "$image"; then
+  if ! cmp -s "$built" "$image" || ! cmp -s "$syms" "$prebuilt/starmind-rp2040.syms"; then
     echo "firmware/prebuilt/starmind-rp2040.bin is stale or not reproducible:" >&2
     echo "  committed $(sha256sum "$image" 2>/dev/null | cut -d' ' -f1 || echo missing)" >&2
     echo "  rebuilt   $sum ($size bytes)" >&2
@@ -63,6 +65,7 @@ if [[ $check == 1 ]]; then
 else
   mkdir -p "$prebuilt"
   cp "$built" "$image"
+  cp "$syms" "$prebuilt/starmind-rp2040.syms"
   echo "$sum  starmind-rp2040.bin" >"$image.sha256"
   echo "wrote $image: $size bytes, sha256 $sum"
 fi

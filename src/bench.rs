@@ -62,6 +62,9 @@ pub struct Args {
     /// Emulator cycle limit.
     #[arg(long, default_value_t = 20_000_000_000)]
     pub max_cycles: u64,
+    /// Emulator: also report where the cycles go (per firmware function, whole run).
+    #[arg(long)]
+    pub profile: bool,
     /// Seconds to wait for the board's bench line on --serial.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
@@ -116,6 +119,8 @@ pub struct BenchResult {
     /// `None` on the host (no cycle counter we trust there).
     pub prefill_cycles_per_token: Option<u64>,
     pub decode_cycles_per_token: Option<u64>,
+    /// The sampler's share of a decode step (the rest is the forward pass).
+    pub sample_cycles_per_token: Option<u64>,
     pub clock_hz: Option<u64>,
     pub decode_tok_per_s: f64,
     pub prefill_tok_per_s: f64,
@@ -130,6 +135,8 @@ pub struct BenchResult {
     /// Emulator only: total emulated cycles and emulated MHz of the run.
     pub emulator_cycles: Option<u64>,
     pub emulator_mhz: Option<f64>,
+    /// Emulator with --profile: (function, cycles), most first.
+    pub profile: Vec<(String, u64)>,
 }
 
 impl BenchResult {
@@ -163,6 +170,8 @@ impl BenchResult {
             "ids": self.ids,
             "emulator_cycles": self.emulator_cycles,
             "emulator_mhz": self.emulator_mhz,
+            "sample_cycles_per_token": self.sample_cycles_per_token,
+            "profile": self.profile.iter().map(|(f, c)| json!({"function": f, "cycles": c})).collect::<Vec<_>>(),
             "caveats": if self.target == Target::Emulator { EMULATOR_CAVEATS.to_vec() } else { vec![] },
         })
     }
@@ -176,6 +185,11 @@ impl BenchResult {
             opt(self.decode_cycles_per_token),
             opt(self.clock_hz)
         );
+        if let Some(sample) = self.sample_cycles_per_token {
+            s += &format!(
+                "           of which sampling {sample} cycles/token, forward pass the rest\n"
+            );
+        }
         s += &format!(
             "  prefill: {:.2} tok/s, {} cycles/token ({} prompt tokens)\n",
             self.prefill_tok_per_s,
@@ -203,6 +217,10 @@ impl BenchResult {
         if let (Some(cycles), Some(mhz)) = (self.emulator_cycles, self.emulator_mhz) {
             s += &format!("  emulator: {cycles} cycles in all, {mhz:.1} emulated MHz\n");
         }
+        if !self.profile.is_empty() {
+            s += "  where the cycles go (whole emulated run, per firmware function):\n";
+            s += &profile_lines(&self.profile, 12, "    ");
+        }
         if self.target == Target::Emulator {
             s += "  emulator caveats:\n";
             for caveat in EMULATOR_CAVEATS {
@@ -211,6 +229,21 @@ impl BenchResult {
         }
         s
     }
+}
+
+/// The `top` biggest entries of a profile as `share% cycles function` lines.
+fn profile_lines(profile: &[(String, u64)], top: usize, indent: &str) -> String {
+    let total: u64 = profile.iter().map(|(_, c)| c).sum::<u64>().max(1);
+    profile
+        .iter()
+        .take(top)
+        .map(|(name, cycles)| {
+            format!(
+                "{indent}{:5.1}% {cycles:>12} {name}\n",
+                *cycles as f64 * 100.0 / total as f64
+            )
+        })
+        .collect()
 }
 
 /// Runs one bench of `model_bytes` on the target `args` selects.
@@ -224,7 +257,7 @@ pub fn bench_model(args: &Args, model_bytes: &[u8]) -> anyhow::Result<BenchResul
         return bench_host(&model, &args.sampling);
     }
     let (line, emulator, target) = if args.emulator {
-        let (line, emulator) = run_emulator(model_bytes, &run, args.max_cycles)?;
+        let (line, emulator) = run_emulator(model_bytes, &run, args.max_cycles, args.profile)?;
         (line, Some(emulator), Target::Emulator)
     } else if let Some(probe) = &args.probe {
         let segments = flash::segments(model_bytes, &run, args.board)?;
@@ -254,9 +287,10 @@ pub fn bench_model(args: &Args, model_bytes: &[u8]) -> anyhow::Result<BenchResul
         );
     };
     let mut result = parse_bench_line(&line, &model, target)?;
-    if let Some((cycles, mhz)) = emulator {
+    if let Some((cycles, mhz)) = emulator.map(|e| (e.cycles, (e.mhz, e.profile))) {
         result.emulator_cycles = Some(cycles);
-        result.emulator_mhz = Some(mhz);
+        result.emulator_mhz = Some(mhz.0);
+        result.profile = mhz.1;
     }
     if args.check {
         let ctx = line_field(&line, "ctx")
@@ -350,6 +384,8 @@ fn bench_host(model: &Model, sampling: &flash::SamplingArgs) -> anyhow::Result<B
         bit_exact: None,
         emulator_cycles: None,
         emulator_mhz: None,
+        sample_cycles_per_token: None,
+        profile: Vec::new(),
     })
 }
 
@@ -434,6 +470,8 @@ fn parse_bench_line(line: &str, model: &Model, target: Target) -> anyhow::Result
         prompt_tokens: number("prompt_tokens")? as usize,
         prefill_cycles_per_token: Some(prefill),
         decode_cycles_per_token: Some(decode),
+        sample_cycles_per_token: line_field(line, "sample_cycles_per_token")
+            .and_then(|v| v.parse().ok()),
         clock_hz: Some(clock_hz),
         decode_tok_per_s: clock_hz as f64 / decode.max(1) as f64,
         prefill_tok_per_s: clock_hz as f64 / prefill.max(1) as f64,
@@ -447,6 +485,7 @@ fn parse_bench_line(line: &str, model: &Model, target: Target) -> anyhow::Result
         bit_exact: None,
         emulator_cycles: None,
         emulator_mhz: None,
+        profile: Vec::new(),
     })
 }
 
@@ -458,11 +497,58 @@ fn emulator_dir() -> PathBuf {
 }
 
 /// Runs the bench in rp2040js; returns the bench line and (total cycles, emulated MHz).
+/// What the emulator driver reported besides the firmware's lines.
+struct EmulatorRun {
+    cycles: u64,
+    mhz: f64,
+    profile: Vec<(String, u64)>,
+}
+
+/// The committed firmware's function symbols (`address size name`), from scripts/build-firmware.sh.
+const FIRMWARE_SYMBOLS: &str = include_str!("../firmware/prebuilt/starmind-rp2040.syms");
+
+/// Sums the driver's `pc cycles` lines per firmware function, most first.
+fn profile_by_function(pcs: &str) -> Vec<(String, u64)> {
+    let functions: Vec<(u32, u32, &str)> = FIRMWARE_SYMBOLS
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ' ');
+            let addr = u32::from_str_radix(it.next()?, 16).ok()?;
+            Some((addr, it.next()?.parse().ok()?, it.next()?))
+        })
+        .collect();
+    let mut totals: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for line in pcs.lines() {
+        let Some((pc, cycles)) = line.split_once(' ') else {
+            continue;
+        };
+        let (Ok(pc), Ok(cycles)) = (
+            u32::from_str_radix(pc.trim_start_matches("0x"), 16),
+            cycles.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        let at = functions.partition_point(|&(addr, _, _)| addr <= pc);
+        let name = match at.checked_sub(1).map(|i| functions[i]) {
+            Some((addr, size, name)) if pc < addr + size => name,
+            _ => "(other)",
+        };
+        *totals.entry(name).or_default() += cycles;
+    }
+    let mut list: Vec<(String, u64)> = totals
+        .into_iter()
+        .map(|(n, c)| (n.to_string(), c))
+        .collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    list
+}
+
 fn run_emulator(
     model_bytes: &[u8],
     run: &RunArgs,
     max_cycles: u64,
-) -> anyhow::Result<(String, (u64, f64))> {
+    profile: bool,
+) -> anyhow::Result<(String, EmulatorRun)> {
     let dir = emulator_dir();
     let node = std::env::var_os("STARMIND_NODE").unwrap_or_else(|| "node".into());
     if !dir.join("node_modules/rp2040js/package.json").is_file() {
@@ -486,12 +572,17 @@ fn run_emulator(
         .arg(&image)
         .arg("--max-cycles")
         .arg(max_cycles.to_string());
+    let profile_path = work.join("profile.txt");
+    if profile {
+        command.arg("--profile").arg(&profile_path);
+    }
     let output = command.stdin(Stdio::null()).output().map_err(|e| {
         anyhow::anyhow!(
             "cannot run `{}` ({e}): install Node.js ≥ 18 (or set STARMIND_NODE)",
             node.to_string_lossy()
         )
     });
+    let pcs = std::fs::read_to_string(&profile_path).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&work);
     let output = output?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -535,7 +626,15 @@ fn run_emulator(
     let mhz = line_field(emulator, "emulated_mhz")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    Ok((bench.to_string(), (cycles, mhz)))
+    let profile = profile_by_function(&pcs);
+    Ok((
+        bench.to_string(),
+        EmulatorRun {
+            cycles,
+            mhz,
+            profile,
+        },
+    ))
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
@@ -787,10 +886,11 @@ mod report {
         let mut s = String::from("# Benchmarks: starmind on the RP2040\n\n");
         let _ = writeln!(
             s,
-            "Generated by `starmind bench --configs {} --emulator --check -n {}` (prompt \"{}\", seed {}, \
+            "Generated by `starmind bench --configs {} --emulator --check{} -n {}` (prompt \"{}\", seed {}, \
              temperature {}, top-k {}, top-p {}). Firmware: the committed `firmware/prebuilt/starmind-rp2040.bin`, \
              core 0 at 125 MHz, int8 weights streamed from flash (XIP).\n",
             args.configs.join(","),
+            if args.profile { " --profile" } else { "" },
             args.sampling.bench_tokens(),
             args.sampling.prompt,
             args.sampling.seed,
@@ -801,17 +901,20 @@ mod report {
         s += "Models: each config's exact shape with synthetic (PRNG) int8 weights and a char vocabulary of its \
               size. Speed depends only on the shape, not on trained weight values; prompt tokens differ from a \
               BPE tokenizer's, which only changes the prefill count (cycles are reported per token).\n\n";
-        s += "| config | params | model flash bytes | decode cycles/token | decode tok/s | prefill cycles/token | \
+        s += "| config | params | model flash bytes | tokens (prompt+generated) | decode cycles/token | of which sampling | decode tok/s | prefill cycles/token | \
               peak RAM bytes (static+arena+stack) | weight bytes/token | XIP bound tok/s | CircuitPython tok/s (seed) | speed-up | bit-exact |\n";
-        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+        s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
         for (name, r) in rows {
             let seed = seed_tok_per_s(name);
             let _ = writeln!(
                 s,
-                "| {name} | {} | {} | {} | {:.1} | {} | {} ({}+{}+{}) | {} | {:.0} | {} | {} | {} |",
+                "| {name} | {} | {} | {}+{} | {} | {} | {:.1} | {} | {} ({}+{}+{}) | {} | {:.0} | {} | {} | {} |",
                 r.params,
                 r.model_flash_bytes,
+                r.prompt_tokens,
+                r.tokens,
                 r.decode_cycles_per_token.unwrap_or(0),
+                r.sample_cycles_per_token.map_or("–".into(), |v| v.to_string()),
                 r.decode_tok_per_s,
                 r.prefill_cycles_per_token.unwrap_or(0),
                 r.peak_ram_bytes().unwrap_or(0),
@@ -827,9 +930,22 @@ mod report {
         }
         let _ = writeln!(s, "\n![decode tok/s vs parameters]({svg})\n");
         s += "Columns: decode tok/s = 125 MHz ÷ decode cycles/token (one sample + one forward pass); \
+              a run stops early when the model's context (`seq_len`) is full; \
               weight bytes/token = every layer matrix and norm, the output matrix (the embedding when tied) and one \
               embedding row, all read from flash per token; XIP bound = 25 MB/s ÷ weight bytes/token, the \
               ceiling if every weight byte missed the 16 KiB XIP cache (models under 16 KiB stay cached).\n\n";
+        if let Some((name, r)) = rows.iter().rev().find(|(_, r)| !r.profile.is_empty()) {
+            let _ = writeln!(
+                s,
+                "## Where the cycles go ({name})\n\nWhole emulated run (boot, prefill, {} decode steps, output), cycles per \
+                 firmware function from `--profile` (rp2040js PC samples mapped with \
+                 `firmware/prebuilt/starmind-rp2040.syms`). `__aeabi_*`, `__clzsi2` and `compiler_builtins::*` are \
+                 the software routines the Cortex-M0+ needs for 64-bit multiplies, shifts and divisions.\n\n```",
+                r.tokens
+            );
+            s += &super::profile_lines(&r.profile, 15, "");
+            s += "```\n\n";
+        }
         s += "Emulator caveats (rp2040js 1.4.1): numbers are cycle counts of the emulated core, not a board:\n";
         for caveat in EMULATOR_CAVEATS {
             let _ = writeln!(s, "- {caveat}");
@@ -897,8 +1013,20 @@ mod report {
                 py(y) - 7.0
             );
         }
-        let _ = writeln!(s, "<circle cx=\"{}\" cy=\"{}\" r=\"5\" fill=\"#d62728\"/><text x=\"{}\" y=\"{}\">starmind (rp2040js, 125 MHz)</text>", left + 20.0, top + 20.0, left + 30.0, top + 24.0);
-        let _ = writeln!(s, "<circle cx=\"{}\" cy=\"{}\" r=\"5\" fill=\"#1f77b4\"/><text x=\"{}\" y=\"{}\">CircuitPython (seed, Pico)</text>", left + 20.0, top + 40.0, left + 30.0, top + 44.0);
+        // Legend, bottom right (the points run from top left to bottom right, above it).
+        let legend = [
+            ("#d62728", "starmind (rp2040js, 125 MHz)"),
+            ("#1f77b4", "CircuitPython (seed, Pico)"),
+        ];
+        for (row, (colour, label)) in legend.iter().enumerate() {
+            let (x, y) = (w - right - 185.0, h - bottom - 40.0 + 18.0 * row as f64);
+            let _ = writeln!(
+                s,
+                "<circle cx=\"{x}\" cy=\"{y}\" r=\"5\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\">{label}</text>",
+                x + 10.0,
+                y + 4.0
+            );
+        }
         s += "</svg>\n";
         s
     }

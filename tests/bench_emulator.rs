@@ -104,6 +104,7 @@ fn greedy_text_report_has_the_numbers() {
             "8",
             "--temperature",
             "0",
+            "--profile",
         ],
     );
     assert!(output.status.success(), "{}", stderr(&output));
@@ -114,6 +115,8 @@ fn greedy_text_report_has_the_numbers() {
         "bit-exact vs host engine: true",
         "XIP bound",
         "one core only",
+        "where the cycles go",
+        "starmind_engine::kernels::matvec_i8",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }

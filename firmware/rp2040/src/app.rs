@@ -138,9 +138,12 @@ impl Run<'_> {
 
         // One decode step = sample + forward pass of the sampled token.
         let start = clock.cycles();
+        let mut sample_cycles = 0;
         let mut generated = 0;
         while generated < wanted {
+            let before_sample = clock.cycles();
             let next = sampler.sample(logits);
+            sample_cycles += clock.cycles() - before_sample;
             ids[generated] = next;
             generated += 1;
             logits = match session.feed(next) {
@@ -153,6 +156,7 @@ impl Run<'_> {
         let stack = measure::stack_high_water(measure::free_ram_start() + self.arena_bytes);
         let prefill_per_token = prefill_cycles / prompt_len as u64;
         let decode_per_token = decode_cycles / generated.max(1) as u64;
+        let sample_per_token = sample_cycles / generated.max(1) as u64;
         // The result is repeated every two seconds: a host that opens the USB port or attaches
         // to RTT after the run still gets it (the emulator driver stops at the first DONE).
         loop {
@@ -165,7 +169,8 @@ impl Run<'_> {
                 console,
                 "STARMIND-BENCH v1 tokens={generated} prompt_tokens={prompt_len} \
                  prefill_cycles_per_token={prefill_per_token} \
-                 decode_cycles_per_token={decode_per_token} clock_hz={clk_sys_hz} \
+                 decode_cycles_per_token={decode_per_token} \
+                 sample_cycles_per_token={sample_per_token} clock_hz={clk_sys_hz} \
                  peak_stack_bytes={stack} arena_bytes={} static_ram_bytes={} model_bytes={} \
                  ctx={} ids=",
                 self.arena_bytes,
