@@ -264,3 +264,67 @@ fn the_firmware_reports_a_missing_or_corrupt_model_and_waits() {
         "{stdout}"
     );
 }
+
+#[test]
+fn trained_int4_model_is_bit_exact_on_the_emulated_board() {
+    if !emulator_available() {
+        return;
+    }
+    // tests/golden: story-1k trained 2000 steps (char tokenizer), int4 weights: the matvec_i4 path.
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/story-1k-int4.smb");
+    let dir = scratch("bench_emulator_golden");
+    let output = run_in(
+        &dir,
+        &[
+            "bench",
+            model.to_str().unwrap(),
+            "--emulator",
+            "--check",
+            "--json",
+            "-n",
+            "16",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["bit_exact"], true, "{json}");
+}
+
+#[test]
+fn interactive_mode_answers_a_prompt_typed_over_uart() {
+    if !emulator_available() {
+        return;
+    }
+    let dir = scratch("bench_interactive");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/story-1k.smb");
+    let output = run_in(
+        &dir,
+        &[
+            "flash",
+            model.to_str().unwrap(),
+            "--mode",
+            "interactive",
+            "-n",
+            "20",
+            "--uf2",
+            "i.uf2",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = Command::new("node")
+        .arg(emulator_dir().join("run.mjs"))
+        .arg("--uf2")
+        .arg(dir.join("i.uf2"))
+        .args(["--max-cycles", "40000000", "--input", "The cat\r"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // It runs until the cycle limit, waiting for the next prompt: exit 3 is expected here.
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("prompt> The cat"), "{stdout}");
+    assert_eq!(
+        stdout.matches("prompt> ").count(),
+        2,
+        "one answer, then the next prompt:\n{stdout}"
+    );
+}
