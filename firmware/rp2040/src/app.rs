@@ -27,8 +27,16 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
         Ok(config) => config,
         Err(err) => halt(console, format_args!("config: {}", err.message())),
     };
-    // SAFETY: as above; the host checked that the model fits in the flash it wrote, and
-    // `Model::parse` bounds-checks everything inside.
+    // The XIP window is 16 MiB; a length past it cannot be a model (the host refuses those).
+    const MAX_MODEL_BYTES: u32 = 0x1100_0000 - MODEL_ADDR;
+    if config.model_bytes > MAX_MODEL_BYTES {
+        halt(
+            console,
+            format_args!("config: model length {} exceeds flash", config.model_bytes),
+        );
+    }
+    // SAFETY: as above, inside the XIP window (checked just now); `Model::parse` bounds-checks
+    // everything inside.
     let model_bytes = unsafe {
         core::slice::from_raw_parts(MODEL_ADDR as *const u8, config.model_bytes as usize)
     };
