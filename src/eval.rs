@@ -138,33 +138,59 @@ where
     })
 }
 
-/// A batched scorer over the float model: each group of equal-length windows is one forward pass.
+/// A batched scorer over the float model: the windows are split over the available cores and
+/// each group of equal-length windows is one forward pass. Each window's numbers do not depend
+/// on how the windows are grouped.
 pub fn model_scorer(model: &Transformer) -> impl FnMut(&[&[u32]]) -> Result<Vec<Vec<f64>>> + '_ {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     move |windows: &[&[u32]]| {
-        let mut out = Vec::with_capacity(windows.len());
-        let mut i = 0;
-        while i < windows.len() {
-            let len = windows[i].len();
-            let run = windows[i..].iter().take_while(|w| w.len() == len).count();
-            let flat: Vec<u32> = windows[i..i + run]
-                .iter()
-                .flat_map(|w| w.iter().copied())
+        if threads < 2 || windows.len() < 2 {
+            return score_windows(model, windows);
+        }
+        let per_thread = windows.len().div_ceil(threads);
+        let parts: Vec<Result<Vec<Vec<f64>>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = windows
+                .chunks(per_thread)
+                .map(|part| scope.spawn(move || score_windows(model, part)))
                 .collect();
-            let ids = Tensor::from_vec(flat, (run, len), &Device::Cpu)?;
-            let log_probs = candle_nn::ops::log_softmax(&model.forward(&ids)?, D::Minus1)?;
-            let targets = ids.narrow(1, 1, len - 1)?.unsqueeze(2)?;
-            let picked = log_probs
-                .narrow(1, 0, len - 1)?
-                .contiguous()?
-                .gather(&targets.contiguous()?, 2)?
-                .squeeze(2)?;
-            for row in picked.to_vec2::<f32>()? {
-                out.push(row.into_iter().map(f64::from).collect());
-            }
-            i += run;
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("scoring thread panicked"))
+                .collect()
+        });
+        let mut out = Vec::with_capacity(windows.len());
+        for part in parts {
+            out.extend(part?);
         }
         Ok(out)
     }
+}
+
+/// Log-probabilities of tokens 1..n of each window under the float model.
+fn score_windows(model: &Transformer, windows: &[&[u32]]) -> Result<Vec<Vec<f64>>> {
+    let mut out = Vec::with_capacity(windows.len());
+    let mut i = 0;
+    while i < windows.len() {
+        let len = windows[i].len();
+        let run = windows[i..].iter().take_while(|w| w.len() == len).count();
+        let flat: Vec<u32> = windows[i..i + run]
+            .iter()
+            .flat_map(|w| w.iter().copied())
+            .collect();
+        let ids = Tensor::from_vec(flat, (run, len), &Device::Cpu)?;
+        let log_probs = candle_nn::ops::log_softmax(&model.forward(&ids)?, D::Minus1)?;
+        let targets = ids.narrow(1, 1, len - 1)?.unsqueeze(2)?;
+        let picked = log_probs
+            .narrow(1, 0, len - 1)?
+            .contiguous()?
+            .gather(&targets.contiguous()?, 2)?
+            .squeeze(2)?;
+        for row in picked.to_vec2::<f32>()? {
+            out.push(row.into_iter().map(f64::from).collect());
+        }
+        i += run;
+    }
+    Ok(out)
 }
 
 /// Byte-level baselines with add-one smoothing over 256 values, fitted on `train`, scored on
@@ -265,7 +291,8 @@ pub fn run(args: Args) -> Result<()> {
     crate::train::tune_allocator();
     let corpus = data::load_corpus(&args.data, args.valid.as_deref())?;
     if args.checkpoint.is_file() {
-        // A model file (.smb): scored by the integer engine, same procedure and JSON keys.
+        // Model files (.smb) are scored by the integer engine through the same `evaluate`
+        // pieces (`bits_per_byte`, `byte_baselines`, `print_report`): same JSON keys.
         return crate::model_file_eval::eval(&args, &corpus);
     }
     eval_checkpoint(&args.checkpoint, &corpus, &args)
@@ -273,6 +300,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn eval_checkpoint(dir: &Path, corpus: &Corpus, args: &Args) -> Result<()> {
     let checkpoint = crate::checkpoint::load(dir)?;
+    crate::train::single_threaded_matmuls();
     eprintln!(
         "checkpoint {} ({}, step {})",
         dir.display(),
