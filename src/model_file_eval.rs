@@ -312,3 +312,83 @@ pub fn compare(
         positions: int_greedy.len(),
     })
 }
+
+#[cfg(test)]
+mod diagnose {
+    use starmind_engine::quantize::{multiplier_from_f64, multiplier_to_f64, FloatModel};
+    use starmind_engine::reference::FloatSession;
+
+    fn dequant_rows(w: &mut [f32], cols: usize) {
+        for row in w.chunks_mut(cols) {
+            let max = row.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
+            let s = multiplier_to_f64(multiplier_from_f64(max / 127.0));
+            if s > 0.0 {
+                row.iter_mut()
+                    .for_each(|v| *v = ((*v as f64 / s).round() * s) as f32);
+            }
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn where_does_disagreement_come_from() {
+        let dir = std::env::var("DIAG_CKPT").unwrap();
+        let ckpt = crate::checkpoint::load(std::path::Path::new(&dir)).unwrap();
+        let float = crate::export::float_model(&ckpt).unwrap();
+        let mut deq: FloatModel = float.clone();
+        let d = deq.config.dim;
+        let mode = std::env::var("DIAG_MODE").unwrap_or_default();
+        if mode != "layers" {
+            dequant_rows(&mut deq.tok_embeddings, d);
+        }
+        for l in deq.layers.iter_mut().filter(|_| mode != "emb") {
+            for (w, cols) in [
+                (&mut l.wq, d),
+                (&mut l.wk, d),
+                (&mut l.wv, d),
+                (&mut l.wo, d),
+                (&mut l.w1, d),
+                (&mut l.w3, d),
+            ] {
+                dequant_rows(w, cols);
+            }
+            let h = deq.config.hidden_dim;
+            dequant_rows(&mut l.w2, h);
+        }
+        let text = std::fs::read_to_string("../shared/datasets/tinystories/valid.txt").unwrap();
+        let text = crate::data::truncate_bytes(&text, 60_000);
+        let ids = ckpt.tokenizer.encode(text);
+        let file = crate::export::export(&ckpt, starmind_engine::Quant::Int8).unwrap();
+        let model = starmind_engine::Model::parse(&file).unwrap();
+        let seq = float.config.seq_len;
+        let mut arena = vec![0u8; starmind_engine::Model::arena_bytes(&model.config(), seq)];
+        let mut int = starmind_engine::Session::new(&model, seq, &mut arena).unwrap();
+        let (mut a_fd, mut a_fi, mut a_di, mut n) = (0, 0, 0, 0);
+        let argmax = |v: &[f64]| {
+            v.iter()
+                .enumerate()
+                .fold((0, f64::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                .0
+        };
+        for w in ids.chunks(seq) {
+            let mut f = FloatSession::new(&float);
+            let mut q = FloatSession::new(&deq);
+            int.reset();
+            for &t in w {
+                let lf = argmax(&f.feed(t));
+                let lq = argmax(&q.feed(t));
+                let li = starmind_engine::kernels::argmax(int.feed(t).unwrap()).0;
+                a_fd += (lf == lq) as usize;
+                a_fi += (lf == li) as usize;
+                a_di += (lq == li) as usize;
+                n += 1;
+            }
+        }
+        eprintln!(
+            "float~deq-weights {:.4}  float~int {:.4}  deq-weights~int {:.4}",
+            a_fd as f64 / n as f64,
+            a_fi as f64 / n as f64,
+            a_di as f64 / n as f64
+        );
+    }
+}

@@ -30,6 +30,8 @@ pub const CRC_START: usize = 16;
 pub const ALIGN: usize = 4;
 /// Upper bound on `dim`, `hidden_dim` and `seq_len`: keeps every `i32` accumulator exact.
 pub const MAX_DIM: usize = 4096;
+/// Upper bound on `dim / n_heads`: keeps the query·key sums (12-bit × 12-bit) exact in `i32`.
+pub const MAX_HEAD_SIZE: usize = 256;
 /// Upper bound on the vocabulary (merges store ids as `u16`).
 pub const MAX_VOCAB: usize = 65_535;
 /// Upper bound on layers.
@@ -125,6 +127,9 @@ impl Config {
         }
         if self.n_layers == 0 || self.n_layers > MAX_LAYERS {
             return Err(FormatError::BadConfig("n_layers must be in 1..=64"));
+        }
+        if self.head_size() > MAX_HEAD_SIZE {
+            return Err(FormatError::BadConfig("head_size must be at most 256"));
         }
         if !self.dim.is_multiple_of(self.n_heads) || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(FormatError::BadConfig(

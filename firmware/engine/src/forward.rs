@@ -4,10 +4,12 @@
 //!
 //! Numerics (why: docs/quantization.md):
 //! - residual stream and every activation vector: `i32` Q16.16;
-//! - before each matrix-vector product the input is quantised to int8 with one step per vector
-//!   (`max|x|/127`), the dot products accumulate int8×int8 in `i32`, and each output row is
-//!   rescaled once by (row multiplier × input step) — a 32×32→64 multiply per row;
-//! - KV cache int8 with one step per (layer, position) for keys and one for values;
+//! - before each matrix-vector product the input is quantised to ±2047 (12 bits) with one step
+//!   per vector (`max|x|/2047`), the dot products with the int8 (or int4) weights accumulate in
+//!   `i32`, and each output row is rescaled once by (row multiplier × input step) — a 32×32→64
+//!   multiply per row;
+//! - KV cache 12-bit values in `i16` with one step per (layer, position) for keys and one for
+//!   values (int8 here cost 3 points of greedy agreement on chat-8k: docs/quantization.md);
 //! - RMSNorm with an integer square root, softmax with a fixed-point `exp`, SiLU with a
 //!   fixed-point sigmoid, RoPE from the file's Q30 cos/sin table.
 //!
@@ -16,8 +18,8 @@
 
 use crate::format::{Config, FfnKind, Matrix, Model, Quant};
 use crate::kernels::{
-    exp_q16, int8_step_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, quantize_i8, rmsnorm,
-    silu_q16, Multiplier,
+    exp_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, quantize_act, quantize_kv, rmsnorm,
+    silu_q16, step_q16, Multiplier, ACT_LEVELS, KV_LEVELS,
 };
 use core::fmt;
 
@@ -69,16 +71,17 @@ struct Layout {
     kv_positions: usize,
     /// `i32` words: x, xb, xb2, q, k, v, hb, hb2, att, logits, key/value steps.
     words: usize,
-    /// `i8` bytes: quantised input, key cache, value cache.
-    bytes: usize,
+    /// `i16` elements: key cache, value cache.
+    kv_elems: usize,
 }
 
 impl Layout {
     fn new(c: &Config, ctx: usize) -> Layout {
         let (dim, kv_dim, hidden, vocab) = (c.dim, c.kv_dim(), c.hidden_dim, c.vocab_size);
         let kv_positions = c.n_layers * ctx;
-        let words = 4 * dim + 2 * kv_dim + 2 * hidden + ctx + vocab + 2 * kv_positions;
-        let bytes = dim.max(hidden) + 2 * kv_positions * kv_dim;
+        let words =
+            4 * dim + 2 * kv_dim + 2 * hidden + ctx + vocab + dim.max(hidden) + 2 * kv_positions;
+        let kv_elems = 2 * kv_positions * kv_dim;
         Layout {
             dim,
             kv_dim,
@@ -87,12 +90,12 @@ impl Layout {
             vocab,
             kv_positions,
             words,
-            bytes,
+            kv_elems,
         }
     }
     fn arena_bytes(&self) -> usize {
         // + 3 for aligning the i32 part inside an arbitrary byte buffer.
-        3 + 4 * self.words + self.bytes
+        3 + 4 * self.words + 2 * self.kv_elems
     }
 }
 
@@ -126,11 +129,11 @@ pub struct State<'a> {
     /// Attention scores, then probabilities (Q16.16), one per position.
     att: &'a mut [i32],
     logits: &'a mut [i32],
-    /// The int8 input of the current matrix-vector product.
-    xq: &'a mut [i8],
+    /// The quantised (±2047) input of the current matrix-vector product.
+    xq: &'a mut [i32],
     /// `[layer][pos][kv_dim]` int8 keys and values.
-    key_cache: &'a mut [i8],
-    value_cache: &'a mut [i8],
+    key_cache: &'a mut [i16],
+    value_cache: &'a mut [i16],
     /// `[layer][pos]` max-abs (Q16.16) of each cached key / value vector: its step is `max/127`.
     key_max: &'a mut [i32],
     value_max: &'a mut [i32],
@@ -159,9 +162,11 @@ impl<'a> State<'a> {
         let mut words: &'a mut [i32] = unsafe {
             core::slice::from_raw_parts_mut(words_part.as_mut_ptr().cast::<i32>(), layout.words)
         };
-        // SAFETY: u8 and i8 have the same size, alignment and validity.
-        let mut bytes: &'a mut [i8] = unsafe {
-            core::slice::from_raw_parts_mut(bytes_part.as_mut_ptr().cast::<i8>(), layout.bytes)
+        // SAFETY: `bytes_part` starts 4·words bytes after an aligned start, so it is 2-byte
+        // aligned, and holds ≥ 2·kv_elems bytes (checked against arena_bytes above); every bit
+        // pattern is a valid i16.
+        let mut kv: &'a mut [i16] = unsafe {
+            core::slice::from_raw_parts_mut(bytes_part.as_mut_ptr().cast::<i16>(), layout.kv_elems)
         };
         let kv_positions = layout.kv_positions;
         Ok(State {
@@ -175,11 +180,11 @@ impl<'a> State<'a> {
             hb2: take(&mut words, layout.hidden),
             att: take(&mut words, layout.ctx),
             logits: take(&mut words, layout.vocab),
+            xq: take(&mut words, layout.dim.max(layout.hidden)),
             key_max: take(&mut words, kv_positions),
             value_max: take(&mut words, kv_positions),
-            xq: take(&mut bytes, layout.dim.max(layout.hidden)),
-            key_cache: take(&mut bytes, kv_positions * layout.kv_dim),
-            value_cache: take(&mut bytes, kv_positions * layout.kv_dim),
+            key_cache: take(&mut kv, kv_positions * layout.kv_dim),
+            value_cache: take(&mut kv, kv_positions * layout.kv_dim),
         })
     }
 }
@@ -276,8 +281,8 @@ impl<'m, 'a> Session<'m, 'a> {
     }
 }
 
-/// `out = W · x` for the int8 vector `x` with step `x_step` (Q16.16 per unit).
-fn matmul(out: &mut [i32], w: &Matrix, x: &[i8], x_step: Multiplier) {
+/// `out = W · x` for the quantised vector `x` with step `x_step` (Q16.16 per unit).
+fn matmul(out: &mut [i32], w: &Matrix, x: &[i32], x_step: Multiplier) {
     match w.quant {
         Quant::Int8 => matvec_i8(out, w.row_scales, w.weights, w.cols, x, x_step),
         Quant::Int4 => matvec_i4(
@@ -294,11 +299,11 @@ fn matmul(out: &mut [i32], w: &Matrix, x: &[i8], x_step: Multiplier) {
 }
 
 /// Quantises `x` into `xq` and multiplies: `out = W · x`.
-fn quantize_and_matmul(out: &mut [i32], w: &Matrix, x: &[i32], xq: &mut [i8]) {
+fn quantize_and_matmul(out: &mut [i32], w: &Matrix, x: &[i32], xq: &mut [i32]) {
     let n = x.len().min(xq.len());
     let xq = &mut xq[..n];
-    let max_abs = quantize_i8(x, xq);
-    matmul(out, w, xq, int8_step_q16(max_abs));
+    let max_abs = quantize_act(x, xq);
+    matmul(out, w, xq, step_q16(max_abs, ACT_LEVELS));
 }
 
 /// Rotates each head of `v` (interleaved pairs) by the angles of position `pos`.
@@ -372,8 +377,8 @@ fn forward(
 
         // Attention: h = rmsnorm(x); q, k, v = wq·h, wk·h, wv·h.
         rmsnorm(s.xb, s.x, w.attention_norm);
-        let max_abs = quantize_i8(s.xb, &mut s.xq[..dim]);
-        let step = int8_step_q16(max_abs);
+        let max_abs = quantize_act(s.xb, &mut s.xq[..dim]);
+        let step = step_q16(max_abs, ACT_LEVELS);
         matmul(s.q, &w.wq, &s.xq[..dim], step);
         matmul(s.k, &w.wk, &s.xq[..dim], step);
         matmul(s.v, &w.wv, &s.xq[..dim], step);
@@ -389,13 +394,13 @@ fn forward(
             s.key_cache.get_mut(cache_range.clone()),
             s.key_max.get_mut(slot),
         ) {
-            *km = quantize_i8(s.k, kc);
+            *km = quantize_kv(s.k, kc);
         }
         if let (Some(vc), Some(vm)) = (
             s.value_cache.get_mut(cache_range),
             s.value_max.get_mut(slot),
         ) {
-            *vm = quantize_i8(s.v, vc);
+            *vm = quantize_kv(s.v, vc);
         }
         let layer_keys = s.key_cache.get(l * ctx * kv_dim..).unwrap_or(&[]);
         let layer_values = s.value_cache.get(l * ctx * kv_dim..).unwrap_or(&[]);
@@ -406,8 +411,8 @@ fn forward(
         for (h, out) in s.xb.chunks_exact_mut(hs).enumerate() {
             let kv_offset = (h / kv_per_q) * hs;
             let q_head = &s.q[h * hs..(h + 1) * hs];
-            let q_max = quantize_i8(q_head, &mut s.xq[..hs]);
-            let q_scale = int8_step_q16(q_max).times(score_scale);
+            let q_max = quantize_act(q_head, &mut s.xq[..hs]);
+            let q_scale = step_q16(q_max, ACT_LEVELS).times(score_scale);
             let att = &mut s.att[..=pos];
             for ((a, keys), &k_max) in att
                 .iter_mut()
@@ -415,22 +420,22 @@ fn forward(
                 .zip(key_max)
             {
                 let k_head = keys.get(kv_offset..kv_offset + hs).unwrap_or(&[]);
-                let dot = dot_i8_i8(&s.xq[..hs], k_head);
-                *a = q_scale.times(int8_step_q16(k_max)).apply(dot as i64);
+                let dot = dot_act_kv(&s.xq[..hs], k_head);
+                *a = q_scale.times(step_q16(k_max, KV_LEVELS)).apply(dot as i64);
             }
             softmax(att);
-            // out = Σ_t p_t · v_t; the weight p_t·(v step) is formed once per position.
-            out.iter_mut().for_each(|o| *o = 0);
-            for ((&p, values), &v_max) in att
-                .iter()
-                .zip(layer_values.chunks_exact(kv_dim))
-                .zip(value_max)
-            {
-                let weight_q16 = int8_step_q16(v_max).shifted(16).apply(p as i64);
-                let v_head = values.get(kv_offset..kv_offset + hs).unwrap_or(&[]);
-                for (o, &v) in out.iter_mut().zip(v_head) {
-                    *o = o.saturating_add(weight_q16.saturating_mul(v as i32));
+            // out = Σ_t p_t · v_t. The weight p_t·(v step) is formed once per position in Q24
+            // (Q16 would round small weights of small values away), the sums run in i64.
+            for (a, &v_max) in att.iter_mut().zip(value_max) {
+                *a = step_q16(v_max, KV_LEVELS).shifted(8).apply(*a as i64);
+            }
+            for (i, o) in out.iter_mut().enumerate() {
+                let mut acc = 0i64;
+                for (&weight_q24, values) in att.iter().zip(layer_values.chunks_exact(kv_dim)) {
+                    let v = values.get(kv_offset + i).copied().unwrap_or(0);
+                    acc += weight_q24 as i64 * v as i64;
                 }
+                *o = ((acc + (1 << 7)) >> 8).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
             }
         }
 
@@ -442,8 +447,8 @@ fn forward(
 
         // FFN: x = x + w2·(silu(w1·h) [⊙ w3·h]), h = rmsnorm(x).
         rmsnorm(s.xb, s.x, w.ffn_norm);
-        let max_abs = quantize_i8(s.xb, &mut s.xq[..dim]);
-        let step = int8_step_q16(max_abs);
+        let max_abs = quantize_act(s.xb, &mut s.xq[..dim]);
+        let step = step_q16(max_abs, ACT_LEVELS);
         matmul(s.hb, &w.w1, &s.xq[..dim], step);
         match c.ffn {
             FfnKind::Plain => s.hb.iter_mut().for_each(|h| *h = silu_q16(*h)),
@@ -465,9 +470,9 @@ fn forward(
     quantize_and_matmul(s.logits, &model.output(), s.xb, s.xq);
 }
 
-/// int8 · int8 dot product of two activation vectors (query · cached key).
-fn dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
+/// Quantised query · cached key (head_size ≤ 256, so `256 · 2047 · 2047 < 2³¹`).
+fn dot_act_kv(a: &[i32], b: &[i16]) -> i32 {
     a.iter()
         .zip(b)
-        .fold(0i32, |acc, (&x, &y)| acc + x as i32 * y as i32)
+        .fold(0i32, |acc, (&x, &y)| acc + x * y as i32)
 }

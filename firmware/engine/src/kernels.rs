@@ -90,20 +90,39 @@ impl Multiplier {
     }
 }
 
-/// The quantisation step of a Q16.16 vector with max-abs `max_abs_q16` mapped to ±127:
-/// `max_abs / 127`, as a multiplier giving Q16.16 per int8 unit.
-pub fn int8_step_q16(max_abs_q16: i32) -> Multiplier {
-    // 1/127 = 0x8102_0408 · 2^-38 (rounded); one multiply instead of a divide.
+/// Largest magnitude of a quantised activation (12-bit range): matrix inputs are quantised to
+/// `±ACT_LEVELS`, 16× finer than int8 at the same cost on the M0+ (the dot product reads `i32`
+/// words either way), while `4096 · 128 · 2047 < 2³¹` keeps the int8-weight sums exact.
+pub const ACT_LEVELS: i32 = 2047;
+/// Largest magnitude of a KV-cache entry (12 bits kept in `i16`).
+pub const KV_LEVELS: i32 = 2047;
+/// Largest magnitude of an int8 quantised value.
+pub const I8_LEVELS: i32 = 127;
+
+/// The step (Q16.16 per unit) of a vector with max-abs `max_abs_q16` mapped to `±levels`:
+/// `max_abs / levels`. `levels` is 2047 ([`ACT_LEVELS`], [`KV_LEVELS`]) or 127 ([`I8_LEVELS`]).
+pub fn step_q16(max_abs_q16: i32, levels: i32) -> Multiplier {
+    // 1/levels as a multiplier (one multiply instead of a divide).
     const ONE_OVER_127: Multiplier = Multiplier {
-        mant: 0x4081_0204,
+        mant: 1_082_196_484,
         shift: 37,
     };
-    Multiplier::from_fixed(max_abs_q16.unsigned_abs() as u64, 0).times(ONE_OVER_127)
+    const ONE_OVER_2047: Multiplier = Multiplier {
+        mant: 1_074_266_368,
+        shift: 41,
+    };
+    let reciprocal = if levels == ACT_LEVELS {
+        ONE_OVER_2047
+    } else {
+        ONE_OVER_127
+    };
+    Multiplier::from_fixed(max_abs_q16.unsigned_abs() as u64, 0).times(reciprocal)
 }
 
-/// Quantises a Q16.16 vector to int8 (`round(x · 127 / max|x|)`), returning `max|x|` (Q16.16);
-/// the step is [`int8_step_q16`] of it. One divide per vector, a multiply and shift per element.
-pub fn quantize_i8(x_q16: &[i32], out: &mut [i8]) -> i32 {
+/// Quantises a Q16.16 vector to integers in `±levels` (`round(x · levels / max|x|)`) through
+/// `store(index, q)`, returning `max|x|` (the step is [`step_q16`] of it). One divide per vector,
+/// one 32×32→64 multiply per element.
+fn quantize_with(x_q16: &[i32], levels: i32, mut store: impl FnMut(usize, i32)) -> i32 {
     let max_abs = x_q16
         .iter()
         .map(|v| v.unsigned_abs())
@@ -111,39 +130,57 @@ pub fn quantize_i8(x_q16: &[i32], out: &mut [i8]) -> i32 {
         .unwrap_or(0)
         .min(i32::MAX as u32);
     if max_abs == 0 {
-        out.iter_mut().for_each(|o| *o = 0);
+        (0..x_q16.len()).for_each(|i| store(i, 0));
         return 0;
     }
-    // inv = 127·2²⁴ / max_abs, so q = x·inv >> 24 lies in [-127, 127].
-    let inv = ((127u64 << 24) / max_abs as u64) as i64;
-    for (o, &v) in out.iter_mut().zip(x_q16) {
-        let q = (v as i64 * inv + (1 << 23)) >> 24;
-        *o = q.clamp(-127, 127) as i8;
+    // levels / max_abs with a 31-bit mantissa.
+    let inv = Multiplier::from_fixed((1u64 << 62) / max_abs as u64, 62)
+        .times(Multiplier::from_fixed(levels as u64, 0));
+    for (i, &v) in x_q16.iter().enumerate() {
+        store(i, inv.apply(v as i64).clamp(-levels, levels));
     }
     max_abs as i32
 }
 
-/// int8 dot product accumulated in `i32`. Lengths are capped by the format (≤ 4096), so
-/// `4096 · 128 · 128 < 2³¹` and the sum cannot overflow.
+/// Quantises a matrix input to `±ACT_LEVELS` (kept in `i32`), returning `max|x|`.
+pub fn quantize_act(x_q16: &[i32], out: &mut [i32]) -> i32 {
+    quantize_with(x_q16, ACT_LEVELS, |i, q| {
+        if let Some(o) = out.get_mut(i) {
+            *o = q;
+        }
+    })
+}
+
+/// Quantises a key or value vector to `±KV_LEVELS` in `i16`, returning `max|x|`.
+pub fn quantize_kv(x_q16: &[i32], out: &mut [i16]) -> i32 {
+    quantize_with(x_q16, KV_LEVELS, |i, q| {
+        if let Some(o) = out.get_mut(i) {
+            *o = q as i16;
+        }
+    })
+}
+
+/// Dot product of int8 weights and a quantised activation, accumulated in `i32`. Lengths are
+/// capped by the format (≤ 4096), so `4096 · 128 · 2047 < 2³¹` and the sum cannot overflow.
 #[inline]
-pub fn dot_i8(w: &[u8], x: &[i8]) -> i32 {
+pub fn dot_w8(w: &[u8], x: &[i32]) -> i32 {
     let mut acc = 0i32;
     for (&w, &x) in w.iter().zip(x) {
-        acc += (w as i8 as i32) * (x as i32);
+        acc += (w as i8 as i32) * x;
     }
     acc
 }
 
 /// `out[r] = Σ_c W[r,c]·x[c]` for an int8 matrix with one multiplier per row (scheme 1).
 ///
-/// `scales` holds 8 bytes per row, `weights` `cols` bytes per row; `x` is the int8 input with
-/// step `x_step` (Q16.16 per unit); `out` is Q16.16.
+/// `scales` holds 8 bytes per row, `weights` `cols` bytes per row; `x` is the quantised input
+/// with step `x_step` (Q16.16 per unit); `out` is Q16.16.
 pub fn matvec_i8(
     out: &mut [i32],
     scales: &[u8],
     weights: &[u8],
     cols: usize,
-    x: &[i8],
+    x: &[i32],
     x_step: Multiplier,
 ) {
     if cols == 0 {
@@ -154,7 +191,7 @@ pub fn matvec_i8(
         .zip(weights.chunks_exact(cols))
         .zip(scales.chunks_exact(8))
     {
-        let acc = dot_i8(row, x);
+        let acc = dot_w8(row, x);
         *o = Multiplier::from_le_bytes(scale)
             .times(x_step)
             .apply(acc as i64);
@@ -164,8 +201,8 @@ pub fn matvec_i8(
 /// `out[r] = Σ_c W[r,c]·x[c]` for a grouped int4 matrix (scheme 2): `W = q4 · g · s_row` with a
 /// `u8` group multiplier `g` per `group` columns and one row multiplier `s_row`.
 ///
-/// Nibbles are packed low-first, each row padded to a whole byte. Group sums (≤ 32·8·127) times
-/// `g ≤ 255` summed over ≤ 4096 columns stay below 2³¹.
+/// Nibbles are packed low-first, each row padded to a whole byte. A group sum (≤ 256·8·2047)
+/// fits `i32`; the row sum of group sums times `g` is kept in `i64`.
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_i4(
     out: &mut [i32],
@@ -174,7 +211,7 @@ pub fn matvec_i4(
     weights: &[u8],
     cols: usize,
     group: usize,
-    x: &[i8],
+    x: &[i32],
     x_step: Multiplier,
 ) {
     if cols == 0 || group == 0 {
@@ -188,7 +225,7 @@ pub fn matvec_i4(
         .zip(scales.chunks_exact(8))
         .zip(group_scales.chunks_exact(groups));
     for (((o, row), scale), gscales) in rows {
-        let mut acc = 0i32;
+        let mut acc = 0i64;
         for ((&gscale, x_group), start) in gscales
             .iter()
             .zip(x.chunks(group))
@@ -199,13 +236,11 @@ pub fn matvec_i4(
                 let byte = row.get(c / 2).copied().unwrap_or(0);
                 let nibble = if c % 2 == 0 { byte & 0x0F } else { byte >> 4 };
                 let w = ((nibble << 4) as i8 >> 4) as i32; // sign-extend 4 bits
-                group_acc += w * xv as i32;
+                group_acc += w * xv;
             }
-            acc = acc.saturating_add(group_acc * gscale as i32);
+            acc += group_acc as i64 * gscale as i64;
         }
-        *o = Multiplier::from_le_bytes(scale)
-            .times(x_step)
-            .apply(acc as i64);
+        *o = Multiplier::from_le_bytes(scale).times(x_step).apply(acc);
     }
 }
 
@@ -424,7 +459,8 @@ mod tests {
         assert_eq!(m.apply(1000), 3000);
         let half = Multiplier::from_fixed(1, 1);
         assert_eq!(half.times(m).apply(1000), 1500);
-        assert_eq!(int8_step_q16(127 << 16).apply(1), 1 << 16);
+        assert_eq!(step_q16(127 << 16, I8_LEVELS).apply(1), 1 << 16);
+        assert_eq!(step_q16(2047 << 16, ACT_LEVELS).apply(1), 1 << 16);
     }
 
     #[test]
