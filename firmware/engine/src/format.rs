@@ -4,7 +4,7 @@
 //! The reader is zero-copy over `&[u8]` (XIP flash on the device): [`Model::parse`] checks magic,
 //! version, length, CRC-32, the configuration limits and every section's offset, length and
 //! alignment once, with checked arithmetic, so that everything after it can only read inside the
-//! buffer. The writer (feature `std`, [`write_model`]) uses the same constants and the same size
+//! buffer. The writer (feature `std`, `write_model`) uses the same constants and the same size
 //! functions ([`section_bytes`]), so writer and reader cannot drift.
 //!
 //! Layout: header (80 bytes) · section table (16 bytes per section, in the canonical order of
