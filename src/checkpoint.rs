@@ -21,7 +21,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const STATE_FILE: &str = "state.safetensors";
@@ -93,6 +93,15 @@ pub fn model_from_tensors(
     }
     let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
     Ok(Transformer::new(vb, &config.model)?)
+}
+
+/// The `--data` and `--valid` sources a training run recorded in `dir/state.safetensors`.
+pub fn recorded_data_sources(dir: &Path) -> Option<(Vec<String>, Option<PathBuf>)> {
+    let bytes = std::fs::read(dir.join(STATE_FILE)).ok()?;
+    let meta = metadata(&bytes).ok()?;
+    let data: Vec<String> = serde_json::from_str(meta.get("data")?).ok()?;
+    let valid: Option<String> = serde_json::from_str(meta.get("valid")?).ok()?;
+    Some((data, valid.map(PathBuf::from)))
 }
 
 /// `dir/config.json`.

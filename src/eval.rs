@@ -20,8 +20,9 @@ pub struct Args {
     pub checkpoint: PathBuf,
     /// Text the split comes from, as for `starmind train`: local files or a Hugging Face dataset
     /// id. The validation split is `--valid`, or else the held-out tail of this text; the
-    /// baselines are fitted on the rest.
-    #[arg(long, default_value = data::DEFAULT_DATASET)]
+    /// baselines are fitted on the rest. Default: the checkpoint's own training sources, else
+    /// roneneldan/TinyStories.
+    #[arg(long)]
     pub data: Vec<String>,
     /// A separate validation file.
     #[arg(long)]
@@ -289,7 +290,16 @@ pub fn print_report(report: &EvalReport, json: bool) -> Result<()> {
 /// `starmind eval`.
 pub fn run(args: Args) -> Result<()> {
     crate::train::tune_allocator();
-    let corpus = data::load_corpus(&args.data, args.valid.as_deref())?;
+    let recorded = match args.data.is_empty() && args.checkpoint.is_dir() {
+        true => crate::checkpoint::recorded_data_sources(&args.checkpoint),
+        false => None,
+    };
+    let corpus = match recorded {
+        Some((data, valid)) => {
+            data::load_corpus(&data, args.valid.as_deref().or(valid.as_deref()))?
+        }
+        None => data::load_corpus(&args.data, args.valid.as_deref())?,
+    };
     if args.checkpoint.is_file() {
         // Model files (.smb) are scored by the integer engine through the same `evaluate`
         // pieces (`bits_per_byte`, `byte_baselines`, `print_report`): same JSON keys.

@@ -206,11 +206,19 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
     remove_stale_temp_files(out);
     if resumed.is_none() {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        for stale in [MODEL_FILE, STATE_FILE, METRICS_FILE] {
-            if out.join(stale).exists() {
-                eprintln!("replacing the previous run in {}", out.display());
-                std::fs::remove_file(out.join(stale))?;
-            }
+        let previous = [
+            MODEL_FILE,
+            STATE_FILE,
+            METRICS_FILE,
+            "loss.svg",
+            "sample.txt",
+            "eval.json",
+        ];
+        if out.join(MODEL_FILE).exists() || out.join(STATE_FILE).exists() {
+            eprintln!("replacing the previous run in {}", out.display());
+        }
+        for file in previous.iter().map(|f| out.join(f)).filter(|p| p.exists()) {
+            std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
         }
         checkpoint::write_config(out, &config)?;
         tokenizer.save(&out.join(TOKENIZER_FILE))?;

@@ -158,6 +158,11 @@ fn train_writes_a_complete_checkpoint_and_eval_reads_it() {
     );
     assert!(bpb > 0.5 && bpb < 12.0 && unigram > 3.0, "{report}");
 
+    // Without --data, eval scores the split the run recorded.
+    let output = ok(bin().arg("eval").arg(&out).arg("--json"));
+    let recorded: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(recorded, report);
+
     // --max-bytes limits the scored text.
     let output = ok(bin()
         .arg("eval")
