@@ -25,6 +25,9 @@ pub struct Args {
     /// Weight scheme of the layer matrices: int8 (per-row scales) or int4 (groups of 32).
     #[arg(long, default_value = "int8", value_parser = ["int8", "int4"])]
     pub quant: String,
+    /// Columns per int4 group (each group has its own scale).
+    #[arg(long, default_value_t = INT4_GROUP)]
+    pub group_size: usize,
     /// Target board whose flash and RAM the model must fit.
     #[arg(long, default_value = "pico", value_parser = ["pico", "pico-16mb"])]
     pub board: String,
@@ -43,7 +46,7 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Columns per int4 group.
+/// Columns per int4 group by default.
 pub const INT4_GROUP: usize = 32;
 
 /// `starmind export`.
@@ -58,7 +61,10 @@ pub fn run(args: Args) -> Result<()> {
         Board::PICO
     };
     let checkpoint = checkpoint::load(&args.checkpoint)?;
-    let bytes = export(&checkpoint, quant)
+    if args.group_size == 0 || args.group_size > 256 {
+        bail!("--group-size must be in 1..=256");
+    }
+    let bytes = export(&checkpoint, quant, args.group_size)
         .with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
     let config = Model::parse(&bytes)
         .context("re-reading the written model")?
@@ -132,9 +138,9 @@ fn print_budget(b: &Budget, board: &Board) {
 }
 
 /// Quantises a loaded checkpoint into model file bytes.
-pub fn export(checkpoint: &Checkpoint, quant: Quant) -> Result<Vec<u8>> {
+pub fn export(checkpoint: &Checkpoint, quant: Quant, group_size: usize) -> Result<Vec<u8>> {
     let float = float_model(checkpoint)?;
-    let sections = quantize_model(&float, quant, INT4_GROUP);
+    let sections = quantize_model(&float, quant, group_size);
     format::write_model(&sections).map_err(|e| anyhow::anyhow!("writing the model file: {e}"))
 }
 

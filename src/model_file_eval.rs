@@ -358,7 +358,7 @@ mod diagnose {
         let text = std::fs::read_to_string("../shared/datasets/tinystories/valid.txt").unwrap();
         let text = crate::data::truncate_bytes(&text, 60_000);
         let ids = ckpt.tokenizer.encode(text);
-        let file = crate::export::export(&ckpt, starmind_engine::Quant::Int8).unwrap();
+        let file = crate::export::export(&ckpt, starmind_engine::Quant::Int8, 32).unwrap();
         let model = starmind_engine::Model::parse(&file).unwrap();
         let seq = float.config.seq_len;
         let mut arena = vec![0u8; starmind_engine::Model::arena_bytes(&model.config(), seq)];

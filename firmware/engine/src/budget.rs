@@ -80,3 +80,40 @@ impl Board {
             && budget.arena_bytes <= self.arena_ram_bytes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{FfnKind, Quant, TokenizerKind};
+
+    fn config(n_layers: usize, dim: usize, seq_len: usize) -> Config {
+        Config {
+            vocab_size: 512,
+            dim,
+            hidden_dim: 172,
+            n_layers,
+            n_heads: 8,
+            n_kv_heads: 4,
+            seq_len,
+            ffn: FfnKind::Swiglu,
+            tied_embeddings: true,
+            tokenizer: TokenizerKind::Bpe,
+            quant: Quant::Int8,
+            group_size: 0,
+            eot_id: 0,
+            unk_id: crate::format::NO_TOKEN,
+        }
+    }
+
+    #[test]
+    fn stories260k_fits_the_pico_at_256_not_512() {
+        let c = config(5, 64, 512);
+        let short = Budget::new(&c, 300_000, 256);
+        let long = Budget::new(&c, 300_000, 512);
+        assert_eq!(long.kv_cache_bytes, 5 * 512 * (2 * 2 * 32 + 8));
+        assert!(Board::PICO.fits(&short), "{short:?}");
+        assert!(!Board::PICO.fits(&long), "{long:?}");
+        assert!(!Board::PICO.fits(&Budget::new(&c, 3_000_000, 64)), "flash");
+        assert!(Board::PICO_16MB.fits(&Budget::new(&c, 3_000_000, 64)));
+    }
+}
