@@ -100,7 +100,7 @@ fn boot2_checksum_and_vector_table_are_in_place() {
 fn a_model_bigger_than_flash_is_refused() {
     let dir = scratch("uf2_oversize");
     // vocab 4000 × dim 512 int8 embedding ≈ 2 MB: more than the Pico's 1.75 MiB model region.
-    std::fs::write(dir.join("big.smb"), model_file(4000, 512, 8, 1, 1, 8)).unwrap();
+    std::fs::write(dir.join("big.smb"), model_file(4000, 512, 8, 1, 4, 8)).unwrap();
     let output = run_in(&dir, &["flash", "big.smb", "--uf2", "big.uf2"]);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
