@@ -18,4 +18,5 @@ if [ -x scripts/build-firmware.sh ]; then
   bash scripts/build-firmware.sh --check
 fi
 echo "== cargo test"
-cargo test --workspace
+# The emulator tests skip only when explicitly allowed; here they must run.
+STARMIND_REQUIRE_EMULATOR=1 cargo test --workspace
