@@ -429,12 +429,16 @@ fn forward(
             for (a, &v_max) in att.iter_mut().zip(value_max) {
                 *a = step_q16(v_max, KV_LEVELS).shifted(8).apply(*a as i64);
             }
+            // Each product weight·v is formed exactly from two 32-bit halves (high and low 16
+            // bits of the weight; v is 12-bit), so no 64-bit multiply runs in this loop.
             for (i, o) in out.iter_mut().enumerate() {
-                let mut acc = 0i64;
+                let (mut acc_hi, mut acc_lo) = (0i64, 0i64);
                 for (&weight_q24, values) in att.iter().zip(layer_values.chunks_exact(kv_dim)) {
-                    let v = values.get(kv_offset + i).copied().unwrap_or(0);
-                    acc += weight_q24 as i64 * v as i64;
+                    let v = values.get(kv_offset + i).copied().unwrap_or(0) as i32;
+                    acc_hi += ((weight_q24 >> 16) * v) as i64;
+                    acc_lo += ((weight_q24 & 0xFFFF) * v) as i64;
                 }
+                let acc = (acc_hi << 16) + acc_lo;
                 *o = ((acc + (1 << 7)) >> 8).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
             }
         }

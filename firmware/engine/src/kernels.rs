@@ -311,8 +311,12 @@ pub fn exp_q16(x_q16: i32) -> i32 {
 pub fn sigmoid_q16(x_q16: i32) -> i32 {
     let e = exp_q16(x_q16.saturating_abs().saturating_neg()) as u32; // e^-|x| ∈ [0, 65536]
                                                                      // σ(-|x|) = e / (1 + e)
-    let small = ((e as u64) << 16) / (ONE_Q16 as u64 + e as u64);
-    let small = small as i32;
+                                                                     // u32 division (the M0+ has none; a u64 one costs ~2x more): e << 16 fits unless e = 1.0.
+    let small = if e >= ONE_Q16 as u32 {
+        ONE_Q16 / 2
+    } else {
+        ((e << 16) / (ONE_Q16 as u32 + e)) as i32
+    };
     if x_q16 >= 0 {
         ONE_Q16 - small
     } else {
