@@ -131,7 +131,7 @@ pub struct State<'a> {
     logits: &'a mut [i32],
     /// The quantised (±2047) input of the current matrix-vector product.
     xq: &'a mut [i32],
-    /// `[layer][pos][kv_dim]` int8 keys and values.
+    /// `[layer][pos][kv_dim]` keys and values, ±2047 in `i16`.
     key_cache: &'a mut [i16],
     value_cache: &'a mut [i16],
     /// `[layer][pos]` max-abs (Q16.16) of each cached key / value vector: its step is `max/127`.
@@ -387,7 +387,7 @@ fn forward(
         rope(s.q, hs, rope_at_pos);
         rope(s.k, hs, rope_at_pos);
 
-        // Append k and v to this layer's int8 cache, one step per vector.
+        // Append k and v to this layer's cache (12-bit in i16), one step per vector.
         let slot = l * ctx + pos;
         let cache_range = slot * kv_dim..(slot + 1) * kv_dim;
         if let (Some(kc), Some(km)) = (
