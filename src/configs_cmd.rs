@@ -31,7 +31,17 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!(
         "{:<28} {:>9} {:>9} {:>6} {:>4} {:>6} {:>6} {:>5} {:>5} {:>7} {:>5}",
-        "name", "params", "seed-cnt", "vocab", "dim", "hidden", "layers", "heads", "kv", "seq_len", "tok"
+        "name",
+        "params",
+        "seed-cnt",
+        "vocab",
+        "dim",
+        "hidden",
+        "layers",
+        "heads",
+        "kv",
+        "seq_len",
+        "tok"
     );
     for c in &configs {
         let m = &c.model;
@@ -50,6 +60,8 @@ pub fn run(args: Args) -> Result<()> {
             format!("{:?}", m.tokenizer).to_lowercase()
         );
     }
-    println!("\nparams: every trainable weight; seed-cnt: the seed's convention (no RMSNorm gains).");
+    println!(
+        "\nparams: every trainable weight; seed-cnt: the seed's convention (no RMSNorm gains)."
+    );
     Ok(())
 }
