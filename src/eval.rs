@@ -290,6 +290,12 @@ pub fn print_report(report: &EvalReport, json: bool) -> Result<()> {
 /// `starmind eval`.
 pub fn run(args: Args) -> Result<()> {
     crate::train::tune_allocator();
+    if !args.checkpoint.exists() {
+        bail!(
+            "{} does not exist: pass a checkpoint directory (from `starmind train`) or a model file (from `starmind export`)",
+            args.checkpoint.display()
+        );
+    }
     let recorded = match args.data.is_empty() && args.checkpoint.is_dir() {
         true => crate::checkpoint::recorded_data_sources(&args.checkpoint),
         false => None,

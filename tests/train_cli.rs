@@ -306,13 +306,29 @@ fn unreachable_hub_names_the_problem_and_data_flag() {
         stderr.contains("unreachable") && stderr.contains("--data"),
         "{stderr}"
     );
-    // eval takes the same data path.
+    // eval takes the same data path (the directory exists; its data must come from the hub).
     let output = run(bin()
         .arg("eval")
-        .arg(s.path("a"))
+        .arg(&hf_home)
         .env("HF_HOME", &hf_home)
         .env("HF_HUB_OFFLINE", "1"));
+    assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--data"));
+}
+
+#[test]
+fn eval_of_a_missing_path_says_so_before_touching_data() {
+    let s = Scratch::new("eval-missing");
+    let output = run(bin()
+        .arg("eval")
+        .arg(s.path("no-such-checkpoint"))
+        .env("HF_HUB_OFFLINE", "1"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("does not exist") && !stderr.contains("hub"),
+        "{stderr}"
+    );
 }
 
 #[test]
