@@ -11,8 +11,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== engine builds for the RP2040 (thumbv6m-none-eabi)"
-cargo build -p starmind-engine --target thumbv6m-none-eabi --release
+echo "== engine builds for the RP2040 (thumbv6m-none-eabi) and uses no floating point"
+bash firmware/engine/check-no-float.sh
 if [ -x scripts/build-firmware.sh ]; then
   echo "== committed firmware image is reproducible"
   bash scripts/build-firmware.sh --check
