@@ -18,8 +18,8 @@
 
 use crate::format::{Config, FfnKind, Matrix, Model, Quant};
 use crate::kernels::{
-    exp_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, quantize_act, quantize_kv, rmsnorm,
-    silu_q16, step_q16, Multiplier, ACT_LEVELS, KV_LEVELS,
+    exp_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, mul_wide_i32, mul_wide_u32, quantize_act,
+    quantize_kv, rmsnorm, silu_q16, step_q16, Multiplier, ACT_LEVELS, KV_LEVELS,
 };
 use core::fmt;
 
@@ -315,14 +315,14 @@ fn rope(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
             .take(pairs)
             .zip(rope_at_pos.chunks_exact(8))
         {
-            let cos = i32::from_le_bytes([cs[0], cs[1], cs[2], cs[3]]) as i64;
-            let sin = i32::from_le_bytes([cs[4], cs[5], cs[6], cs[7]]) as i64;
-            let (a, b) = (pair[0] as i64, pair[1] as i64);
+            let cos = i32::from_le_bytes([cs[0], cs[1], cs[2], cs[3]]);
+            let sin = i32::from_le_bytes([cs[4], cs[5], cs[6], cs[7]]);
+            let (a, b) = (pair[0], pair[1]);
             let round = 1i64 << 29;
-            pair[0] =
-                ((a * cos - b * sin + round) >> 30).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-            pair[1] =
-                ((a * sin + b * cos + round) >> 30).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+            let rotated_a = mul_wide_i32(a, cos) - mul_wide_i32(b, sin) + round;
+            let rotated_b = mul_wide_i32(a, sin) + mul_wide_i32(b, cos) + round;
+            pair[0] = (rotated_a >> 30).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+            pair[1] = (rotated_b >> 30).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
         }
     }
 }
@@ -336,9 +336,9 @@ fn softmax(att: &mut [i32]) {
         sum += *a as u64;
     }
     // The max itself contributes exp(0) = 65536, so sum ≥ 65536.
-    let inv = (1u64 << 32) / sum.max(1); // Q16 reciprocal of the sum (in Q16)
+    let inv = ((1u64 << 32) / sum.max(1)).min(u32::MAX as u64) as u32; // Q16 reciprocal (≤ 2¹⁶)
     for a in att.iter_mut() {
-        *a = ((*a as u64 * inv) >> 16) as i32;
+        *a = (mul_wide_u32(*a as u32, inv) >> 16) as i32;
     }
 }
 

@@ -1,7 +1,7 @@
 //! Next-token sampling in integers: greedy, temperature, top-k, top-p, with a seeded xorshift
 //! PRNG, so the host and the device draw the same tokens from the same logits.
 
-use crate::kernels::{argmax, exp_q16};
+use crate::kernels::{argmax, exp_q16, mul_wide_u32};
 
 /// Top-k and top-p look at no more than this many candidates (a fixed array on the stack).
 pub const MAX_CANDIDATES: usize = 64;
@@ -66,7 +66,9 @@ impl Sampler {
         let inv_temperature_q16 =
             ((256u64 << 16) / c.temperature_q8 as u64).min(i32::MAX as u64) as i64;
         let weight = |l: i32| -> u32 {
-            let z = ((l as i64 - max as i64) * inv_temperature_q16) >> 16;
+            // (l - max)·(1/T) from one exact u32×u32 product: max - l < 2³², 1/T < 2³¹.
+            let below_max = (max as i64 - l as i64) as u32;
+            let z = -(mul_wide_u32(below_max, inv_temperature_q16 as u32) as i64) >> 16;
             exp_q16(z.max(i32::MIN as i64) as i32) as u32
         };
         let limited = c.top_k > 0 || c.top_p_q16 < (1 << 16);
