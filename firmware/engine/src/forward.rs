@@ -421,13 +421,13 @@ fn forward(
             {
                 let k_head = keys.get(kv_offset..kv_offset + hs).unwrap_or(&[]);
                 let dot = dot_act_kv(&s.xq[..hs], k_head);
-                *a = q_scale.times(step_q16(k_max, KV_LEVELS)).apply(dot as i64);
+                *a = q_scale.times(step_q16(k_max, KV_LEVELS)).apply_i32(dot);
             }
             softmax(att);
             // out = Σ_t p_t · v_t. The weight p_t·(v step) is formed once per position in Q24
             // (Q16 would round small weights of small values away), the sums run in i64.
             for (a, &v_max) in att.iter_mut().zip(value_max) {
-                *a = step_q16(v_max, KV_LEVELS).shifted(8).apply(*a as i64);
+                *a = step_q16(v_max, KV_LEVELS).shifted(8).apply_i32(*a);
             }
             // Each product weight·v is formed exactly from two 32-bit halves (high and low 16
             // bits of the weight; v is 12-bit), so no 64-bit multiply runs in this loop.

@@ -82,9 +82,18 @@ impl Multiplier {
         if v == 0 {
             return Multiplier::ZERO;
         }
-        let top = 63 - v.leading_zeros() as i32; // index of the top set bit
-        let down = top - 30; // move it to bit 30
-        let mant = if down >= 0 { v >> down } else { v << -down } as u32;
+        let mant;
+        let down;
+        if let Ok(v) = u32::try_from(v) {
+            // 32-bit shifts: a u64 shift by a variable amount is a library call on the M0+.
+            let top = 31 - v.leading_zeros() as i32; // index of the top set bit
+            down = top - 30; // move it to bit 30
+            mant = if down >= 0 { v >> down } else { v << -down };
+        } else {
+            let top = 63 - v.leading_zeros() as i32;
+            down = top - 30;
+            mant = (v >> down) as u32; // top ≥ 32, so down > 0
+        }
         Multiplier {
             mant,
             shift: frac_bits.saturating_sub(down),
@@ -108,34 +117,53 @@ impl Multiplier {
         }
     }
 
+    /// [`Multiplier::apply`] of an `i32` (every caller but the int4 row sums): the same result.
+    #[inline]
+    pub fn apply_i32(self, v: i32) -> i32 {
+        let magnitude = mul_wide_u32(v.unsigned_abs(), self.mant) as i64;
+        self.round_shift(if v < 0 { -magnitude } else { magnitude })
+    }
+
     /// `round(v · self)`, saturated to `i32`.
     pub fn apply(self, v: i64) -> i32 {
         let v = v.clamp(-(1 << 31), 1 << 31); // |v·mant| < 2⁶² below
         let magnitude = mul_wide_u32(v.unsigned_abs() as u32, self.mant) as i64;
-        let product = if v < 0 { -magnitude } else { magnitude };
-        if (32..=62).contains(&self.shift) {
-            // Rounding only touches the high word: (product + 2^(s-1)) >> s without a 64-bit
-            // variable shift (|product| < 2⁶², so the sums stay in range).
+        self.round_shift(if v < 0 { -magnitude } else { magnitude })
+    }
+
+    /// `(product + 2^(shift-1)) >> shift` saturated to `i32`, for |product| < 2⁶². The usual
+    /// shifts (1..=62) work on the two 32-bit halves: a 64-bit shift by a variable amount is a
+    /// library call on the M0+.
+    #[inline]
+    fn round_shift(self, product: i64) -> i32 {
+        let s = self.shift;
+        if (33..=62).contains(&s) {
+            // Rounding only touches the high word (|high| < 2³⁰, so the sum stays in range).
             let high = (product >> 32) as i32;
-            return if self.shift == 32 {
-                ((product + (1i64 << 31)) >> 32) as i32
+            (high + (1 << (s - 33))) >> (s - 32)
+        } else if s == 32 {
+            ((product + (1i64 << 31)) >> 32) as i32
+        } else if (1..=31).contains(&s) {
+            let rounded = product + (1i64 << (s - 1));
+            let (high, low) = ((rounded >> 32) as i32, rounded as u32);
+            let top = high >> (s - 1); // 0 or -1 exactly when the result fits i32
+            if top == 0 || top == -1 {
+                (((high as u32) << (32 - s)) | (low >> s)) as i32
+            } else if high < 0 {
+                i32::MIN
             } else {
-                (high + (1 << (self.shift - 33))) >> (self.shift - 32)
-            };
-        }
-        let scaled = if self.shift <= 0 {
-            let left = (-(self.shift as i64)).min(62) as u32;
+                i32::MAX
+            }
+        } else if s <= 0 {
+            let left = (-(s as i64)).min(62) as u32;
             product
                 .checked_shl(left)
                 .filter(|p| p >> left == product)
                 .unwrap_or(if product < 0 { i64::MIN } else { i64::MAX })
-        } else if self.shift >= 63 {
-            0
+                .clamp(i32::MIN as i64, i32::MAX as i64) as i32
         } else {
-            let s = self.shift as u32;
-            (product + (1i64 << (s - 1))) >> s
-        };
-        scaled.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+            0 // s ≥ 63
+        }
     }
 }
 
@@ -186,7 +214,7 @@ fn quantize_with(x_q16: &[i32], levels: i32, mut store: impl FnMut(usize, i32)) 
     let inv = Multiplier::from_fixed((1u64 << 62) / max_abs as u64, 62)
         .times(Multiplier::from_fixed(levels as u64, 0));
     for (i, &v) in x_q16.iter().enumerate() {
-        store(i, inv.apply(v as i64).clamp(-levels, levels));
+        store(i, inv.apply_i32(v).clamp(-levels, levels));
     }
     max_abs as i32
 }
@@ -213,8 +241,19 @@ pub fn quantize_kv(x_q16: &[i32], out: &mut [i16]) -> i32 {
 /// capped by the format (≤ 4096), so `4096 · 128 · 2047 < 2³¹` and the sum cannot overflow.
 #[inline]
 pub fn dot_w8(w: &[u8], x: &[i32]) -> i32 {
+    // Four products per iteration (LDRSB, LDR, MULS, ADDS each): ~5 cycles per weight on the M0+.
+    let n = w.len().min(x.len());
+    let (w, x) = (&w[..n], &x[..n]);
     let mut acc = 0i32;
-    for (&w, &x) in w.iter().zip(x) {
+    let mut w4 = w.chunks_exact(4);
+    let mut x4 = x.chunks_exact(4);
+    for (w, x) in (&mut w4).zip(&mut x4) {
+        acc += (w[0] as i8 as i32) * x[0]
+            + (w[1] as i8 as i32) * x[1]
+            + (w[2] as i8 as i32) * x[2]
+            + (w[3] as i8 as i32) * x[3];
+    }
+    for (&w, &x) in w4.remainder().iter().zip(x4.remainder()) {
         acc += (w as i8 as i32) * x;
     }
     acc
@@ -243,7 +282,7 @@ pub fn matvec_i8(
         let acc = dot_w8(row, x);
         *o = Multiplier::from_le_bytes(scale)
             .times(x_step)
-            .apply(acc as i64);
+            .apply_i32(acc);
     }
 }
 
@@ -356,7 +395,7 @@ pub fn exp_q16(x_q16: i32) -> i32 {
     if shift >= 32 {
         return 0;
     }
-    ((p as u32 + (1 << (shift - 1))) >> shift) as i32
+    ((p + (1 << (shift - 1))) >> shift) as i32
 }
 
 /// The logistic sigmoid of a Q16.16 value, in Q16.16 (one divide).
@@ -395,8 +434,8 @@ pub fn rmsnorm(out: &mut [i32], x: &[i32], gain: &[u8]) {
     // Σx² in Q32 (u64: each term < 2⁶², at most 4096 of them would overflow only for |x| > 2¹⁵
     // everywhere; the sum saturates).
     let sum_sq = x.iter().fold(0u64, |acc, &v| {
-        let v = v.unsigned_abs() as u64;
-        acc.saturating_add(v * v)
+        let v = v.unsigned_abs();
+        acc.saturating_add(mul_wide_u32(v, v))
     });
     // eps = 1e-5 in Q32 is 42950.
     let mean_sq_q32 = sum_sq / n + 42_950;
@@ -411,7 +450,7 @@ pub fn rmsnorm(out: &mut [i32], x: &[i32], gain: &[u8]) {
     let inv = Multiplier::from_fixed((1u64 << 62) / rms, 62 - frac_bits); // 2^frac / rms
     for ((o, &v), g) in out.iter_mut().zip(x).zip(gain.chunks_exact(4)) {
         let g = i32::from_le_bytes([g[0], g[1], g[2], g[3]]);
-        *o = inv.apply(mul_q16(v, g) as i64);
+        *o = inv.apply_i32(mul_q16(v, g));
     }
 }
 
@@ -468,7 +507,15 @@ mod tests {
     #[test]
     fn wide_multiplies_are_exact() {
         let mut r = 0x1234_5678_9ABC_DEF0u64;
-        let edges = [0u32, 1, 0xFFFF, 0x1_0000, 0x7FFF_FFFF, 0x8000_0000, u32::MAX];
+        let edges = [
+            0u32,
+            1,
+            0xFFFF,
+            0x1_0000,
+            0x7FFF_FFFF,
+            0x8000_0000,
+            u32::MAX,
+        ];
         for i in 0..20_000 {
             r ^= r << 13;
             r ^= r >> 7;
@@ -479,7 +526,10 @@ mod tests {
                 (r as u32, (r >> 32) as u32)
             };
             assert_eq!(mul_wide_u32(a, b), a as u64 * b as u64);
-            assert_eq!(mul_wide_i32(a as i32, b as i32), a as i32 as i64 * b as i32 as i64);
+            assert_eq!(
+                mul_wide_i32(a as i32, b as i32),
+                a as i32 as i64 * b as i32 as i64
+            );
             let m = Multiplier {
                 mant: b & 0x7FFF_FFFF,
                 shift: (a % 70) as i32 - 4,

@@ -63,12 +63,11 @@ impl Sampler {
             return best as u32;
         }
         // Weight of a logit: exp((l - max) / T) in Q16, with 1/T as a Q16 factor.
-        let inv_temperature_q16 =
-            ((256u64 << 16) / c.temperature_q8 as u64).min(i32::MAX as u64) as i64;
+        let inv_temperature_q16 = ((256u32 << 16) / c.temperature_q8).min(i32::MAX as u32);
         let weight = |l: i32| -> u32 {
             // (l - max)·(1/T) from one exact u32×u32 product: max - l < 2³², 1/T < 2³¹.
             let below_max = (max as i64 - l as i64) as u32;
-            let z = -(mul_wide_u32(below_max, inv_temperature_q16 as u32) as i64) >> 16;
+            let z = -(mul_wide_u32(below_max, inv_temperature_q16) as i64) >> 16;
             exp_q16(z.max(i32::MIN as i64) as i32) as u32
         };
         let limited = c.top_k > 0 || c.top_p_q16 < (1 << 16);
@@ -142,14 +141,47 @@ impl Sampler {
         if total == 0 {
             return 0;
         }
-        let r = ((self.next_u32() as u64) << 32) | self.next_u32() as u64;
-        r % total
+        let (high, low) = (self.next_u32(), self.next_u32());
+        if let Ok(total) = u32::try_from(total) {
+            if total < 1 << 23 {
+                // (high·2³² + low) mod total by u32 steps, 8 bits at a time (each partial
+                // remainder < 2²³, so remainder·2⁸ + byte fits u32): no u64 division.
+                let mut rem = high % total;
+                for byte_shift in [24, 16, 8, 0] {
+                    rem = ((rem << 8) | ((low >> byte_shift) & 0xFF)) % total;
+                }
+                return rem as u64;
+            }
+        }
+        (((high as u64) << 32) | low as u64) % total
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draw_matches_u64_remainder() {
+        for total in [
+            1u64,
+            2,
+            3,
+            1000,
+            65_536,
+            4_194_303,
+            (1 << 23) - 1,
+            1 << 23,
+            1 << 40,
+        ] {
+            let mut a = Sampler::new(SamplerConfig::GREEDY);
+            let mut b = a.clone();
+            for _ in 0..200 {
+                let r = ((b.next_u32() as u64) << 32) | b.next_u32() as u64;
+                assert_eq!(a.draw(total), r % total);
+            }
+        }
+    }
 
     #[test]
     fn greedy_is_argmax() {
