@@ -336,7 +336,11 @@ fn softmax(att: &mut [i32]) {
         sum += *a as u64;
     }
     // The max itself contributes exp(0) = 65536, so sum ≥ 65536.
-    let inv = ((1u64 << 32) / sum.max(1)).min(u32::MAX as u64) as u32; // Q16 reciprocal (≤ 2¹⁶)
+    // Q16 reciprocal (≤ 2¹⁶): floor(2³²/sum) from a u32 division, + 1 when sum divides 2³².
+    let inv = match u32::try_from(sum) {
+        Ok(sum) if sum > 1 => u32::MAX / sum + sum.is_power_of_two() as u32,
+        _ => ((1u64 << 32) / sum.max(1)).min(u32::MAX as u64) as u32,
+    };
     for a in att.iter_mut() {
         *a = (mul_wide_u32(*a as u32, inv) >> 16) as i32;
     }

@@ -100,6 +100,39 @@ impl Multiplier {
         }
     }
 
+    /// `from_fixed((1 << 62) / d, frac_bits)` (`d ≥ 1`) without the 64-bit division: the mantissa
+    /// keeps only the quotient's top 31 bits, which 31 steps of shift-and-subtract in `u32` give
+    /// exactly (~250 cycles on the M0+, against ~1,500 for `__aeabi_uldivmod`).
+    pub fn reciprocal(d: u32, frac_bits: i32) -> Multiplier {
+        if d == 0 {
+            return Multiplier::ZERO;
+        }
+        let top = 31 - d.leading_zeros() as i32; // d ∈ [2^top, 2^(top+1))
+        if d.is_power_of_two() {
+            // 2⁶²/d = 2^(62-top) exactly.
+            return Multiplier {
+                mant: 1 << 30,
+                shift: frac_bits.saturating_sub(32 - top),
+            };
+        }
+        // floor(2^(31+top) / d) ∈ (2³⁰, 2³¹): the remainder starts at 2^top < d.
+        let mut rem = 1u32 << top;
+        let mut quotient = 0u32;
+        for _ in 0..31 {
+            let carry = rem >> 31;
+            rem <<= 1;
+            quotient <<= 1;
+            if carry != 0 || rem >= d {
+                rem = rem.wrapping_sub(d);
+                quotient |= 1;
+            }
+        }
+        Multiplier {
+            mant: quotient,
+            shift: frac_bits.saturating_sub(31 - top),
+        }
+    }
+
     /// `self · 2^-bits`.
     pub fn shifted(self, bits: i32) -> Multiplier {
         Multiplier {
@@ -211,8 +244,7 @@ fn quantize_with(x_q16: &[i32], levels: i32, mut store: impl FnMut(usize, i32)) 
         return 0;
     }
     // levels / max_abs with a 31-bit mantissa.
-    let inv = Multiplier::from_fixed((1u64 << 62) / max_abs as u64, 62)
-        .times(Multiplier::from_fixed(levels as u64, 0));
+    let inv = Multiplier::reciprocal(max_abs, 62).times(Multiplier::from_fixed(levels as u64, 0));
     for (i, &v) in x_q16.iter().enumerate() {
         store(i, inv.apply_i32(v).clamp(-levels, levels));
     }
@@ -447,7 +479,8 @@ pub fn rmsnorm(out: &mut [i32], x: &[i32], gain: &[u8]) {
     };
     let rms = isqrt_u64(mean_sq).max(1); // Q24 or Q16
                                          // inv_rms as a multiplier: 2^frac_bits / rms, normalised.
-    let inv = Multiplier::from_fixed((1u64 << 62) / rms, 62 - frac_bits); // 2^frac / rms
+                                         // rms < 2³² (the root of a u64).
+    let inv = Multiplier::reciprocal(rms as u32, 62 - frac_bits); // 2^frac / rms
     for ((o, &v), g) in out.iter_mut().zip(x).zip(gain.chunks_exact(4)) {
         let g = i32::from_le_bytes([g[0], g[1], g[2], g[3]]);
         *o = inv.apply_i32(mul_q16(v, g));
@@ -548,6 +581,26 @@ mod tests {
                 assert_eq!(m.apply(v), want, "{v} {m:?}");
             }
         }
+    }
+
+    #[test]
+    fn reciprocal_matches_the_u64_division() {
+        let mut d = 1u32;
+        let mut step = 1u32;
+        while let Some(next) = d.checked_add(step) {
+            for v in [d, d - 1, d + 1, d.wrapping_neg()] {
+                if v != 0 {
+                    let want = Multiplier::from_fixed((1u64 << 62) / v as u64, 40);
+                    assert_eq!(Multiplier::reciprocal(v, 40), want, "{v}");
+                }
+            }
+            d = next;
+            step = step + step / 7 + 1;
+        }
+        assert_eq!(
+            Multiplier::reciprocal(u32::MAX, 62),
+            Multiplier::from_fixed((1u64 << 62) / u32::MAX as u64, 62)
+        );
     }
 
     #[test]
