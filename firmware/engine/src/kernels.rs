@@ -177,7 +177,7 @@ impl Multiplier {
         } else if s == 32 {
             ((product + (1i64 << 31)) >> 32) as i32
         } else if (1..=31).contains(&s) {
-            let rounded = product + (1i64 << (s - 1));
+            let rounded = product + (1i32 << (s - 1)) as i64; // a 32-bit shift: s - 1 ≤ 30
             let (high, low) = ((rounded >> 32) as i32, rounded as u32);
             let top = high >> (s - 1); // 0 or -1 exactly when the result fits i32
             if top == 0 || top == -1 {
