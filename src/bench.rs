@@ -424,20 +424,10 @@ fn bench_host(model: &Model, sampling: &flash::SamplingArgs) -> anyhow::Result<B
 pub fn weight_bytes_per_token(model: &Model) -> u64 {
     let c = model.config();
     let size = |t| starmind_engine::format::section_bytes(&c, t).unwrap_or(0) as u64;
-    let per_layer: u64 = [
-        tag::ATTENTION_NORM,
-        tag::WQ,
-        tag::WK,
-        tag::WV,
-        tag::WO,
-        tag::FFN_NORM,
-        tag::W1,
-        tag::W2,
-        tag::W3,
-    ]
-    .into_iter()
-    .map(size)
-    .sum();
+    let per_layer: u64 = starmind_engine::format::PER_LAYER
+        .into_iter()
+        .map(size)
+        .sum();
     let embedding = size(tag::TOKEN_EMBEDDING);
     let output = if c.tied_embeddings {
         embedding

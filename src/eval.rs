@@ -251,18 +251,26 @@ where
         batch,
         score,
     )?;
-    let (unigram_bpb, bigram_bpb) = byte_baselines(corpus.train.as_bytes(), valid.as_bytes());
-    Ok(EvalReport {
-        val_loss: bpb.val_loss,
-        val_bpb: bpb.val_bpb,
-        unigram_bpb,
-        bigram_bpb,
-        tokens: bpb.tokens,
-        bytes: bpb.bytes,
-        unk_tokens: bpb.unk_tokens,
-        valid_bytes: valid.len(),
-        train_bytes: corpus.train.len(),
-    })
+    Ok(EvalReport::new(&bpb, corpus, valid))
+}
+
+impl EvalReport {
+    /// A model's bits per byte on `valid` (a prefix of the corpus's validation text) next to the
+    /// byte baselines fitted on the corpus's training text.
+    pub fn new(bpb: &BpbReport, corpus: &Corpus, valid: &str) -> EvalReport {
+        let (unigram_bpb, bigram_bpb) = byte_baselines(corpus.train.as_bytes(), valid.as_bytes());
+        EvalReport {
+            val_loss: bpb.val_loss,
+            val_bpb: bpb.val_bpb,
+            unigram_bpb,
+            bigram_bpb,
+            tokens: bpb.tokens,
+            bytes: bpb.bytes,
+            unk_tokens: bpb.unk_tokens,
+            valid_bytes: valid.len(),
+            train_bytes: corpus.train.len(),
+        }
+    }
 }
 
 /// Prints a report as one JSON object or as a short table.

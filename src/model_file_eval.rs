@@ -4,7 +4,7 @@
 //! `crate::eval`'s, so the JSON keys and the procedure equal the checkpoint path's.
 
 use crate::data::Corpus;
-use crate::eval::{self, bits_per_byte, byte_baselines, EvalReport};
+use crate::eval::{self, bits_per_byte, EvalReport};
 use anyhow::{Context, Result};
 use starmind_engine::format::TokenizerKind;
 use starmind_engine::tokenizer::pretoken_len;
@@ -110,18 +110,7 @@ pub fn evaluate_file(
             .map(|w| Ok(score_window(&mut session, w)?.0))
             .collect()
     })?;
-    let (unigram_bpb, bigram_bpb) = byte_baselines(corpus.train.as_bytes(), valid.as_bytes());
-    Ok(EvalReport {
-        val_loss: bpb.val_loss,
-        val_bpb: bpb.val_bpb,
-        unigram_bpb,
-        bigram_bpb,
-        tokens: bpb.tokens,
-        bytes: bpb.bytes,
-        unk_tokens: bpb.unk_tokens,
-        valid_bytes: valid.len(),
-        train_bytes: corpus.train.len(),
-    })
+    Ok(EvalReport::new(&bpb, corpus, valid))
 }
 
 /// `starmind eval <file.smb>` (called from `crate::eval::run`).

@@ -278,7 +278,8 @@ pub mod tag {
 }
 
 const SECTIONS_BEFORE_LAYERS: usize = 6;
-const SECTIONS_PER_LAYER: usize = 9;
+/// Sections per layer (see [`PER_LAYER`]).
+pub const SECTIONS_PER_LAYER: usize = 9;
 const SECTIONS_AFTER_LAYERS: usize = 2;
 const BEFORE: [u32; SECTIONS_BEFORE_LAYERS] = [
     tag::VOCAB_OFFSETS,
@@ -288,7 +289,8 @@ const BEFORE: [u32; SECTIONS_BEFORE_LAYERS] = [
     tag::ROPE,
     tag::TOKEN_EMBEDDING,
 ];
-const PER_LAYER: [u32; SECTIONS_PER_LAYER] = [
+/// The sections of one layer, in file order.
+pub const PER_LAYER: [u32; SECTIONS_PER_LAYER] = [
     tag::ATTENTION_NORM,
     tag::WQ,
     tag::WK,
