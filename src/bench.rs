@@ -765,7 +765,7 @@ mod report {
     use std::fmt::Write as _;
 
     use anyhow::Context as _;
-    use starmind_engine::format::{write_model, Config, FfnKind, Quant, TokenizerKind, NO_TOKEN};
+    use starmind_engine::format::{write_model, Config, Quant, TokenizerKind};
     use starmind_engine::quantize::{quantize_model, FloatLayer, FloatModel};
 
     use super::{bench_model, Args, BenchResult, EMULATOR_CAVEATS};
@@ -909,25 +909,10 @@ mod report {
                 .take(m.vocab_size.saturating_sub(2))
                 .map(|c| c.to_string().into_bytes()),
         );
+        // The synthetic vocabulary is char-level whatever the config's tokenizer.
         let config = Config {
-            vocab_size: m.vocab_size,
-            dim: m.dim,
-            hidden_dim: m.hidden_dim,
-            n_layers: m.n_layers,
-            n_heads: m.n_heads,
-            n_kv_heads: m.n_kv_heads,
-            seq_len: m.seq_len,
-            ffn: if swiglu {
-                FfnKind::Swiglu
-            } else {
-                FfnKind::Plain
-            },
-            tied_embeddings: m.tied_embeddings,
             tokenizer: TokenizerKind::Char,
-            quant: Quant::Int8,
-            group_size: 0,
-            eot_id: 0,
-            unk_id: if m.vocab_size > 1 { 1 } else { NO_TOKEN },
+            ..crate::export::engine_config(m, 0, (m.vocab_size > 1).then_some(1))
         };
         let float = FloatModel {
             config,
