@@ -7,6 +7,7 @@
 //! the same steps with the engine on the host and compares the ids (bit-exactness).
 
 use std::io::Read as _;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use serde_json::json;
 use starmind_engine::format::tag;
-use starmind_engine::{Model, Sampler, SamplerConfig, Session};
+use starmind_engine::{story, Model, Session};
 
 use crate::flash::{self, ModeArg, RunArgs};
 use crate::uf2::{self, Board};
@@ -335,49 +336,58 @@ pub fn bench_model(args: &Args, model_bytes: &[u8]) -> anyhow::Result<BenchResul
     Ok(result)
 }
 
-/// The firmware's bench steps on the host: `<|endoftext|>` + prompt prefilled, then `tokens`
-/// × (sample, feed). `on_step` is called after the prefill (0) and after each step.
+/// The firmware's bench on the host: the config block `starmind flash --mode bench` would
+/// write, told by the engine's story loop (`<|endoftext|>` + prompt prefilled, then up to
+/// `tokens` × (sample, feed)) in a session of `ctx` positions. `on_step` is called after the
+/// prefill (0) and after each step.
 pub fn generate_ids(
     model: &Model,
     sampling: &flash::SamplingArgs,
     ctx: usize,
     on_step: &mut dyn FnMut(usize),
 ) -> anyhow::Result<Vec<u32>> {
+    let run = RunArgs {
+        mode: ModeArg::Bench,
+        sampling: sampling.clone(),
+    }
+    .run_config(model.bytes().len())?;
+    let story = run.story();
     let config = model.config();
     let mut arena = vec![0u8; Model::arena_bytes(&config, ctx)];
-    let mut session = Session::new(model, ctx, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut prompt = vec![0u32; sampling.prompt.len() + 1];
-    prompt[0] = model.eot_id();
-    let n = model
-        .encode(sampling.prompt.as_bytes(), &mut prompt[1..])
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let settings = sampling.sampler();
-    let mut sampler = Sampler::new(SamplerConfig {
-        temperature_q8: settings.temperature_q8 as u32,
-        top_k: settings.top_k as u32,
-        top_p_q16: settings.top_p_q16,
-        seed: sampling.seed,
-    });
-    let mut logits = session
-        .prefill(&prompt[..n + 1])
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    on_step(0);
-    let mut ids = Vec::new();
-    let wanted = (sampling.bench_tokens() as usize).min(MAX_BENCH_TOKENS);
-    while ids.len() < wanted {
-        let next = sampler.sample(logits);
-        ids.push(next);
-        on_step(ids.len());
-        logits = match session.feed(next) {
-            Ok(logits) => logits,
-            Err(_) => break, // context full, as on the device
-        };
-    }
-    Ok(ids)
+    let mut session = Session::new(model, ctx, &mut arena)?;
+    let mut prompt = vec![0u32; story.ids_len(run.prompt().len(), ctx)];
+    let mut recorder = Recorder {
+        ids: Vec::new(),
+        on_step,
+    };
+    story::tell(
+        model,
+        &mut session,
+        run.prompt(),
+        &story,
+        &mut prompt,
+        &mut recorder,
+    )?;
+    Ok(recorder.ids)
 }
 
-/// The firmware's cap on bench tokens (firmware/rp2040/src/app.rs).
-const MAX_BENCH_TOKENS: usize = 512;
+/// Keeps the ids of a story and reports its progress.
+struct Recorder<'f> {
+    ids: Vec<u32>,
+    on_step: &'f mut dyn FnMut(usize),
+}
+
+impl story::Listener for Recorder<'_> {
+    fn prefilled(&mut self, _prompt_tokens: usize) {
+        (self.on_step)(0);
+    }
+
+    fn token(&mut self, id: u32) -> ControlFlow<()> {
+        self.ids.push(id);
+        (self.on_step)(self.ids.len());
+        ControlFlow::Continue(())
+    }
+}
 
 fn bench_host(model: &Model, sampling: &flash::SamplingArgs) -> anyhow::Result<BenchResult> {
     let config = model.config();

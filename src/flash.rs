@@ -14,8 +14,10 @@ use probe_rs::flashing::{DownloadOptions, FlashProgress, ProgressEvent, Progress
 use probe_rs::probe::{list::Lister, DebugProbeInfo, DebugProbeSelector};
 use probe_rs::{MemoryInterface as _, Permissions, Session};
 
-use crate::uf2::{self, config_block, Board, Segment};
-use config_block::{Mode, RunConfig, SamplerSettings};
+use starmind_engine::run_config::{ConfigError, Mode, RunConfig};
+use starmind_engine::SamplerConfig;
+
+use crate::uf2::{self, Board, Segment};
 
 /// The board program, built by scripts/build-firmware.sh (reproducibly) and committed, so that
 /// building the CLI needs no ARM toolchain.
@@ -92,42 +94,39 @@ impl SamplingArgs {
     }
 
     /// The sampler settings in the engine's fixed-point units.
-    pub fn sampler(&self) -> SamplerSettings {
-        SamplerSettings {
+    pub fn sampler(&self) -> SamplerConfig {
+        SamplerConfig {
             temperature_q8: (self.temperature.max(0.0) * 256.0)
                 .round()
-                .min(u16::MAX as f32) as u16,
-            top_k: self.top_k,
+                .min(u16::MAX as f32) as u32,
+            top_k: self.top_k as u32,
             top_p_q16: (self.top_p.clamp(0.0, 1.0) * 65536.0).round() as u32,
+            seed: self.seed,
         }
     }
 }
 
 impl RunArgs {
     /// The config block for a model of `model_bytes` bytes.
-    pub fn config_block(
-        &self,
-        model_bytes: usize,
-    ) -> anyhow::Result<[u8; config_block::CONFIG_BYTES]> {
+    pub fn run_config(&self, model_bytes: usize) -> anyhow::Result<RunConfig> {
         let mode = match self.mode {
             ModeArg::Bench => Mode::Bench,
             ModeArg::Story => Mode::Story,
             ModeArg::Interactive => Mode::Interactive,
         };
         let s = &self.sampling;
-        let config = RunConfig::new(
-            mode,
-            s.prompt.as_bytes(),
-            match mode {
-                Mode::Bench => s.bench_tokens(),
-                Mode::Story | Mode::Interactive => s.tokens.unwrap_or(1024),
-            },
-            s.seed,
-            s.sampler(),
-            model_bytes as u32,
-        )
-        .map_err(|e| anyhow::anyhow!("--prompt: {}", e.message()))?;
-        Ok(config.encode())
+        let tokens = match mode {
+            Mode::Bench => s.bench_tokens(),
+            Mode::Story | Mode::Interactive => s.tokens.unwrap_or(1024),
+        };
+        let model_bytes = u32::try_from(model_bytes).context("model file exceeds 4 GiB")?;
+        RunConfig::new(mode, s.prompt.as_bytes(), tokens, s.sampler(), model_bytes).map_err(|e| {
+            let flag = match e {
+                ConfigError::PromptTooLong => "--prompt",
+                _ => "--temperature, --top-k",
+            };
+            anyhow::Error::new(e).context(flag)
+        })
     }
 }
 
@@ -145,7 +144,7 @@ pub fn read_model(path: &Path) -> anyhow::Result<Vec<u8>> {
 pub fn segments(model: &[u8], run: &RunArgs, board: Board) -> anyhow::Result<Vec<Segment>> {
     uf2::flash_segments(
         FIRMWARE_IMAGE,
-        &run.config_block(model.len())?,
+        &run.run_config(model.len())?.encode(),
         model,
         board,
     )

@@ -9,11 +9,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Context as _};
 
-#[path = "../firmware/rp2040/src/config_block.rs"]
-#[allow(dead_code)] // shared with the firmware, which uses the reader half
-pub mod config_block;
-
-pub use config_block::{CONFIG_ADDR, FLASH_BASE, MODEL_ADDR};
+pub use starmind_engine::run_config::{CONFIG_ADDR, CONFIG_BYTES, FLASH_BASE, MODEL_ADDR};
 
 const MAGIC_START0: u32 = 0x0A32_4655;
 const MAGIC_START1: u32 = 0x9E5D_5157;
@@ -64,7 +60,7 @@ pub struct Segment {
 /// The three segments of the flash map, checked to fit their regions on `board`.
 pub fn flash_segments(
     firmware: &[u8],
-    config: &[u8; config_block::CONFIG_BYTES],
+    config: &[u8; CONFIG_BYTES],
     model: &[u8],
     board: Board,
 ) -> anyhow::Result<Vec<Segment>> {

@@ -11,9 +11,8 @@ use bench_common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[path = "../firmware/rp2040/src/config_block.rs"]
-#[allow(dead_code)]
-mod config_block;
+use starmind_engine::run_config::{Mode, RunConfig};
+use starmind_engine::SamplerConfig;
 
 const FIRMWARE: &[u8] = include_bytes!("../firmware/prebuilt/starmind-rp2040.bin");
 
@@ -241,21 +240,13 @@ fn the_firmware_reports_a_missing_or_corrupt_model_and_waits() {
     // A config block, but the model is corrupt: the engine's typed error, no fault.
     let mut model = model_file(64, 16, 32, 1, 2, 64);
     model[100] ^= 1;
-    let sampler = config_block::SamplerSettings {
-        temperature_q8: 0,
-        top_k: 0,
-        top_p_q16: 65536,
+    let sampler = SamplerConfig {
+        seed: 1,
+        ..SamplerConfig::GREEDY
     };
-    let config = config_block::RunConfig::new(
-        config_block::Mode::Bench,
-        b"x",
-        4,
-        1,
-        sampler,
-        model.len() as u32,
-    )
-    .unwrap()
-    .encode();
+    let config = RunConfig::new(Mode::Bench, b"x", 4, sampler, model.len() as u32)
+        .unwrap()
+        .encode();
     let output = drive(&dir, FIRMWARE, &[(0x3F000, &config), (0x40000, &model)]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(4), "{stdout}");

@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 
 const FIRMWARE: &[u8] = include_bytes!("../firmware/prebuilt/starmind-rp2040.bin");
 
-#[path = "../firmware/rp2040/src/config_block.rs"]
-#[allow(dead_code)]
-mod config_block;
+use starmind_engine::run_config::{Mode, RunConfig};
 
 fn flash_of(image: &[u8]) -> BTreeMap<u32, u8> {
     let mut flash = BTreeMap::new();
@@ -58,12 +56,12 @@ fn uf2_holds_firmware_config_and_model() {
     assert_eq!(region(&flash, 0x1000_0000, FIRMWARE.len()), FIRMWARE);
     assert_eq!(region(&flash, 0x1004_0000, model.len()), model);
     let block: [u8; 256] = region(&flash, 0x1003_F000, 256).try_into().unwrap();
-    let config = config_block::RunConfig::decode(&block).expect("a valid config block");
-    assert_eq!(config.mode, config_block::Mode::Bench);
-    assert_eq!(config.tokens, 17);
-    assert_eq!(config.seed, 7);
+    let config = RunConfig::decode(&block).expect("a valid config block");
+    assert_eq!(config.mode(), Mode::Bench);
+    assert_eq!(config.tokens(), 17);
+    assert_eq!(config.sampler().seed, 7);
     assert_eq!(config.prompt(), b"Tom ran");
-    assert_eq!(config.model_bytes as usize, model.len());
+    assert_eq!(config.model_bytes() as usize, model.len());
     // Nothing outside the three regions.
     let end_of_model = 0x1004_0000 + model.len().div_ceil(256) as u32 * 256;
     assert!(flash

@@ -11,7 +11,7 @@
 //! [`canonical_section`]) · sections, each starting on a 4-byte boundary. All integers are
 //! little-endian.
 
-use crate::kernels::crc32;
+use crate::checksum::crc32;
 use core::fmt;
 
 /// First four bytes of every model file.

@@ -7,7 +7,7 @@
 //! # The API the firmware uses (stable)
 //!
 //! ```ignore
-//! use starmind_engine::{Model, Session, Sampler, SamplerConfig};
+//! use starmind_engine::{story, Model, RunConfig, Session};
 //!
 //! // Parse in place (XIP flash); checks magic, version, length, CRC-32 and every offset.
 //! let model: Model<'static> = Model::parse(MODEL_BYTES)?;          // Err(FormatError)
@@ -16,19 +16,16 @@
 //! let arena: &'static mut [u8] = /* ≥ needed bytes, any alignment */;
 //! let mut session = Session::new(&model, ctx, arena)?;             // Err(EngineError::ArenaTooSmall{..})
 //!
-//! let mut prompt_ids = [0u32; 64];
-//! let n = model.encode(b"Once upon a time", &mut prompt_ids)?;     // same ids as the host tokenizer
-//! let mut logits: &[i32] = session.prefill(&prompt_ids[..n])?;    // Q16.16, vocab_size of them
-//! let mut sampler = Sampler::new(SamplerConfig {
-//!     temperature_q8: 205, top_k: 40, top_p_q16: 58_982, seed: 42, // 0.8, 40, 0.9
-//! });                                                               // SamplerConfig::GREEDY for argmax
-//! loop {
-//!     let next: u32 = sampler.sample(logits);
-//!     uart.write(model.token_bytes(next));                          // raw UTF-8 piece (may split a char for BPE)
-//!     if next == model.eot_id() || session.is_full() { break }      // or session.reset() and re-prefill
-//!     logits = session.feed(next)?;                                 // one decode step
-//! }
+//! // What to do, as `starmind flash` wrote it: mode, prompt, token count, sampler settings.
+//! let run = RunConfig::decode(CONFIG_BLOCK)?;                       // Err(ConfigError)
+//! let mut ids = [0u32; 201];                                        // the prompt's ids
+//! // <|endoftext|> + prompt prefilled, then sample → listener.token(id) → feed, until the end.
+//! story::tell(&model, &mut session, run.prompt(), &run.story(), &mut ids, &mut uart)?;
 //! ```
+//!
+//! One step of the story loop is `Sampler::sample(logits)` (integer top-k/top-p on the Q16.16
+//! logits), then `Session::feed(id)` (one forward pass); `Model::token_bytes(id)` is the token's
+//! raw UTF-8 piece (it may split a character for BPE).
 //!
 //! Everything else public is for the host and tests. Costs: `parse` reads the whole file once
 //! (CRC, ≈10 cycles/byte); `feed` is one forward pass (matrix-vector products dominate: one `i32`
@@ -36,8 +33,12 @@
 //! Budgets for a board: [`Budget`], [`budget::Board`].
 //!
 //! Modules, in data-flow order: [`format`] (the file as types; reader, and writer under `std`),
-//! [`tokenizer`] (prompt bytes ↔ ids), [`forward`] (the integer forward pass, top to bottom),
-//! [`kernels`] (matvec, fixed-point exp/sqrt/sigmoid), [`sampler`], [`budget`] (flash/RAM).
+//! [`checksum`] (its CRC-32), [`tokenizer`] (prompt bytes ↔ ids), [`forward`] (the integer
+//! forward pass, top to bottom), [`kernels`] (matvec, fixed-point exp/sqrt/sigmoid),
+//! [`sampler`], [`story`] (the prompt → tokens loop the firmware and the host share),
+//! [`run_config`] (the config block that tells the firmware which story to tell), [`budget`]
+//! (flash/RAM). Host only (`std`): [`quantize`] (float weights → sections), [`reference`] (a
+//! float forward pass for tests).
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -45,10 +46,13 @@
 extern crate std;
 
 pub mod budget;
+pub mod checksum;
 pub mod format;
 pub mod forward;
 pub mod kernels;
+pub mod run_config;
 pub mod sampler;
+pub mod story;
 pub mod tokenizer;
 
 #[cfg(feature = "std")]
@@ -59,4 +63,6 @@ pub mod reference;
 pub use budget::Budget;
 pub use format::{Config, FfnKind, FormatError, Model, Quant, TokenizerKind};
 pub use forward::{EngineError, Session};
+pub use run_config::RunConfig;
 pub use sampler::{Sampler, SamplerConfig};
+pub use story::StoryConfig;

@@ -1,23 +1,25 @@
 //! What the board does once it is up: read the config block, check the model, run the mode.
 //!
-//! Every mode starts a story the same way (the host's `starmind bench --check` repeats it):
-//! the token sequence is `<|endoftext|>` followed by the encoded prompt, prefilled at once; then
-//! each step samples a token from the logits and feeds it back.
+//! Every mode tells its stories with the engine's story loop (`starmind_engine::story`), the
+//! same function `starmind bench --check` runs on the host; this file only wires it to the
+//! console and the cycle clock.
 
 use core::fmt::Write as _;
+use core::ops::ControlFlow;
 
-use starmind_engine::{Model, Sampler, SamplerConfig, Session};
+use starmind_engine::run_config::{
+    Mode, RunConfig, CONFIG_ADDR, CONFIG_BYTES, MAX_BENCH_TOKENS, MAX_PROMPT_BYTES, MODEL_ADDR,
+};
+use starmind_engine::story::{self, Listener, StoryConfig};
+use starmind_engine::{Model, Session};
 
-use crate::config_block::{Mode, RunConfig, CONFIG_ADDR, CONFIG_BYTES, MODEL_ADDR};
 use crate::console::Console;
 use crate::measure::{self, CycleClock};
 
 /// RAM kept free for the stack above the arena (the deepest measured use is far below this).
 const STACK_RESERVE_BYTES: usize = 16 * 1024;
-/// Longest prompt in tokens (the config block's prompt is at most 200 bytes).
-const MAX_PROMPT_TOKENS: usize = 201;
-/// Most tokens one bench run records.
-pub const MAX_BENCH_TOKENS: usize = 512;
+/// Longest prompt in tokens: `<|endoftext|>` and at most one token per prompt byte.
+const MAX_PROMPT_TOKENS: usize = MAX_PROMPT_BYTES + 1;
 
 /// Runs the configured mode; on a missing or bad config or model, prints the error and waits.
 pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
@@ -25,20 +27,23 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     let block = unsafe { &*(CONFIG_ADDR as *const [u8; CONFIG_BYTES]) };
     let config = match RunConfig::decode(block) {
         Ok(config) => config,
-        Err(err) => halt(console, format_args!("config: {}", err.message())),
+        Err(err) => halt(console, format_args!("config: {err}")),
     };
     // The XIP window is 16 MiB; a length past it cannot be a model (the host refuses those).
     const MAX_MODEL_BYTES: u32 = 0x1100_0000 - MODEL_ADDR;
-    if config.model_bytes > MAX_MODEL_BYTES {
+    if config.model_bytes() > MAX_MODEL_BYTES {
         halt(
             console,
-            format_args!("config: model length {} exceeds flash", config.model_bytes),
+            format_args!(
+                "config: model length {} exceeds flash",
+                config.model_bytes()
+            ),
         );
     }
     // SAFETY: as above, inside the XIP window (checked just now); `Model::parse` bounds-checks
     // everything inside.
     let model_bytes = unsafe {
-        core::slice::from_raw_parts(MODEL_ADDR as *const u8, config.model_bytes as usize)
+        core::slice::from_raw_parts(MODEL_ADDR as *const u8, config.model_bytes() as usize)
     };
     let model = match Model::parse(model_bytes) {
         Ok(model) => model,
@@ -72,7 +77,7 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     let _ = writeln!(
         console,
         "STARMIND-READY mode={} model_bytes={} ctx={ctx} arena_bytes={arena_bytes}\r",
-        config.mode.name(),
+        config.mode().name(),
         model_bytes.len(),
     );
 
@@ -82,7 +87,7 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
         config: &config,
         arena_bytes,
     };
-    match config.mode {
+    match config.mode() {
         Mode::Bench => run.bench(console, clock, clk_sys_hz, &mut session),
         Mode::Story => run.stories(console, &mut session),
         Mode::Interactive => run.interactive(console, &mut session),
@@ -97,28 +102,6 @@ struct Run<'r> {
 }
 
 impl Run<'_> {
-    fn sampler(&self, seed: u64) -> Sampler {
-        let s = self.config.sampler;
-        Sampler::new(SamplerConfig {
-            temperature_q8: s.temperature_q8 as u32,
-            top_k: s.top_k as u32,
-            top_p_q16: s.top_p_q16,
-            seed,
-        })
-    }
-
-    /// `<|endoftext|>` + the encoded prompt into `ids`; returns how many.
-    fn prompt_ids(&self, console: &mut Console, prompt: &[u8], ids: &mut [u32]) -> Option<usize> {
-        ids[0] = self.model.eot_id();
-        match self.model.encode(prompt, &mut ids[1..]) {
-            Ok(n) => Some(n + 1),
-            Err(err) => {
-                let _ = writeln!(console, "STARMIND-ERROR prompt: {err}\r");
-                None
-            }
-        }
-    }
-
     /// Generates `config.tokens` tokens (no stop at `<|endoftext|>`, so every run does the same
     /// work), then prints the text, one `STARMIND-BENCH` line and `STARMIND-DONE`, again every
     /// two seconds.
@@ -130,63 +113,49 @@ impl Run<'_> {
         session: &mut Session,
     ) -> ! {
         let mut prompt = [0u32; MAX_PROMPT_TOKENS];
-        let Some(prompt_len) = self.prompt_ids(console, self.config.prompt(), &mut prompt) else {
-            idle()
+        let mut timer = BenchTimer::new(clock);
+        let story = story::tell(
+            self.model,
+            session,
+            self.config.prompt(),
+            &self.config.story(),
+            &mut prompt,
+            &mut timer,
+        );
+        let decode_cycles = clock.cycles() - timer.decode_start;
+        let prompt_len = match story {
+            Ok(outcome) => outcome.prompt_tokens,
+            Err(err) => halt(console, format_args!("{err}")),
         };
-        let mut sampler = self.sampler(self.config.seed);
-        let mut ids = [0u32; MAX_BENCH_TOKENS];
-        let wanted = (self.config.tokens as usize).min(MAX_BENCH_TOKENS);
-
-        let start = clock.cycles();
-        let mut logits = match session.prefill(&prompt[..prompt_len]) {
-            Ok(logits) => logits,
-            Err(err) => halt(console, format_args!("prefill: {err}")),
-        };
-        let prefill_cycles = clock.cycles() - start;
-
-        // One decode step = sample + forward pass of the sampled token.
-        let start = clock.cycles();
-        let mut sample_cycles = 0;
-        let mut generated = 0;
-        while generated < wanted {
-            let before_sample = clock.cycles();
-            let next = sampler.sample(logits);
-            sample_cycles += clock.cycles() - before_sample;
-            ids[generated] = next;
-            generated += 1;
-            logits = match session.feed(next) {
-                Ok(logits) => logits,
-                Err(_) => break, // context full: report what fits
-            };
-        }
-        let decode_cycles = clock.cycles() - start;
+        let ids = &timer.ids[..timer.generated];
 
         let stack = measure::stack_high_water(measure::free_ram_start() + self.arena_bytes);
-        let prefill_per_token = prefill_cycles / prompt_len as u64;
-        let decode_per_token = decode_cycles / generated.max(1) as u64;
-        let sample_per_token = sample_cycles / generated.max(1) as u64;
+        let prefill_per_token = timer.prefill_cycles / prompt_len as u64;
+        let decode_per_token = decode_cycles / ids.len().max(1) as u64;
+        let sample_per_token = timer.sample_cycles / ids.len().max(1) as u64;
         // The result is repeated every two seconds: a host that opens the USB port or attaches
         // to RTT after the run still gets it (the emulator driver stops at the first DONE).
         loop {
             let _ = write!(console, "STARMIND-TEXT ");
-            for &id in &ids[..generated] {
+            for &id in ids {
                 console.write_bytes(self.model.token_bytes(id));
             }
             let _ = writeln!(console, "\r");
             let _ = write!(
                 console,
-                "STARMIND-BENCH v1 tokens={generated} prompt_tokens={prompt_len} \
+                "STARMIND-BENCH v1 tokens={} prompt_tokens={prompt_len} \
                  prefill_cycles_per_token={prefill_per_token} \
                  decode_cycles_per_token={decode_per_token} \
                  sample_cycles_per_token={sample_per_token} clock_hz={clk_sys_hz} \
                  peak_stack_bytes={stack} arena_bytes={} static_ram_bytes={} model_bytes={} \
                  ctx={} ids=",
+                ids.len(),
                 self.arena_bytes,
                 measure::free_ram_start() - 0x2000_0000,
                 self.model.bytes().len(),
                 self.ctx,
             );
-            for (i, id) in ids[..generated].iter().enumerate() {
+            for (i, id) in ids.iter().enumerate() {
                 let _ = write!(console, "{}{id}", if i == 0 { "" } else { "," });
             }
             let _ = writeln!(console, "\r\nSTARMIND-DONE\r");
@@ -195,35 +164,27 @@ impl Run<'_> {
         }
     }
 
-    /// Streams one story from `prompt`; stops at `<|endoftext|>`, the token limit or a full context.
+    /// Streams one story from `prompt`; it stops at `<|endoftext|>`, the token limit or a full
+    /// context.
     fn story(&self, console: &mut Console, session: &mut Session, prompt: &[u8], seed: u64) {
-        session.reset();
+        let mut config: StoryConfig = self.config.story();
+        config.sampler.seed = seed;
         let mut ids = [0u32; MAX_PROMPT_TOKENS];
-        let Some(len) = self.prompt_ids(console, prompt, &mut ids) else {
-            return;
+        let mut stream = Stream {
+            console,
+            model: self.model,
         };
-        let mut sampler = self.sampler(seed);
-        let mut logits = match session.prefill(&ids[..len]) {
-            Ok(logits) => logits,
-            Err(err) => return error(console, format_args!("prefill: {err}")),
-        };
-        for _ in 0..self.config.tokens {
-            let next = sampler.sample(logits);
-            if next == self.model.eot_id() {
-                break;
+        match story::tell(self.model, session, prompt, &config, &mut ids, &mut stream) {
+            Ok(_) => {
+                let _ = write!(stream.console, "\r\n\r\n");
             }
-            console.write_bytes(self.model.token_bytes(next));
-            logits = match session.feed(next) {
-                Ok(logits) => logits,
-                Err(_) => break,
-            };
+            Err(err) => error(stream.console, format_args!("{err}")),
         }
-        let _ = write!(console, "\r\n\r\n");
     }
 
     /// A new story after every other, seeds counting up from the configured one.
     fn stories(&self, console: &mut Console, session: &mut Session) -> ! {
-        let mut seed = self.config.seed;
+        let mut seed = self.config.sampler().seed;
         loop {
             console.write_bytes(self.config.prompt());
             self.story(console, session, self.config.prompt(), seed);
@@ -233,8 +194,8 @@ impl Run<'_> {
 
     /// Reads a prompt line (UART or USB), tells a story from it, repeats.
     fn interactive(&self, console: &mut Console, session: &mut Session) -> ! {
-        let mut seed = self.config.seed;
-        let mut line = [0u8; 200];
+        let mut seed = self.config.sampler().seed;
+        let mut line = [0u8; MAX_PROMPT_BYTES];
         loop {
             let _ = write!(console, "\r\nprompt> ");
             let mut len = 0;
@@ -260,6 +221,74 @@ impl Run<'_> {
             self.story(console, session, &line[..len], seed);
             seed = seed.wrapping_add(1);
         }
+    }
+}
+
+/// The bench's view of the story: cycle counts of the prefill and of sampling, and the ids.
+/// One decode step is sample + forward pass of the sampled token.
+struct BenchTimer<'c> {
+    clock: &'c CycleClock,
+    prefill_start: u64,
+    prefill_cycles: u64,
+    decode_start: u64,
+    sample_start: u64,
+    sample_cycles: u64,
+    ids: [u32; MAX_BENCH_TOKENS],
+    generated: usize,
+}
+
+impl<'c> BenchTimer<'c> {
+    fn new(clock: &'c CycleClock) -> BenchTimer<'c> {
+        BenchTimer {
+            clock,
+            prefill_start: 0,
+            prefill_cycles: 0,
+            decode_start: 0,
+            sample_start: 0,
+            sample_cycles: 0,
+            ids: [0; MAX_BENCH_TOKENS],
+            generated: 0,
+        }
+    }
+}
+
+impl Listener for BenchTimer<'_> {
+    fn prefill_starts(&mut self) {
+        self.prefill_start = self.clock.cycles();
+    }
+
+    fn prefilled(&mut self, _prompt_tokens: usize) {
+        self.decode_start = self.clock.cycles();
+        self.prefill_cycles = self.decode_start - self.prefill_start;
+    }
+
+    fn sample_starts(&mut self) {
+        self.sample_start = self.clock.cycles();
+    }
+
+    fn token(&mut self, id: u32) -> ControlFlow<()> {
+        self.sample_cycles += self.clock.cycles() - self.sample_start;
+        match self.ids.get_mut(self.generated) {
+            Some(slot) => {
+                *slot = id;
+                self.generated += 1;
+                ControlFlow::Continue(())
+            }
+            None => ControlFlow::Break(()),
+        }
+    }
+}
+
+/// A story streamed to the console as it is drawn.
+struct Stream<'c, 'm> {
+    console: &'c mut Console,
+    model: &'m Model<'m>,
+}
+
+impl Listener for Stream<'_, '_> {
+    fn token(&mut self, id: u32) -> ControlFlow<()> {
+        self.console.write_bytes(self.model.token_bytes(id));
+        ControlFlow::Continue(())
     }
 }
 

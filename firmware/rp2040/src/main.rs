@@ -1,12 +1,11 @@
 //! starmind on the Raspberry Pi Pico: boot, find the model in flash, then bench, tell stories or
-//! answer prompts over serial. The model logic is the `starmind-engine` crate; this file is board
-//! plumbing. Flash map: docs/memory-map.md.
+//! answer prompts over serial. The model logic, the config block and the story loop are the
+//! `starmind-engine` crate; this file and `app.rs` are board plumbing. Flash map:
+//! docs/memory-map.md.
 #![no_std]
 #![no_main]
 
 mod app;
-#[allow(dead_code)] // the host uses the writer half
-mod config_block;
 mod console;
 mod measure;
 
