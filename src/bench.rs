@@ -939,7 +939,7 @@ mod report {
             },
         };
         write_model(&quantize_model(&float, Quant::Int8, 0))
-            .map_err(|e| anyhow::anyhow!("writing model: {}", e.0))
+            .context("writing the synthetic model")
     }
 
     fn markdown(rows: &[(String, BenchResult)], args: &Args, svg: &str) -> String {

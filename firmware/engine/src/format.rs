@@ -23,9 +23,41 @@ pub const HEADER_BYTES: usize = 80;
 /// Size of one section table entry in bytes.
 pub const SECTION_ENTRY_BYTES: usize = 16;
 /// Offset of the CRC-32 field; the CRC covers every byte after it (`CRC_START..file_bytes`).
-pub const CRC_OFFSET: usize = 12;
+pub const CRC_OFFSET: usize = header::CRC;
 /// First byte covered by the CRC.
-pub const CRC_START: usize = 16;
+pub const CRC_START: usize = header::CRC + 4;
+
+/// Byte offsets of the header fields (docs/FORMAT.md): every field is a little-endian `u32`
+/// but the 4-byte magic. The reader (`read_config`) and the writer use these.
+pub mod header {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 4;
+    pub const FILE_BYTES: usize = 8;
+    pub const CRC: usize = 12;
+    pub const VOCAB_SIZE: usize = 16;
+    pub const DIM: usize = 20;
+    pub const HIDDEN_DIM: usize = 24;
+    pub const N_LAYERS: usize = 28;
+    pub const N_HEADS: usize = 32;
+    pub const N_KV_HEADS: usize = 36;
+    pub const SEQ_LEN: usize = 40;
+    pub const FFN: usize = 44;
+    pub const TIED_EMBEDDINGS: usize = 48;
+    pub const TOKENIZER: usize = 52;
+    pub const QUANT: usize = 56;
+    pub const GROUP_SIZE: usize = 60;
+    pub const EOT_ID: usize = 64;
+    pub const UNK_ID: usize = 68;
+    pub const N_SECTIONS: usize = 72;
+}
+
+/// Byte offsets of the fields of a section table entry (each a little-endian `u32`).
+mod entry {
+    pub const TAG: usize = 0;
+    pub const LAYER: usize = 4;
+    pub const OFFSET: usize = 8;
+    pub const LEN: usize = 12;
+}
 /// Every section starts at a multiple of this.
 pub const ALIGN: usize = 4;
 /// Upper bound on `dim`, `hidden_dim` and `seq_len`: keeps every `i32` accumulator exact.
@@ -277,30 +309,78 @@ pub mod tag {
     pub const OUTPUT: u32 = 17;
 }
 
-const SECTIONS_BEFORE_LAYERS: usize = 6;
+/// Indices in the section table. The sections before the layers sit at fixed indices; layer
+/// `l`'s sections follow from [`index::layer`] and the last two from [`index::final_norm`] and
+/// [`index::output`].
+pub mod index {
+    use super::{Config, SECTIONS_PER_LAYER};
+
+    pub const VOCAB_OFFSETS: usize = 0;
+    pub const VOCAB_BYTES: usize = 1;
+    pub const MERGES: usize = 2;
+    pub const BYTE_TOKENS: usize = 3;
+    pub const ROPE: usize = 4;
+    pub const TOKEN_EMBEDDING: usize = 5;
+    /// Sections before the first layer's.
+    pub const BEFORE_LAYERS: usize = 6;
+
+    /// Index of layer `l`'s section at `position` (a [`in_layer`] constant).
+    pub const fn layer(l: usize, position: usize) -> usize {
+        BEFORE_LAYERS + l * SECTIONS_PER_LAYER + position
+    }
+    /// The final RMSNorm's gains.
+    pub fn final_norm(c: &Config) -> usize {
+        layer(c.n_layers, 0)
+    }
+    /// The classifier (empty when tied).
+    pub fn output(c: &Config) -> usize {
+        layer(c.n_layers, 1)
+    }
+}
+
+/// Positions of a layer's sections within the layer, in file order.
+pub mod in_layer {
+    pub const ATTENTION_NORM: usize = 0;
+    pub const WQ: usize = 1;
+    pub const WK: usize = 2;
+    pub const WV: usize = 3;
+    pub const WO: usize = 4;
+    pub const FFN_NORM: usize = 5;
+    pub const W1: usize = 6;
+    pub const W2: usize = 7;
+    pub const W3: usize = 8;
+}
+
+const SECTIONS_BEFORE_LAYERS: usize = index::BEFORE_LAYERS;
 /// Sections per layer (see [`PER_LAYER`]).
 pub const SECTIONS_PER_LAYER: usize = 9;
 const SECTIONS_AFTER_LAYERS: usize = 2;
-const BEFORE: [u32; SECTIONS_BEFORE_LAYERS] = [
-    tag::VOCAB_OFFSETS,
-    tag::VOCAB_BYTES,
-    tag::MERGES,
-    tag::BYTE_TOKENS,
-    tag::ROPE,
-    tag::TOKEN_EMBEDDING,
-];
-/// The sections of one layer, in file order.
-pub const PER_LAYER: [u32; SECTIONS_PER_LAYER] = [
-    tag::ATTENTION_NORM,
-    tag::WQ,
-    tag::WK,
-    tag::WV,
-    tag::WO,
-    tag::FFN_NORM,
-    tag::W1,
-    tag::W2,
-    tag::W3,
-];
+/// The tags of the sections before the layers, by [`index`].
+const BEFORE: [u32; SECTIONS_BEFORE_LAYERS] = {
+    let mut tags = [0; SECTIONS_BEFORE_LAYERS];
+    tags[index::VOCAB_OFFSETS] = tag::VOCAB_OFFSETS;
+    tags[index::VOCAB_BYTES] = tag::VOCAB_BYTES;
+    tags[index::MERGES] = tag::MERGES;
+    tags[index::BYTE_TOKENS] = tag::BYTE_TOKENS;
+    tags[index::ROPE] = tag::ROPE;
+    tags[index::TOKEN_EMBEDDING] = tag::TOKEN_EMBEDDING;
+    tags
+};
+/// The tags of one layer's sections, by [`in_layer`] position.
+pub const PER_LAYER: [u32; SECTIONS_PER_LAYER] = {
+    let mut tags = [0; SECTIONS_PER_LAYER];
+    tags[in_layer::ATTENTION_NORM] = tag::ATTENTION_NORM;
+    tags[in_layer::WQ] = tag::WQ;
+    tags[in_layer::WK] = tag::WK;
+    tags[in_layer::WV] = tag::WV;
+    tags[in_layer::WO] = tag::WO;
+    tags[in_layer::FFN_NORM] = tag::FFN_NORM;
+    tags[in_layer::W1] = tag::W1;
+    tags[in_layer::W2] = tag::W2;
+    tags[in_layer::W3] = tag::W3;
+    tags
+};
+/// The tags of the sections after the layers: final norm, output.
 const AFTER: [u32; SECTIONS_AFTER_LAYERS] = [tag::FINAL_NORM, tag::OUTPUT];
 /// Layer field of the sections that belong to no layer.
 pub const NO_LAYER: u32 = u32::MAX;
@@ -338,8 +418,10 @@ pub fn matrix_bytes(rows: usize, cols: usize, quant: Quant, group_size: usize) -
     }
 }
 
-fn pad4(n: usize) -> Option<usize> {
-    Some(n.checked_add(ALIGN - 1)? & !(ALIGN - 1))
+/// `n` rounded up to a multiple of [`ALIGN`] (`None` on overflow): where the next section, or
+/// the next part of a matrix section, starts.
+pub fn pad4(n: usize) -> Option<usize> {
+    n.checked_next_multiple_of(ALIGN)
 }
 
 /// The exact byte length section `(tag, layer)` must have, or `None` when its length is free
@@ -391,6 +473,40 @@ fn le_u16(bytes: &[u8], at: usize) -> u16 {
     }
 }
 
+/// One BPE merge entry: the pair `(left, right)` becomes `merged`; lower `rank` merges first.
+/// The table is sorted by `(left, right)` for binary search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merge {
+    pub left: u16,
+    pub right: u16,
+    pub merged: u16,
+    pub rank: u16,
+}
+
+impl Merge {
+    /// Reads one [`MERGE_BYTES`]-byte entry (missing bytes read as 0).
+    pub fn from_le_bytes(bytes: &[u8]) -> Merge {
+        Merge {
+            left: le_u16(bytes, 0),
+            right: le_u16(bytes, 2),
+            merged: le_u16(bytes, 4),
+            rank: le_u16(bytes, 6),
+        }
+    }
+
+    /// The entry as the file stores it.
+    pub fn to_le_bytes(self) -> [u8; MERGE_BYTES] {
+        let mut out = [0; MERGE_BYTES];
+        for (at, v) in [self.left, self.right, self.merged, self.rank]
+            .into_iter()
+            .enumerate()
+        {
+            out[2 * at..2 * at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+}
+
 /// A weight matrix inside the file.
 #[derive(Debug, Clone, Copy)]
 pub struct Matrix<'a> {
@@ -419,7 +535,8 @@ impl<'a> Matrix<'a> {
         let (group_scales, weights) = match quant {
             Quant::Int8 => (&rest[..0], rest),
             Quant::Int4 => {
-                let groups_len = (rows * cols.div_ceil(group_size.max(1))).next_multiple_of(ALIGN);
+                let groups = rows * cols.div_ceil(group_size.max(1));
+                let groups_len = pad4(groups).unwrap_or(usize::MAX);
                 let (g, w) = rest.split_at(groups_len.min(rest.len()));
                 (g, w)
             }
@@ -472,14 +589,14 @@ impl<'a> Model<'a> {
                 got: bytes.len(),
             });
         }
-        if bytes.get(0..4) != Some(&MAGIC[..]) {
+        if bytes.get(header::MAGIC..header::MAGIC + 4) != Some(&MAGIC[..]) {
             return Err(FormatError::BadMagic);
         }
-        let version = le_u32(bytes, 4);
+        let version = le_u32(bytes, header::VERSION);
         if version != VERSION {
             return Err(FormatError::UnsupportedVersion(version));
         }
-        let file_bytes = le_u32(bytes, 8) as usize;
+        let file_bytes = le_u32(bytes, header::FILE_BYTES) as usize;
         if file_bytes > bytes.len() {
             return Err(FormatError::Truncated {
                 needed: file_bytes,
@@ -499,7 +616,7 @@ impl<'a> Model<'a> {
         }
         let config = read_config(bytes)?;
         config.validate()?;
-        let n_sections = le_u32(bytes, 72) as usize;
+        let n_sections = le_u32(bytes, header::N_SECTIONS) as usize;
         if n_sections != config.n_sections() {
             return Err(FormatError::BadConfig(
                 "section count does not match the configuration",
@@ -530,11 +647,14 @@ impl<'a> Model<'a> {
     }
 
     fn check_section(&self, index: usize, table_end: usize) -> Result<(), FormatError> {
-        let entry = index * SECTION_ENTRY_BYTES;
-        let (t, layer) = (le_u32(self.table, entry), le_u32(self.table, entry + 4));
+        let at = index * SECTION_ENTRY_BYTES;
+        let (t, layer) = (
+            le_u32(self.table, at + entry::TAG),
+            le_u32(self.table, at + entry::LAYER),
+        );
         let (offset, len) = (
-            le_u32(self.table, entry + 8) as usize,
-            le_u32(self.table, entry + 12) as usize,
+            le_u32(self.table, at + entry::OFFSET) as usize,
+            le_u32(self.table, at + entry::LEN) as usize,
         );
         if canonical_section(&self.config, index) != Some((t, layer)) {
             return Err(FormatError::UnexpectedSection { index });
@@ -568,9 +688,9 @@ impl<'a> Model<'a> {
 
     /// Bytes of section `index` (empty when out of range; [`Model::parse`] has checked them all).
     fn section(&self, index: usize) -> &'a [u8] {
-        let entry = index * SECTION_ENTRY_BYTES;
-        let offset = le_u32(self.table, entry + 8) as usize;
-        let len = le_u32(self.table, entry + 12) as usize;
+        let at = index * SECTION_ENTRY_BYTES;
+        let offset = le_u32(self.table, at + entry::OFFSET) as usize;
+        let len = le_u32(self.table, at + entry::LEN) as usize;
         offset
             .checked_add(len)
             .and_then(|end| self.bytes.get(offset..end))
@@ -578,22 +698,22 @@ impl<'a> Model<'a> {
     }
 
     fn vocab_offsets(&self) -> &'a [u8] {
-        self.section(0)
+        self.section(index::VOCAB_OFFSETS)
     }
     fn vocab_bytes(&self) -> &'a [u8] {
-        self.section(1)
+        self.section(index::VOCAB_BYTES)
     }
-    /// BPE merges, [`MERGE_BYTES`] each, sorted by `(left, right)`.
+    /// BPE merges, one [`Merge`] per [`MERGE_BYTES`], sorted by `(left, right)`.
     pub(crate) fn merges(&self) -> &'a [u8] {
-        self.section(2)
+        self.section(index::MERGES)
     }
     /// BPE: the token id of each single byte, 256 × `u16`.
     pub(crate) fn byte_tokens(&self) -> &'a [u8] {
-        self.section(3)
+        self.section(index::BYTE_TOKENS)
     }
     /// RoPE table: per position, per pair `(cos, sin)` as `i32` Q30.
     pub(crate) fn rope(&self) -> &'a [u8] {
-        self.section(4)
+        self.section(index::ROPE)
     }
 
     fn check_vocab(&self) -> Result<(), FormatError> {
@@ -616,15 +736,18 @@ impl<'a> Model<'a> {
     fn check_merges(&self) -> Result<(), FormatError> {
         let vocab = self.config.vocab_size as u32;
         let mut previous: Option<(u16, u16)> = None;
-        for m in self.merges().chunks_exact(MERGE_BYTES) {
-            let (left, right, merged) = (le_u16(m, 0), le_u16(m, 2), le_u16(m, 4));
-            if [left, right, merged].iter().any(|&id| id as u32 >= vocab) {
+        for bytes in self.merges().chunks_exact(MERGE_BYTES) {
+            let m = Merge::from_le_bytes(bytes);
+            if [m.left, m.right, m.merged]
+                .iter()
+                .any(|&id| id as u32 >= vocab)
+            {
                 return Err(FormatError::BadMerges);
             }
-            if previous.is_some_and(|p| p >= (left, right)) {
+            if previous.is_some_and(|p| p >= (m.left, m.right)) {
                 return Err(FormatError::BadMerges);
             }
-            previous = Some((left, right));
+            previous = Some((m.left, m.right));
         }
         Ok(())
     }
@@ -683,7 +806,12 @@ impl<'a> Model<'a> {
 
     /// The token embedding (int8, `vocab × dim`).
     pub fn token_embedding(&self) -> Matrix<'a> {
-        self.matrix(5, self.config.vocab_size, self.config.dim, Quant::Int8)
+        self.matrix(
+            index::TOKEN_EMBEDDING,
+            self.config.vocab_size,
+            self.config.dim,
+            Quant::Int8,
+        )
     }
 
     /// The classifier: the embedding when tied, else `output.weight` (int8, `vocab × dim`).
@@ -692,7 +820,7 @@ impl<'a> Model<'a> {
             self.token_embedding()
         } else {
             self.matrix(
-                self.config.n_sections() - 1,
+                index::output(&self.config),
                 self.config.vocab_size,
                 self.config.dim,
                 Quant::Int8,
@@ -702,66 +830,66 @@ impl<'a> Model<'a> {
 
     /// Final RMSNorm gains (`dim` × i32 Q16.16).
     pub fn final_norm(&self) -> &'a [u8] {
-        self.section(self.config.n_sections() - 2)
+        self.section(index::final_norm(&self.config))
     }
 
     /// The tensors of layer `l`.
     pub fn layer(&self, l: usize) -> LayerWeights<'a> {
         let c = &self.config;
-        let base = SECTIONS_BEFORE_LAYERS + l * SECTIONS_PER_LAYER;
+        let at = |position| index::layer(l, position);
         let (dim, kv, hidden, q) = (c.dim, c.kv_dim(), c.hidden_dim, c.quant);
         let w3_rows = if c.ffn == FfnKind::Swiglu { hidden } else { 0 };
         LayerWeights {
-            attention_norm: self.section(base),
-            wq: self.matrix(base + 1, dim, dim, q),
-            wk: self.matrix(base + 2, kv, dim, q),
-            wv: self.matrix(base + 3, kv, dim, q),
-            wo: self.matrix(base + 4, dim, dim, q),
-            ffn_norm: self.section(base + 5),
-            w1: self.matrix(base + 6, hidden, dim, q),
-            w2: self.matrix(base + 7, dim, hidden, q),
-            w3: self.matrix(base + 8, w3_rows, dim, q),
+            attention_norm: self.section(at(in_layer::ATTENTION_NORM)),
+            wq: self.matrix(at(in_layer::WQ), dim, dim, q),
+            wk: self.matrix(at(in_layer::WK), kv, dim, q),
+            wv: self.matrix(at(in_layer::WV), kv, dim, q),
+            wo: self.matrix(at(in_layer::WO), dim, dim, q),
+            ffn_norm: self.section(at(in_layer::FFN_NORM)),
+            w1: self.matrix(at(in_layer::W1), hidden, dim, q),
+            w2: self.matrix(at(in_layer::W2), dim, hidden, q),
+            w3: self.matrix(at(in_layer::W3), w3_rows, dim, q),
         }
     }
 }
 
 fn read_config(bytes: &[u8]) -> Result<Config, FormatError> {
     let word = |at: usize| le_u32(bytes, at);
-    let ffn = match word(44) {
+    let ffn = match word(header::FFN) {
         0 => FfnKind::Plain,
         1 => FfnKind::Swiglu,
         _ => return Err(FormatError::BadConfig("unknown ffn kind")),
     };
-    let tied_embeddings = match word(48) {
+    let tied_embeddings = match word(header::TIED_EMBEDDINGS) {
         0 => false,
         1 => true,
         _ => return Err(FormatError::BadConfig("tied flag must be 0 or 1")),
     };
-    let tokenizer = match word(52) {
+    let tokenizer = match word(header::TOKENIZER) {
         0 => TokenizerKind::Char,
         1 => TokenizerKind::Bpe,
         _ => return Err(FormatError::BadConfig("unknown tokenizer kind")),
     };
-    let quant = match word(56) {
+    let quant = match word(header::QUANT) {
         1 => Quant::Int8,
         2 => Quant::Int4,
         _ => return Err(FormatError::BadConfig("unknown quantisation scheme")),
     };
     Ok(Config {
-        vocab_size: word(16) as usize,
-        dim: word(20) as usize,
-        hidden_dim: word(24) as usize,
-        n_layers: word(28) as usize,
-        n_heads: word(32) as usize,
-        n_kv_heads: word(36) as usize,
-        seq_len: word(40) as usize,
+        vocab_size: word(header::VOCAB_SIZE) as usize,
+        dim: word(header::DIM) as usize,
+        hidden_dim: word(header::HIDDEN_DIM) as usize,
+        n_layers: word(header::N_LAYERS) as usize,
+        n_heads: word(header::N_HEADS) as usize,
+        n_kv_heads: word(header::N_KV_HEADS) as usize,
+        seq_len: word(header::SEQ_LEN) as usize,
         ffn,
         tied_embeddings,
         tokenizer,
         quant,
-        group_size: word(60) as usize,
-        eot_id: word(64),
-        unk_id: word(68),
+        group_size: word(header::GROUP_SIZE) as usize,
+        eot_id: word(header::EOT_ID),
+        unk_id: word(header::UNK_ID),
     })
 }
 
@@ -794,27 +922,91 @@ mod writer {
     }
 
     /// Why a model could not be written.
-    #[derive(Debug)]
-    pub struct WriteError(pub std::string::String);
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum WriteError {
+        /// The configuration breaks a format rule.
+        Config(FormatError),
+        /// `token_bytes` does not hold one string per vocabulary entry.
+        TokenCount { tokens: usize, vocab_size: usize },
+        /// A merge refers to an id above `u16::MAX`.
+        MergeIdTooLarge(u32),
+        /// More merges than `u16` ranks.
+        TooManyMerges(usize),
+        /// `layers` does not hold one entry per layer.
+        LayerCount { layers: usize, n_layers: usize },
+        /// A section has the wrong length for the configuration.
+        SectionSize {
+            index: usize,
+            tag: u32,
+            layer: u32,
+            expected: usize,
+            found: usize,
+        },
+        /// The file would not fit the 32-bit offsets.
+        TooLarge,
+        /// The written file fails [`Model::parse`] (a writer bug).
+        Reparse(FormatError),
+    }
 
     impl fmt::Display for WriteError {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(&self.0)
+            match self {
+                WriteError::Config(_) => write!(f, "the configuration breaks the format"),
+                WriteError::TokenCount { tokens, vocab_size } => {
+                    write!(f, "{tokens} token strings for vocab {vocab_size}")
+                }
+                WriteError::MergeIdTooLarge(id) => write!(f, "merge id {id} exceeds u16"),
+                WriteError::TooManyMerges(n) => write!(f, "{n} merges, more than 65535"),
+                WriteError::LayerCount { layers, n_layers } => write!(
+                    f,
+                    "{layers} layers of sections for a configuration of {n_layers}"
+                ),
+                WriteError::SectionSize {
+                    index,
+                    tag,
+                    layer,
+                    expected,
+                    found,
+                } => write!(
+                    f,
+                    "section {index} (tag {tag}, layer {layer}) has {found} bytes, expected {expected}"
+                ),
+                WriteError::TooLarge => write!(f, "file exceeds 4 GiB"),
+                WriteError::Reparse(_) => write!(f, "the written file does not parse"),
+            }
         }
     }
-    impl std::error::Error for WriteError {}
+
+    impl std::error::Error for WriteError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            match self {
+                WriteError::Config(e) | WriteError::Reparse(e) => Some(e),
+                _ => None,
+            }
+        }
+    }
+
+    /// Zero bytes up to the next multiple of [`ALIGN`] (see [`pad4`]).
+    pub fn pad_to_align(out: &mut Vec<u8>) {
+        out.resize(pad4(out.len()).unwrap_or(out.len()), 0);
+    }
 
     /// Lays out header, table and sections, fills in length and CRC, and re-parses the result
     /// with [`Model::parse`] so a file this returns is one the device accepts.
     pub fn write_model(m: &ModelSections) -> Result<Vec<u8>, WriteError> {
         let c = &m.config;
-        c.validate().map_err(|e| WriteError(std::format!("{e}")))?;
+        c.validate().map_err(WriteError::Config)?;
         if m.token_bytes.len() != c.vocab_size {
-            return Err(WriteError(std::format!(
-                "{} token strings for vocab {}",
-                m.token_bytes.len(),
-                c.vocab_size
-            )));
+            return Err(WriteError::TokenCount {
+                tokens: m.token_bytes.len(),
+                vocab_size: c.vocab_size,
+            });
+        }
+        if m.layers.len() != c.n_layers {
+            return Err(WriteError::LayerCount {
+                layers: m.layers.len(),
+                n_layers: c.n_layers,
+            });
         }
         let mut offsets = Vec::with_capacity((c.vocab_size + 1) * 4);
         let mut blob = Vec::new();
@@ -823,27 +1015,20 @@ mod writer {
             blob.extend_from_slice(t);
             offsets.extend_from_slice(&(blob.len() as u32).to_le_bytes());
         }
-        let mut merges: Vec<(u16, u16, u16, u16)> = Vec::new();
-        for (rank, &(l, r, merged)) in m.merges.iter().enumerate() {
-            let id16 =
-                |v: u32| u16::try_from(v).map_err(|_| WriteError("merge id exceeds u16".into()));
+        let id16 = |v: u32| u16::try_from(v).map_err(|_| WriteError::MergeIdTooLarge(v));
+        let mut merges = Vec::with_capacity(m.merges.len());
+        for (rank, &(left, right, merged)) in m.merges.iter().enumerate() {
             let rank =
-                u16::try_from(rank).map_err(|_| WriteError("more than 65535 merges".into()))?;
-            merges.push((id16(l)?, id16(r)?, id16(merged)?, rank));
+                u16::try_from(rank).map_err(|_| WriteError::TooManyMerges(m.merges.len()))?;
+            merges.push(Merge {
+                left: id16(left)?,
+                right: id16(right)?,
+                merged: id16(merged)?,
+                rank,
+            });
         }
-        merges.sort();
-        let merge_bytes: Vec<u8> = merges
-            .iter()
-            .flat_map(|&(l, r, m, k)| {
-                [
-                    l.to_le_bytes(),
-                    r.to_le_bytes(),
-                    m.to_le_bytes(),
-                    k.to_le_bytes(),
-                ]
-                .concat()
-            })
-            .collect();
+        merges.sort_by_key(|m| (m.left, m.right, m.merged, m.rank));
+        let merge_bytes: Vec<u8> = merges.iter().flat_map(|m| m.to_le_bytes()).collect();
         let byte_tokens: Vec<u8> = m
             .byte_tokens
             .iter()
@@ -855,75 +1040,74 @@ mod writer {
             .flat_map(|&(c, s)| [c.to_le_bytes(), s.to_le_bytes()].concat())
             .collect();
 
-        let mut sections: Vec<&[u8]> = std::vec![
-            &offsets,
-            &blob,
-            &merge_bytes,
-            &byte_tokens,
-            &rope,
-            &m.token_embedding
-        ];
-        if m.layers.len() != c.n_layers {
-            return Err(WriteError(
-                "layer count does not match the configuration".into(),
-            ));
-        }
+        let mut before: [&[u8]; SECTIONS_BEFORE_LAYERS] = [&[]; SECTIONS_BEFORE_LAYERS];
+        before[index::VOCAB_OFFSETS] = &offsets;
+        before[index::VOCAB_BYTES] = &blob;
+        before[index::MERGES] = &merge_bytes;
+        before[index::BYTE_TOKENS] = &byte_tokens;
+        before[index::ROPE] = &rope;
+        before[index::TOKEN_EMBEDDING] = &m.token_embedding;
+        let mut sections: Vec<&[u8]> = before.to_vec();
         for layer in &m.layers {
             sections.extend(layer.iter().map(|s| s.as_slice()));
         }
         sections.push(&m.final_norm);
         sections.push(&m.output);
+        debug_assert_eq!(sections.len(), c.n_sections());
 
         let n = sections.len();
         let mut out = std::vec![0u8; HEADER_BYTES + n * SECTION_ENTRY_BYTES];
-        out[0..4].copy_from_slice(&MAGIC);
-        let mut header = |at: usize, v: u32| out[at..at + 4].copy_from_slice(&v.to_le_bytes());
-        header(4, VERSION);
-        header(16, c.vocab_size as u32);
-        header(20, c.dim as u32);
-        header(24, c.hidden_dim as u32);
-        header(28, c.n_layers as u32);
-        header(32, c.n_heads as u32);
-        header(36, c.n_kv_heads as u32);
-        header(40, c.seq_len as u32);
-        header(44, c.ffn as u32);
-        header(48, c.tied_embeddings as u32);
-        header(52, c.tokenizer as u32);
-        header(56, c.quant as u32);
-        header(60, c.group_size as u32);
-        header(64, c.eot_id);
-        header(68, c.unk_id);
-        header(72, n as u32);
+        out[header::MAGIC..header::MAGIC + 4].copy_from_slice(&MAGIC);
+        let put =
+            |out: &mut [u8], at: usize, v: u32| out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let fields = [
+            (header::VERSION, VERSION),
+            (header::VOCAB_SIZE, c.vocab_size as u32),
+            (header::DIM, c.dim as u32),
+            (header::HIDDEN_DIM, c.hidden_dim as u32),
+            (header::N_LAYERS, c.n_layers as u32),
+            (header::N_HEADS, c.n_heads as u32),
+            (header::N_KV_HEADS, c.n_kv_heads as u32),
+            (header::SEQ_LEN, c.seq_len as u32),
+            (header::FFN, c.ffn as u32),
+            (header::TIED_EMBEDDINGS, c.tied_embeddings as u32),
+            (header::TOKENIZER, c.tokenizer as u32),
+            (header::QUANT, c.quant as u32),
+            (header::GROUP_SIZE, c.group_size as u32),
+            (header::EOT_ID, c.eot_id),
+            (header::UNK_ID, c.unk_id),
+            (header::N_SECTIONS, n as u32),
+        ];
+        for (at, v) in fields {
+            put(&mut out, at, v);
+        }
         for (index, data) in sections.iter().enumerate() {
-            let (t, layer) =
-                canonical_section(c, index).ok_or(WriteError("too many sections".into()))?;
+            let (t, layer) = canonical_section(c, index).unwrap_or((0, NO_LAYER));
             if let Some(expected) = section_bytes(c, t) {
                 if expected != data.len() {
-                    return Err(WriteError(std::format!(
-                        "section {index} (tag {t}, layer {layer}) has {} bytes, expected {expected}",
-                        data.len()
-                    )));
+                    return Err(WriteError::SectionSize {
+                        index,
+                        tag: t,
+                        layer,
+                        expected,
+                        found: data.len(),
+                    });
                 }
             }
-            while !out.len().is_multiple_of(ALIGN) {
-                out.push(0);
-            }
-            let entry = HEADER_BYTES + index * SECTION_ENTRY_BYTES;
-            let fields = [t, layer, out.len() as u32, data.len() as u32];
-            for (k, v) in fields.iter().enumerate() {
-                out[entry + 4 * k..entry + 4 * k + 4].copy_from_slice(&v.to_le_bytes());
-            }
+            pad_to_align(&mut out);
+            let at = HEADER_BYTES + index * SECTION_ENTRY_BYTES;
+            let offset = u32::try_from(out.len()).map_err(|_| WriteError::TooLarge)?;
+            put(&mut out, at + entry::TAG, t);
+            put(&mut out, at + entry::LAYER, layer);
+            put(&mut out, at + entry::OFFSET, offset);
+            put(&mut out, at + entry::LEN, data.len() as u32);
             out.extend_from_slice(data);
         }
-        while !out.len().is_multiple_of(ALIGN) {
-            out.push(0);
-        }
-        let len = u32::try_from(out.len()).map_err(|_| WriteError("file exceeds 4 GiB".into()))?;
-        out[8..12].copy_from_slice(&len.to_le_bytes());
-        let crc = crc32(&out[CRC_START..]);
-        out[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_le_bytes());
-        Model::parse(&out)
-            .map_err(|e| WriteError(std::format!("written file does not parse: {e}")))?;
+        pad_to_align(&mut out);
+        let len = u32::try_from(out.len()).map_err(|_| WriteError::TooLarge)?;
+        put(&mut out, header::FILE_BYTES, len);
+        fix_crc(&mut out);
+        Model::parse(&out).map_err(WriteError::Reparse)?;
         Ok(out)
     }
 

@@ -77,6 +77,14 @@ impl Multiplier {
         }
     }
 
+    /// The file's 8-byte form, as [`Multiplier::from_le_bytes`] reads it (the exporter's encoder).
+    pub fn to_le_bytes(self) -> [u8; 8] {
+        let mut out = [0; 8];
+        out[..4].copy_from_slice(&self.mant.to_le_bytes());
+        out[4..].copy_from_slice(&self.shift.to_le_bytes());
+        out
+    }
+
     /// `v / 2^frac_bits` as a multiplier normalised to `mant ∈ [2³⁰, 2³¹)`.
     pub fn from_fixed(v: u64, frac_bits: i32) -> Multiplier {
         if v == 0 {
@@ -640,6 +648,15 @@ mod tests {
             assert!((s - 1.0 / (1.0 + (-x).exp())).abs() < 5e-5);
         }
         assert_eq!(silu_q16(0), 0);
+    }
+
+    #[test]
+    fn multiplier_bytes_round_trip() {
+        let m = Multiplier {
+            mant: 0x4000_1234,
+            shift: -3,
+        };
+        assert_eq!(Multiplier::from_le_bytes(&m.to_le_bytes()), m);
     }
 
     #[test]

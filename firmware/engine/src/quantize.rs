@@ -2,7 +2,7 @@
 //! [`FloatModel`] from a checkpoint and calls [`quantize_model`] then
 //! [`crate::format::write_model`]. Why these schemes: docs/quantization.md.
 
-use crate::format::{Config, FfnKind, ModelSections, Quant, TokenizerKind};
+use crate::format::{pad_to_align, Config, FfnKind, ModelSections, Quant, TokenizerKind};
 use crate::kernels::Multiplier;
 use std::vec::Vec;
 
@@ -62,17 +62,6 @@ pub fn multiplier_to_f64(m: Multiplier) -> f64 {
     m.mant as f64 * 2f64.powi(-m.shift)
 }
 
-fn push_multiplier(out: &mut Vec<u8>, m: Multiplier) {
-    out.extend_from_slice(&m.mant.to_le_bytes());
-    out.extend_from_slice(&m.shift.to_le_bytes());
-}
-
-fn pad4(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
-
 /// Scheme 1: `W[r,c] ≈ q[r,c] · s_r`, `s_r = max_c |W[r,c]| / 127`, `q` int8 (round to nearest).
 pub fn quantize_int8(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
     assert_eq!(w.len(), rows * cols, "matrix size");
@@ -82,7 +71,7 @@ pub fn quantize_int8(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
         let max = row.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
         let step = multiplier_from_f64(max / 127.0);
         let s = multiplier_to_f64(step);
-        push_multiplier(&mut scales, step);
+        scales.extend_from_slice(&step.to_le_bytes());
         weights.extend(row.iter().map(|&v| {
             if s > 0.0 {
                 (v as f64 / s).round().clamp(-127.0, 127.0) as i8 as u8
@@ -91,7 +80,7 @@ pub fn quantize_int8(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
             }
         }));
     }
-    pad4(&mut weights);
+    pad_to_align(&mut weights);
     scales.extend_from_slice(&weights);
     scales
 }
@@ -108,7 +97,7 @@ pub fn quantize_int4(w: &[f32], rows: usize, cols: usize, group: usize) -> Vec<u
         let max = row.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
         let step = multiplier_from_f64(max / (7.0 * 255.0));
         let s = multiplier_to_f64(step);
-        push_multiplier(&mut scales, step);
+        scales.extend_from_slice(&step.to_le_bytes());
         let mut packed = vec_zeroed(cols.div_ceil(2));
         for (g, chunk) in row.chunks(group).enumerate() {
             let gmax = chunk.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
@@ -135,8 +124,8 @@ pub fn quantize_int4(w: &[f32], rows: usize, cols: usize, group: usize) -> Vec<u
         }
         nibbles.extend_from_slice(&packed);
     }
-    pad4(&mut group_scales);
-    pad4(&mut nibbles);
+    pad_to_align(&mut group_scales);
+    pad_to_align(&mut nibbles);
     scales.extend_from_slice(&group_scales);
     scales.extend_from_slice(&nibbles);
     scales

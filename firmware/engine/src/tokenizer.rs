@@ -9,7 +9,7 @@
 //!
 //! Decoding is [`Model::token_bytes`]: concatenate the pieces.
 
-use crate::format::{Model, TokenizerKind, MERGE_BYTES};
+use crate::format::{Merge, Model, TokenizerKind, MERGE_BYTES};
 use crate::forward::EngineError;
 
 const END_OF_TEXT: &[u8] = b"<|endoftext|>";
@@ -129,20 +129,11 @@ impl<'a> Model<'a> {
         let (mut lo, mut hi) = (0usize, merges.len() / MERGE_BYTES);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let m = merges.get(mid * MERGE_BYTES..(mid + 1) * MERGE_BYTES)?;
-            let entry = (
-                u16::from_le_bytes([m[0], m[1]]) as u32,
-                u16::from_le_bytes([m[2], m[3]]) as u32,
-            );
-            match entry.cmp(&key) {
+            let m = Merge::from_le_bytes(merges.get(mid * MERGE_BYTES..(mid + 1) * MERGE_BYTES)?);
+            match (m.left as u32, m.right as u32).cmp(&key) {
                 core::cmp::Ordering::Less => lo = mid + 1,
                 core::cmp::Ordering::Greater => hi = mid,
-                core::cmp::Ordering::Equal => {
-                    return Some((
-                        u16::from_le_bytes([m[6], m[7]]),
-                        u16::from_le_bytes([m[4], m[5]]) as u32,
-                    ))
-                }
+                core::cmp::Ordering::Equal => return Some((m.rank, m.merged as u32)),
             }
         }
         None
