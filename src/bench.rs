@@ -938,8 +938,7 @@ mod report {
                 Some(random(m.vocab_size * m.dim))
             },
         };
-        write_model(&quantize_model(&float, Quant::Int8, 0))
-            .context("writing the synthetic model")
+        write_model(&quantize_model(&float, Quant::Int8, 0)).context("writing the synthetic model")
     }
 
     fn markdown(rows: &[(String, BenchResult)], args: &Args, svg: &str) -> String {

@@ -8,7 +8,8 @@
 //! - `config.json` (the named config with the training section actually used), `tokenizer.json`
 //!   (Hugging Face format), `metrics.csv`; at the end of training also `loss.svg` and `sample.txt`.
 //!
-//! Every file is replaced by write-to-temp + fsync + rename, so each is complete at every instant.
+//! Every file is replaced by write-to-temp + fsync + rename ([`crate::fsio::write_atomic`]), so
+//! each is complete at every instant.
 //! `state.safetensors` is self-contained (resume reads nothing else that changes during a run);
 //! it is renamed into place before `model.safetensors`, so a kill between the two leaves the
 //! previous complete model file next to a newer resume state, never a torn file.
@@ -20,7 +21,6 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -121,7 +121,7 @@ pub fn read_config(dir: &Path) -> Result<NamedConfig> {
 /// Writes `dir/config.json` atomically.
 pub fn write_config(dir: &Path, config: &NamedConfig) -> Result<()> {
     let json = serde_json::to_string_pretty(config)? + "\n";
-    write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+    crate::fsio::write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
 }
 
 /// Metadata key under which our fields are stored, as one JSON object: safetensors keeps its
@@ -147,34 +147,4 @@ pub fn metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>> {
         Some(json) => Ok(serde_json::from_str(json)?),
         None => Ok(BTreeMap::new()),
     }
-}
-
-/// Writes `bytes` to `path` so that `path` is at every instant either the old or the new complete
-/// file: a temp file in the same directory, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .context("atomic write: path has no file name")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    drop(file);
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

@@ -297,7 +297,7 @@ pub fn print_report(report: &EvalReport, json: bool) -> Result<()> {
 
 /// `starmind eval`.
 pub fn run(args: Args) -> Result<()> {
-    crate::train::tune_allocator();
+    crate::process::tune_allocator();
     if !args.checkpoint.exists() {
         bail!(
             "{} does not exist: pass a checkpoint directory (from `starmind train`) or a model file (from `starmind export`)",
@@ -324,7 +324,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn eval_checkpoint(dir: &Path, corpus: &Corpus, args: &Args) -> Result<()> {
     let checkpoint = crate::checkpoint::load(dir)?;
-    crate::train::single_threaded_matmuls();
+    crate::process::single_threaded_matmuls();
     eprintln!(
         "checkpoint {} ({}, step {})",
         dir.display(),

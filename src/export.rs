@@ -86,7 +86,7 @@ pub fn run(args: Args) -> Result<()> {
             board.arena_ram_bytes()
         );
     }
-    checkpoint::write_atomic(&args.output, &bytes)?;
+    crate::fsio::write_atomic(&args.output, &bytes)?;
     println!(
         "wrote {} ({} bytes, {:?})",
         args.output.display(),

@@ -1,24 +1,7 @@
-//! starmind: story text → tiny transformer → integer model file → Raspberry Pi Pico.
-//!
-//! This file only parses the command line and dispatches; every subcommand is a module with an
-//! `Args` struct and a `run` function that tests can call directly.
+//! The `starmind` command line: clap structs and dispatch to the library (`starmind::*::run`).
 
 use clap::{Parser, Subcommand};
-
-mod bench;
-mod checkpoint;
-mod config;
-mod configs_cmd;
-mod data;
-mod eval;
-mod export;
-mod flash;
-mod generate;
-mod model;
-mod model_file_eval;
-mod tokenizer;
-mod train;
-mod uf2;
+use starmind::{bench, configs_cmd, eval, export, flash, generate, train};
 
 #[derive(Parser)]
 #[command(

@@ -148,7 +148,7 @@ impl Tokenizer {
     /// Writes the Hugging Face `tokenizer.json` (atomically: temp file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = self.to_json()?;
-        crate::checkpoint::write_atomic(path, json.as_bytes())
+        crate::fsio::write_atomic(path, json.as_bytes())
     }
 
     /// The Hugging Face `tokenizer.json` text.

@@ -12,7 +12,9 @@ use crate::checkpoint::{self, CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE,
 use crate::config::{self, NamedConfig, TrainConfig};
 use crate::data::{self, Corpus, Rng};
 use crate::eval::{self, EvalReport};
+use crate::fsio;
 use crate::model::{self, Transformer};
+use crate::process;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
@@ -74,36 +76,6 @@ pub struct Args {
     pub threads: Option<usize>,
 }
 
-/// Sets the number of compute threads (candle and tokenizers size their pools from
-/// `RAYON_NUM_THREADS` when they first start); must run before any tensor work.
-pub fn set_threads(threads: Option<usize>) {
-    if let Some(n) = threads {
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-}
-
-/// Makes candle run each matrix product on the calling thread. The trainer and the evaluator
-/// keep the cores busy with their own threads (gradient shards, window groups); candle's own
-/// rayon-parallel matmuls would queue behind each other in the shared pool instead (measured:
-/// ~8% slower). candle reads `RAYON_NUM_THREADS` at every matmul; rayon's pool, already built by
-/// then, keeps its size for the tokenizer. Call before the compute threads start.
-pub fn single_threaded_matmuls() {
-    std::env::set_var("RAYON_NUM_THREADS", "1");
-}
-
-/// Keeps freed tensor buffers in the process. glibc hands large freed blocks back to the OS and
-/// page-faults them in again on the next op; a tiny model allocates and frees megabyte tensors
-/// hundreds of times per step, and the page faults took ~30% of training time.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning parameters; called before heavy allocation.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-    }
-}
-
 /// What a finished run reports (also written as `eval.json` in the checkpoint directory).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainReport {
@@ -118,8 +90,8 @@ pub struct TrainReport {
 
 /// `starmind train`.
 pub fn run(args: Args) -> Result<()> {
-    set_threads(args.threads);
-    tune_allocator();
+    process::set_threads(args.threads);
+    process::tune_allocator();
     let started = Instant::now();
     let out = match (&args.out, &args.config) {
         (Some(out), _) => out.clone(),
@@ -203,7 +175,7 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
             config.model.vocab_size
         );
     }
-    remove_stale_temp_files(out);
+    fsio::remove_stale_temp_files(out);
     if resumed.is_none() {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let previous = [
@@ -246,7 +218,7 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
         );
     }
 
-    single_threaded_matmuls();
+    process::single_threaded_matmuls();
     let run = RunInputs {
         config: &config,
         train_tokens: &train_tokens,
@@ -266,19 +238,6 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
         return Ok(None);
     }
     finish(&config, &model, &tokenizer, &corpus, out, train_seconds).map(Some)
-}
-
-/// Temp files of atomic writes that a killed run left behind (never the live files).
-fn remove_stale_temp_files(out: &Path) {
-    let Ok(entries) = std::fs::read_dir(out) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.contains(".tmp") {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 fn apply_overrides(train: &mut TrainConfig, args: &Args) {
@@ -332,9 +291,9 @@ fn finish(
         SAMPLE_TEMPERATURE,
         &mut rng,
     )?;
-    checkpoint::write_atomic(&out.join("sample.txt"), sample.as_bytes())?;
+    fsio::write_atomic(&out.join("sample.txt"), sample.as_bytes())?;
     let rows = read_metrics(&out.join(METRICS_FILE))?;
-    checkpoint::write_atomic(
+    fsio::write_atomic(
         &out.join("loss.svg"),
         loss_svg(&config.name, &rows).as_bytes(),
     )?;
@@ -348,7 +307,7 @@ fn finish(
         sample,
     };
     let json = serde_json::to_string_pretty(&train_report)? + "\n";
-    checkpoint::write_atomic(&out.join("eval.json"), json.as_bytes())?;
+    fsio::write_atomic(&out.join("eval.json"), json.as_bytes())?;
     Ok(train_report)
 }
 
@@ -779,7 +738,7 @@ fn train_loop(
             save_checkpoint(run, &optimizer, &rng, step, elapsed, &rows)?;
             last_checkpoint = Some(step);
         } else if is_eval {
-            checkpoint::write_atomic(&run.out.join(METRICS_FILE), metrics_csv(&rows).as_bytes())?;
+            fsio::write_atomic(&run.out.join(METRICS_FILE), metrics_csv(&rows).as_bytes())?;
         }
         let this_run = started.elapsed().as_secs_f64();
         let done_this_run = step - resumed.as_ref().map_or(0, |s| s.step);
@@ -925,7 +884,7 @@ fn save_checkpoint(
         ("config".to_string(), run.config.name.clone()),
     ]);
     let state = optimizer.state_tensors()?;
-    checkpoint::write_atomic(
+    fsio::write_atomic(
         &out.join(STATE_FILE),
         &checkpoint::serialize_tensors(&state, &state_meta)?,
     )?;
@@ -939,11 +898,11 @@ fn save_checkpoint(
         ("step".to_string(), step.to_string()),
         ("config".to_string(), run.config.name.clone()),
     ]);
-    checkpoint::write_atomic(
+    fsio::write_atomic(
         &out.join(MODEL_FILE),
         &checkpoint::serialize_tensors(&weights, &model_meta)?,
     )?;
-    checkpoint::write_atomic(&out.join(METRICS_FILE), metrics_csv(rows).as_bytes())?;
+    fsio::write_atomic(&out.join(METRICS_FILE), metrics_csv(rows).as_bytes())?;
     debug_assert!(out.join(CONFIG_FILE).exists());
     Ok(())
 }

@@ -1,0 +1,41 @@
+//! starmind: story text → tiny transformer → integer model file → Raspberry Pi Pico.
+//!
+//! The library is the product; the `starmind` binary (`src/main.rs`) only parses the command
+//! line and calls `<command>::run`. Every subcommand is a module with an `Args` struct and a
+//! `run` function, and what a command does is built from functions a test can call.
+//!
+//! Data flows one way, each arrow one function:
+//!
+//! ```text
+//! text ──data::load_corpus──▶ Corpus
+//!      ──tokenizer::Tokenizer::train──▶ Tokenizer
+//!      ──train::run──▶ checkpoint directory (checkpoint::load reads it back)
+//!      ──export::export──▶ model file bytes (starmind_engine::format)
+//!      ──starmind_engine::story::tell──▶ tokens (host: generate, eval, bench --host;
+//!                                                device: firmware/rp2040)
+//!      ──bench::run──▶ report
+//! ```
+//!
+//! Modules, upstream first:
+//! - foundations: [`process`] (threads, allocator), [`fsio`] (atomic writes), [`config`] (named
+//!   configs), [`data`] (corpus), [`tokenizer`];
+//! - the float model: [`model`] (candle), [`checkpoint`] (directories on disk);
+//! - commands, in pipeline order: [`configs_cmd`], [`train`], [`eval`] and [`model_file_eval`],
+//!   [`export`], [`generate`], [`uf2`] and [`flash`], [`bench`].
+
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod configs_cmd;
+pub mod data;
+pub mod eval;
+pub mod export;
+pub mod flash;
+pub mod fsio;
+pub mod generate;
+pub mod model;
+pub mod model_file_eval;
+pub mod process;
+pub mod tokenizer;
+pub mod train;
+pub mod uf2;
