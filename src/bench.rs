@@ -450,21 +450,9 @@ pub fn weight_bytes_per_token(model: &Model) -> u64 {
         + embedding / c.vocab_size.max(1) as u64
 }
 
-/// Parameters as the seed counted them (no norms): embedding, attention, FFN, untied head.
+/// Parameters as the seed counted them (no norms): [`crate::config::ModelConfig::seed_param_count`].
 pub fn params(model: &Model) -> u64 {
-    let c = model.config();
-    let ffn = if c.ffn == starmind_engine::FfnKind::Swiglu {
-        3
-    } else {
-        2
-    };
-    let layer = 2 * c.dim * c.dim + 2 * c.dim * c.kv_dim() + ffn * c.dim * c.hidden_dim;
-    let head = if c.tied_embeddings {
-        0
-    } else {
-        c.vocab_size * c.dim
-    };
-    (c.vocab_size * c.dim + c.n_layers * layer + head) as u64
+    crate::config::ModelConfig::from(&model.config()).seed_param_count() as u64
 }
 
 fn line_field<'l>(line: &'l str, key: &str) -> Option<&'l str> {
@@ -890,7 +878,7 @@ mod report {
                 })
                 .collect()
         };
-        let kv_dim = m.dim / m.n_heads * m.n_kv_heads;
+        let kv_dim = m.kv_dim();
         let swiglu = matches!(m.ffn, Ffn::Swiglu);
         let layers = (0..m.n_layers)
             .map(|_| FloatLayer {
@@ -922,7 +910,7 @@ mod report {
         // The synthetic vocabulary is char-level whatever the config's tokenizer.
         let config = Config {
             tokenizer: TokenizerKind::Char,
-            ..crate::export::engine_config(m, 0, (m.vocab_size > 1).then_some(1))
+            ..m.engine_config(0, (m.vocab_size > 1).then_some(1))
         };
         let float = FloatModel {
             config,

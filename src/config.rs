@@ -5,6 +5,8 @@
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use starmind_engine::format::{self, FfnKind, Quant, NO_TOKEN};
+use starmind_engine::Config as EngineConfig;
 use std::path::{Path, PathBuf};
 
 /// Feed-forward block shape.
@@ -106,45 +108,53 @@ pub struct NamedConfig {
 }
 
 impl ModelConfig {
+    /// The engine's configuration of this shape (the model file header) with the tokenizer's
+    /// special ids: the one conversion between the two. Quantisation is int8 here; the
+    /// quantiser sets the scheme it uses.
+    pub fn engine_config(&self, eot_id: u32, unk_id: Option<u32>) -> EngineConfig {
+        EngineConfig {
+            vocab_size: self.vocab_size,
+            dim: self.dim,
+            hidden_dim: self.hidden_dim,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            seq_len: self.seq_len,
+            ffn: match self.ffn {
+                Ffn::Plain => FfnKind::Plain,
+                Ffn::Swiglu => FfnKind::Swiglu,
+            },
+            tied_embeddings: self.tied_embeddings,
+            tokenizer: match self.tokenizer {
+                TokenizerKind::Char => format::TokenizerKind::Char,
+                TokenizerKind::Bpe => format::TokenizerKind::Bpe,
+            },
+            quant: Quant::Int8,
+            group_size: 0,
+            eot_id,
+            unk_id: unk_id.unwrap_or(NO_TOKEN),
+        }
+    }
+
+    /// The shape alone (no special ids): what the derived sizes and the checks read.
+    fn shape(&self) -> EngineConfig {
+        self.engine_config(0, None)
+    }
+
+    /// Elements per attention head (the engine's derivation).
     pub fn head_size(&self) -> usize {
-        self.dim / self.n_heads
+        self.shape().head_size()
     }
 
+    /// Rows of the key and value projections (the engine's derivation).
     pub fn kv_dim(&self) -> usize {
-        self.head_size() * self.n_kv_heads
+        self.shape().kv_dim()
     }
 
-    /// Checks the shape rules the trainer and the integer engine rely on.
+    /// Checks the shape rules the trainer and the integer engine rely on: the engine's own
+    /// [`EngineConfig::validate_shape`], so a config that trains is one the device runs.
     pub fn validate(&self) -> Result<()> {
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("dim", self.dim),
-            ("hidden_dim", self.hidden_dim),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("n_kv_heads", self.n_kv_heads),
-            ("seq_len", self.seq_len),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                bail!("{name} must be positive");
-            }
-        }
-        if !self.dim.is_multiple_of(self.n_heads) {
-            bail!(
-                "dim {} is not a multiple of n_heads {}",
-                self.dim,
-                self.n_heads
-            );
-        }
-        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            bail!(
-                "n_heads {} is not a multiple of n_kv_heads {}",
-                self.n_heads,
-                self.n_kv_heads
-            );
-        }
-        Ok(())
+        Ok(self.shape().validate_shape()?)
     }
 
     /// Parameters as the seed experiment counted them: embedding (`vocab·dim`), per layer
@@ -169,6 +179,30 @@ impl ModelConfig {
     /// Every trainable parameter, RMSNorm gains included.
     pub fn param_count(&self) -> usize {
         self.seed_param_count() + (2 * self.n_layers + 1) * self.dim
+    }
+}
+
+impl From<&EngineConfig> for ModelConfig {
+    /// The architecture of a model file.
+    fn from(c: &EngineConfig) -> ModelConfig {
+        ModelConfig {
+            vocab_size: c.vocab_size,
+            dim: c.dim,
+            hidden_dim: c.hidden_dim,
+            n_layers: c.n_layers,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            seq_len: c.seq_len,
+            ffn: match c.ffn {
+                FfnKind::Plain => Ffn::Plain,
+                FfnKind::Swiglu => Ffn::Swiglu,
+            },
+            tied_embeddings: c.tied_embeddings,
+            tokenizer: match c.tokenizer {
+                format::TokenizerKind::Char => TokenizerKind::Char,
+                format::TokenizerKind::Bpe => TokenizerKind::Bpe,
+            },
+        }
     }
 }
 
@@ -515,6 +549,12 @@ mod tests {
             assert_eq!(shape.seed_param_count(), seed, "{what}: seed count");
             assert_eq!(shape.param_count(), all, "{what}: full count");
             shape.validate().unwrap();
+            let engine = shape.engine_config(0, Some(1));
+            assert_eq!(ModelConfig::from(&engine), shape, "{what}: round trip");
+            assert_eq!(
+                (engine.head_size(), engine.kv_dim()),
+                (shape.head_size(), shape.kv_dim())
+            );
         }
     }
 
@@ -545,6 +585,12 @@ mod tests {
         assert!(err.contains("not a multiple of n_heads"), "{err}");
         // The seed's story-5k-attention-monster: more heads (32) than dimensions (16).
         assert!(model(48, 16, 64, 1, 32, 32).validate().is_err());
+        // Beyond what the engine runs.
+        let err = model(64, 8192, 32, 1, 2, 2)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 4096"), "{err}");
         // Query heads must be a multiple of key/value heads.
         let err = model(64, 12, 32, 1, 4, 3)
             .validate()

@@ -6,10 +6,10 @@
 //! (docs/quantization.md), so there are no activation ranges to calibrate.
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::{Ffn, ModelConfig, TokenizerKind};
+use crate::config::{Ffn, TokenizerKind};
 use anyhow::{bail, Context, Result};
 use starmind_engine::budget::{Board, Budget};
-use starmind_engine::format::{self, Config, FfnKind, Quant, NO_TOKEN};
+use starmind_engine::format::{self, Quant};
 use starmind_engine::quantize::{quantize_model, FloatLayer, FloatModel};
 use starmind_engine::Model;
 use std::path::PathBuf;
@@ -144,32 +144,6 @@ pub fn export(checkpoint: &Checkpoint, quant: Quant, group_size: usize) -> Resul
     format::write_model(&sections).map_err(|e| anyhow::anyhow!("writing the model file: {e}"))
 }
 
-/// The engine's view of a model configuration (quantisation fields are set by the quantiser).
-pub fn engine_config(m: &ModelConfig, eot_id: u32, unk_id: Option<u32>) -> Config {
-    Config {
-        vocab_size: m.vocab_size,
-        dim: m.dim,
-        hidden_dim: m.hidden_dim,
-        n_layers: m.n_layers,
-        n_heads: m.n_heads,
-        n_kv_heads: m.n_kv_heads,
-        seq_len: m.seq_len,
-        ffn: match m.ffn {
-            Ffn::Plain => FfnKind::Plain,
-            Ffn::Swiglu => FfnKind::Swiglu,
-        },
-        tied_embeddings: m.tied_embeddings,
-        tokenizer: match m.tokenizer {
-            TokenizerKind::Char => format::TokenizerKind::Char,
-            TokenizerKind::Bpe => format::TokenizerKind::Bpe,
-        },
-        quant: Quant::Int8,
-        group_size: 0,
-        eot_id,
-        unk_id: unk_id.unwrap_or(NO_TOKEN),
-    }
-}
-
 /// The float weights and tokenizer tables of a checkpoint, by checkpoint tensor name.
 pub fn float_model(checkpoint: &Checkpoint) -> Result<FloatModel> {
     let m = &checkpoint.config.model;
@@ -226,7 +200,7 @@ pub fn float_model(checkpoint: &Checkpoint) -> Result<FloatModel> {
             .collect::<Result<Vec<_>>>()?,
     };
     Ok(FloatModel {
-        config: engine_config(m, tok.eot_id(), tok.unk_id()),
+        config: m.engine_config(tok.eot_id(), tok.unk_id()),
         token_bytes,
         merges: tok.merges(),
         byte_tokens,

@@ -130,22 +130,19 @@ mod tests {
     /// A weightless model file that carries only a tokenizer (enough for `Model::encode`).
     fn file_for(tok: &Tokenizer) -> Vec<u8> {
         let vocab = tok.vocab_size();
-        let mut config = crate::export::engine_config(
-            &crate::config::ModelConfig {
-                vocab_size: vocab,
-                dim: 2,
-                hidden_dim: 2,
-                n_layers: 1,
-                n_heads: 1,
-                n_kv_heads: 1,
-                seq_len: 2,
-                ffn: crate::config::Ffn::Plain,
-                tied_embeddings: true,
-                tokenizer: tok.kind(),
-            },
-            tok.eot_id(),
-            tok.unk_id(),
-        );
+        let mut config = crate::config::ModelConfig {
+            vocab_size: vocab,
+            dim: 2,
+            hidden_dim: 2,
+            n_layers: 1,
+            n_heads: 1,
+            n_kv_heads: 1,
+            seq_len: 2,
+            ffn: crate::config::Ffn::Plain,
+            tied_embeddings: true,
+            tokenizer: tok.kind(),
+        }
+        .engine_config(tok.eot_id(), tok.unk_id());
         config.quant = Quant::Int8;
         let token_bytes: Vec<Vec<u8>> = (0..vocab as u32).map(|i| tok.token_bytes(i)).collect();
         let byte_tokens = if tok.kind() == Kind::Bpe {

@@ -140,34 +140,10 @@ impl Config {
         SECTIONS_BEFORE_LAYERS + SECTIONS_PER_LAYER * self.n_layers + SECTIONS_AFTER_LAYERS
     }
 
-    /// Checks the shape rules the forward pass relies on.
+    /// Checks every rule of the configuration: [`Config::validate_shape`], then quantisation and
+    /// the special token ids.
     pub fn validate(&self) -> Result<(), FormatError> {
-        let dims = [
-            self.dim,
-            self.hidden_dim,
-            self.seq_len,
-            self.n_heads,
-            self.n_kv_heads,
-        ];
-        if self.vocab_size == 0 || self.vocab_size > MAX_VOCAB {
-            return Err(FormatError::BadConfig("vocab_size must be in 1..=65535"));
-        }
-        if dims.iter().any(|&d| d == 0 || d > MAX_DIM) {
-            return Err(FormatError::BadConfig(
-                "dim, hidden_dim, seq_len and head counts must be in 1..=4096",
-            ));
-        }
-        if self.n_layers == 0 || self.n_layers > MAX_LAYERS {
-            return Err(FormatError::BadConfig("n_layers must be in 1..=64"));
-        }
-        if self.head_size() > MAX_HEAD_SIZE {
-            return Err(FormatError::BadConfig("head_size must be at most 256"));
-        }
-        if !self.dim.is_multiple_of(self.n_heads) || !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return Err(FormatError::BadConfig(
-                "dim must divide by n_heads, n_heads by n_kv_heads",
-            ));
-        }
+        self.validate_shape()?;
         match self.quant {
             Quant::Int8 if self.group_size != 0 => {
                 return Err(FormatError::BadConfig("int8 has no group size"))
@@ -185,6 +161,48 @@ impl Config {
         }
         if self.tokenizer == TokenizerKind::Char && self.unk_id == NO_TOKEN {
             return Err(FormatError::BadConfig("a char tokenizer needs an unk_id"));
+        }
+        Ok(())
+    }
+
+    /// Checks the shape rules the forward pass relies on (the host's model configs are checked
+    /// by this very function): every size positive and within the `MAX_*` bounds, `dim` a
+    /// multiple of `n_heads`, `n_heads` of `n_kv_heads`.
+    pub fn validate_shape(&self) -> Result<(), FormatError> {
+        let dims = [
+            self.dim,
+            self.hidden_dim,
+            self.seq_len,
+            self.n_heads,
+            self.n_kv_heads,
+        ];
+        if self.vocab_size == 0 || self.vocab_size > MAX_VOCAB {
+            return Err(FormatError::BadConfig(
+                "vocab_size must be positive and at most 65535",
+            ));
+        }
+        if dims.iter().any(|&d| d == 0 || d > MAX_DIM) {
+            return Err(FormatError::BadConfig(
+                "dim, hidden_dim, seq_len, n_heads and n_kv_heads must be positive and at most 4096",
+            ));
+        }
+        if self.n_layers == 0 || self.n_layers > MAX_LAYERS {
+            return Err(FormatError::BadConfig(
+                "n_layers must be positive and at most 64",
+            ));
+        }
+        if !self.dim.is_multiple_of(self.n_heads) {
+            return Err(FormatError::BadConfig("dim is not a multiple of n_heads"));
+        }
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return Err(FormatError::BadConfig(
+                "n_heads is not a multiple of n_kv_heads",
+            ));
+        }
+        if self.head_size() > MAX_HEAD_SIZE {
+            return Err(FormatError::BadConfig(
+                "head_size (dim / n_heads) must be at most 256",
+            ));
         }
         Ok(())
     }
