@@ -19,7 +19,8 @@
 //! Modules, upstream first:
 //! - foundations: [`process`] (threads, allocator), [`fsio`] (atomic writes), [`config`] (named
 //!   configs), [`data`] (corpus), [`tokenizer`];
-//! - the float model: [`model`] (candle), [`checkpoint`] (directories on disk);
+//! - the float model: [`model`] (candle), [`checkpoint`] (directories on disk), [`sample`]
+//!   (float sampling);
 //! - commands, in pipeline order: [`configs_cmd`], [`train`], [`eval`] and [`model_file_eval`],
 //!   [`export`], [`generate`], [`uf2`] and [`flash`], [`bench`].
 
@@ -36,6 +37,7 @@ pub mod generate;
 pub mod model;
 pub mod model_file_eval;
 pub mod process;
+pub mod sample;
 pub mod tokenizer;
 pub mod train;
 pub mod uf2;

@@ -2,7 +2,9 @@
 //!
 //! One function per arrow: [`data::load_corpus`] → [`Tokenizer::train`] → the loop in
 //! [`train_loop`] (AdamW, warmup + cosine, global-norm clipping, periodic validation, atomic
-//! checkpoints) → final evaluation, sample and loss curve.
+//! checkpoints) → final evaluation, sample and loss curve. This file is the run top to bottom;
+//! [`optim`] holds AdamW and the schedule, [`metrics`] metrics.csv and the loss plot,
+//! [`progress`] the progress bar.
 //!
 //! Determinism: all randomness (initial weights, batch sampling, the final sample) comes from
 //! [`Rng`] seeded with `--seed`; the sampler's state and the AdamW moments are saved with every
@@ -18,20 +20,22 @@ use crate::process;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
-use candle_nn::VarMap;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+pub mod metrics;
+pub mod optim;
+pub mod progress;
+
+use metrics::{loss_svg, metrics_csv, read_metrics, MetricsRow};
+use optim::{learning_rate, AdamW};
+use progress::Progress;
 
 /// Prompt of the end-of-training sample.
 pub const SAMPLE_PROMPT: &str = "Once upon a time";
 const SAMPLE_TOKENS: usize = 200;
 const SAMPLE_TEMPERATURE: f64 = 0.8;
-const ADAM_BETA1: f32 = 0.9;
-const ADAM_BETA2: f32 = 0.95;
-const ADAM_EPS: f32 = 1e-8;
 
 /// Arguments of `starmind train`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -283,7 +287,7 @@ fn finish(
         report.val_bpb
     );
     let mut rng = Rng::new(config.train.seed ^ 0x5A5A_5A5A);
-    let sample = generate(
+    let sample = crate::sample::generate(
         model,
         tokenizer,
         SAMPLE_PROMPT,
@@ -362,194 +366,6 @@ impl ResumeState {
     }
 }
 
-/// AdamW over the variables of a [`VarMap`], in plain f32 loops so that its moments can be saved
-/// and restored exactly (candle-nn's `AdamW` keeps them private). Same update as candle-nn's,
-/// with decoupled weight decay on matrices only (not on RMSNorm gains).
-struct AdamW {
-    names: Vec<String>,
-    vars: Vec<Var>,
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    step: usize,
-    weight_decay: f32,
-}
-
-impl AdamW {
-    fn new(varmap: &VarMap, weight_decay: f64) -> Result<Self> {
-        let data = varmap.data().lock().expect("VarMap lock");
-        let mut names: Vec<String> = data.keys().cloned().collect();
-        names.sort();
-        let vars: Vec<Var> = names.iter().map(|n| data[n].clone()).collect();
-        let m = vars.iter().map(|v| vec![0f32; v.elem_count()]).collect();
-        let v = vars.iter().map(|v| vec![0f32; v.elem_count()]).collect();
-        Ok(AdamW {
-            names,
-            vars,
-            m,
-            v,
-            step: 0,
-            weight_decay: weight_decay as f32,
-        })
-    }
-
-    /// Clips the gradients to global norm `clip`, then applies one update; returns the norm
-    /// before clipping, and whether every updated weight is finite (if not, nothing changes).
-    fn step(&mut self, flat: &[Vec<f32>], lr: f64, clip: f64) -> Result<(f64, bool)> {
-        let norm = flat
-            .iter()
-            .flatten()
-            .map(|&g| (g as f64) * (g as f64))
-            .sum::<f64>()
-            .sqrt();
-        let scale = if clip > 0.0 && norm > clip {
-            (clip / norm) as f32
-        } else {
-            1.0
-        };
-        let t = (self.step + 1) as i32;
-        let (lr, b1, b2) = (lr as f32, ADAM_BETA1, ADAM_BETA2);
-        let (correction1, correction2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        let (mut new_m, mut new_v, mut new_theta) = (self.m.clone(), self.v.clone(), Vec::new());
-        for (i, var) in self.vars.iter().enumerate() {
-            let decay = if var.rank() >= 2 {
-                1.0 - lr * self.weight_decay
-            } else {
-                1.0
-            };
-            let mut theta = var.flatten_all()?.to_vec1::<f32>()?;
-            let (m, v) = (&mut new_m[i], &mut new_v[i]);
-            for (j, g) in flat[i].iter().enumerate() {
-                let g = g * scale;
-                m[j] = b1 * m[j] + (1.0 - b1) * g;
-                v[j] = b2 * v[j] + (1.0 - b2) * g * g;
-                let update = (m[j] / correction1) / ((v[j] / correction2).sqrt() + ADAM_EPS);
-                theta[j] = theta[j] * decay - lr * update;
-            }
-            new_theta.push(theta);
-        }
-        if !new_theta.iter().flatten().all(|w| w.is_finite()) {
-            return Ok((norm, false));
-        }
-        self.step += 1;
-        (self.m, self.v) = (new_m, new_v);
-        for (var, theta) in self.vars.iter().zip(new_theta) {
-            var.set(&Tensor::from_vec(theta, var.shape(), var.device())?)?;
-        }
-        Ok((norm, true))
-    }
-
-    fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = Vec::new();
-        for (i, (name, var)) in self.names.iter().zip(&self.vars).enumerate() {
-            out.push((format!("param.{name}"), var.as_tensor().copy()?));
-            out.push((
-                format!("adam_m.{name}"),
-                Tensor::from_vec(self.m[i].clone(), var.shape(), &Device::Cpu)?,
-            ));
-            out.push((
-                format!("adam_v.{name}"),
-                Tensor::from_vec(self.v[i].clone(), var.shape(), &Device::Cpu)?,
-            ));
-        }
-        Ok(out)
-    }
-
-    fn restore(&mut self, state: &ResumeState) -> Result<()> {
-        for (i, (name, var)) in self.names.iter().zip(&self.vars).enumerate() {
-            let get = |prefix: &str| {
-                state
-                    .tensors
-                    .get(&format!("{prefix}.{name}"))
-                    .with_context(|| format!("state has no {prefix}.{name}"))
-            };
-            var.set(get("param")?)?;
-            self.m[i] = get("adam_m")?.flatten_all()?.to_vec1()?;
-            self.v[i] = get("adam_v")?.flatten_all()?.to_vec1()?;
-        }
-        self.step = state.step;
-        Ok(())
-    }
-}
-
-/// Learning rate for the update that takes the model from `step` to `step + 1`: linear warmup
-/// to the peak, then cosine down to the floor at the last step.
-pub fn learning_rate(train: &TrainConfig, step: usize) -> f64 {
-    if step < train.warmup_steps {
-        return train.learning_rate * (step + 1) as f64 / train.warmup_steps as f64;
-    }
-    let span = train.steps.saturating_sub(train.warmup_steps).max(1) as f64;
-    let progress = ((step - train.warmup_steps) as f64 / span).min(1.0);
-    train.min_learning_rate
-        + 0.5
-            * (train.learning_rate - train.min_learning_rate)
-            * (1.0 + (std::f64::consts::PI * progress).cos())
-}
-
-/// One row of metrics.csv.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricsRow {
-    pub step: usize,
-    pub learning_rate: f64,
-    /// Mean training loss (nats/token) since the previous row.
-    pub train_loss: f64,
-    pub val_loss: Option<f64>,
-    pub val_bpb: Option<f64>,
-    pub tokens_seen: u64,
-    pub elapsed_s: f64,
-}
-
-const METRICS_HEADER: &str = "step,learning_rate,train_loss,val_loss,val_bpb,tokens_seen,elapsed_s";
-
-fn metrics_csv(rows: &[MetricsRow]) -> String {
-    let mut s = format!("{METRICS_HEADER}\n");
-    let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
-    for r in rows {
-        let _ = writeln!(
-            s,
-            "{},{:.6e},{:.6},{},{},{},{:.3}",
-            r.step,
-            r.learning_rate,
-            r.train_loss,
-            opt(r.val_loss),
-            opt(r.val_bpb),
-            r.tokens_seen,
-            r.elapsed_s
-        );
-    }
-    s
-}
-
-/// Reads metrics.csv (empty if missing).
-pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(Vec::new());
-    };
-    let mut rows = Vec::new();
-    for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 7 {
-            bail!("{}: malformed line {line:?}", path.display());
-        }
-        let opt = |s: &str| {
-            if s.is_empty() {
-                Ok(None)
-            } else {
-                s.parse().map(Some)
-            }
-        };
-        rows.push(MetricsRow {
-            step: f[0].parse()?,
-            learning_rate: f[1].parse()?,
-            train_loss: f[2].parse()?,
-            val_loss: opt(f[3])?,
-            val_bpb: opt(f[4])?,
-            tokens_seen: f[5].parse()?,
-            elapsed_s: f[6].parse()?,
-        });
-    }
-    Ok(rows)
-}
-
 /// Validation windows used by the periodic evaluation: `sequences` windows of `seq_len` tokens
 /// spread evenly over the split, concatenated (so they stay aligned windows for the bpb cut).
 fn periodic_eval_subset(
@@ -571,65 +387,6 @@ fn periodic_eval_subset(
     (sub_ids, sub_bytes)
 }
 
-/// Progress output: an indicatif bar on a terminal, periodic lines otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    last_line: Instant,
-    total: usize,
-}
-
-impl Progress {
-    fn new(total: usize, start: usize) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} step {pos}/{len} {msg} ETA {eta}",
-                )
-                .expect("valid template"),
-            );
-            bar.set_position(start as u64);
-            bar
-        });
-        Progress {
-            bar,
-            last_line: Instant::now(),
-            total,
-        }
-    }
-
-    fn update(&mut self, step: usize, message: &str, eta_s: f64, force_line: bool) {
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(step as u64);
-                bar.set_message(message.to_string());
-            }
-            None => {
-                if force_line
-                    || self.last_line.elapsed().as_secs_f64() >= 10.0
-                    || step == self.total
-                {
-                    eprintln!("step {step}/{} {message} ETA {eta_s:.0} s", self.total);
-                    self.last_line = Instant::now();
-                }
-            }
-        }
-    }
-
-    fn println(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
 /// The optimization loop; returns the trained model, the total training seconds and whether it
 /// stopped at `--stop-after`.
 fn train_loop(
@@ -646,7 +403,7 @@ fn train_loop(
     let (mut step, mut elapsed_before) = (0, 0.0);
     let mut rows = Vec::new();
     if let Some(state) = &resumed {
-        optimizer.restore(state)?;
+        optimizer.restore(&state.tensors, state.step)?;
         rng = Rng::from_state(state.rng_state);
         step = state.step;
         elapsed_before = state.elapsed_s;
@@ -675,7 +432,7 @@ fn train_loop(
             rows: t.batch_size,
             seq_len: c.seq_len,
         };
-        let (loss_value, grads) = batch_gradients(&model, &optimizer.vars, &batch, run.threads)?;
+        let (loss_value, grads) = batch_gradients(&model, optimizer.vars(), &batch, run.threads)?;
         if !loss_value.is_finite() {
             progress.finish();
             diverged(run, step + 1, "loss", loss_value, lr, last_checkpoint)?;
@@ -888,12 +645,7 @@ fn save_checkpoint(
         &out.join(STATE_FILE),
         &checkpoint::serialize_tensors(&state, &state_meta)?,
     )?;
-    let weights: Vec<(String, Tensor)> = optimizer
-        .names
-        .iter()
-        .zip(&optimizer.vars)
-        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-        .collect();
+    let weights = optimizer.weights();
     let model_meta = BTreeMap::from([
         ("step".to_string(), step.to_string()),
         ("config".to_string(), run.config.name.clone()),
@@ -905,207 +657,4 @@ fn save_checkpoint(
     fsio::write_atomic(&out.join(METRICS_FILE), metrics_csv(rows).as_bytes())?;
     debug_assert!(out.join(CONFIG_FILE).exists());
     Ok(())
-}
-
-/// Samples up to `max_tokens` tokens after `prompt` at `temperature` (0 = greedy), stopping at
-/// `<|endoftext|>`; the context slides once it exceeds seq_len. Returns prompt + continuation.
-pub fn generate(
-    model: &Transformer,
-    tokenizer: &Tokenizer,
-    prompt: &str,
-    max_tokens: usize,
-    temperature: f64,
-    rng: &mut Rng,
-) -> Result<String> {
-    let seq_len = model.config().seq_len;
-    let mut ids = tokenizer.encode(prompt);
-    let prompt_len = ids.len();
-    for _ in 0..max_tokens {
-        let context = &ids[ids.len().saturating_sub(seq_len)..];
-        if context.is_empty() {
-            break;
-        }
-        let input = Tensor::new(context, &Device::Cpu)?.unsqueeze(0)?;
-        let logits = model.forward(&input)?.squeeze(0)?.get(context.len() - 1)?;
-        let logits: Vec<f32> = logits.to_vec1()?;
-        // Only ids the tokenizer has (the model may have spare rows).
-        let logits = &logits[..tokenizer.vocab_size()];
-        let next = if temperature <= 0.0 {
-            logits
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i)
-        } else {
-            let max = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
-            let weights: Vec<f64> = logits
-                .iter()
-                .map(|&l| ((l as f64 - max) / temperature).exp())
-                .collect();
-            let mut r = rng.uniform() * weights.iter().sum::<f64>();
-            weights
-                .iter()
-                .position(|&w| {
-                    r -= w;
-                    r < 0.0
-                })
-                .unwrap_or(weights.len() - 1)
-        } as u32;
-        if next == tokenizer.eot_id() {
-            break;
-        }
-        ids.push(next);
-    }
-    Ok(format!(
-        "{}{}",
-        prompt,
-        tokenizer.decode(&ids[prompt_len..])
-    ))
-}
-
-/// A hand-written SVG of training loss (line) and validation loss (dots) against steps.
-pub fn loss_svg(title: &str, rows: &[MetricsRow]) -> String {
-    let (w, h, left, right, top, bottom) = (640.0, 400.0, 60.0, 20.0, 30.0, 45.0);
-    let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
-    let losses = rows
-        .iter()
-        .flat_map(|r| std::iter::once(r.train_loss).chain(r.val_loss))
-        .filter(|v| v.is_finite());
-    let (lo, hi) = losses.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (lo, hi) = if lo < hi { (lo, hi) } else { (0.0, 1.0) };
-    let x = |s: usize| left + (s as f64 / max_step) * (w - left - right);
-    let y = |v: f64| top + (hi - v) / (hi - lo) * (h - top - bottom);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"18\" text-anchor=\"middle\">{} — loss (nats/token)</text>\n",
-        w / 2.0,
-        escape_xml(title)
-    );
-    let _ = writeln!(
-        svg,
-        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
-        h - bottom,
-        w - right,
-        h - bottom
-    );
-    let _ = writeln!(
-        svg,
-        "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>",
-        h - bottom
-    );
-    for i in 0..=4 {
-        let v = lo + (hi - lo) * i as f64 / 4.0;
-        let _ = writeln!(
-            svg,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text>",
-            left - 5.0,
-            y(v) + 4.0
-        );
-        let s = (max_step * i as f64 / 4.0).round() as usize;
-        let _ = writeln!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{s}</text>",
-            x(s),
-            h - bottom + 16.0
-        );
-    }
-    let _ = writeln!(
-        svg,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>",
-        w / 2.0,
-        h - 8.0
-    );
-    let points: Vec<String> = rows
-        .iter()
-        .filter(|r| r.train_loss.is_finite())
-        .map(|r| format!("{:.1},{:.1}", x(r.step), y(r.train_loss)))
-        .collect();
-    let _ = writeln!(
-        svg,
-        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{}\"/>",
-        points.join(" ")
-    );
-    for r in rows {
-        if let Some(v) = r.val_loss.filter(|v| v.is_finite()) {
-            let _ = writeln!(
-                svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#d62728\"/>",
-                x(r.step),
-                y(v)
-            );
-        }
-    }
-    let _ = writeln!(
-        svg,
-        "<text x=\"{}\" y=\"{}\" fill=\"#1f77b4\" text-anchor=\"end\">train</text>",
-        w - right,
-        top + 12.0
-    );
-    let _ = writeln!(
-        svg,
-        "<text x=\"{}\" y=\"{}\" fill=\"#d62728\" text-anchor=\"end\">validation</text>",
-        w - right,
-        top + 26.0
-    );
-    svg.push_str("</svg>\n");
-    svg
-}
-
-fn escape_xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schedule_warms_up_then_decays_to_the_floor() {
-        let t = TrainConfig {
-            steps: 100,
-            warmup_steps: 10,
-            learning_rate: 1.0,
-            min_learning_rate: 0.1,
-            ..TrainConfig::default()
-        };
-        assert!((learning_rate(&t, 0) - 0.1).abs() < 1e-12);
-        assert!((learning_rate(&t, 9) - 1.0).abs() < 1e-12);
-        assert!((learning_rate(&t, 10) - 1.0).abs() < 1e-12);
-        assert!(learning_rate(&t, 50) < 1.0 && learning_rate(&t, 50) > 0.1);
-        assert!((learning_rate(&t, 100) - 0.1).abs() < 1e-12);
-    }
-
-    #[test]
-    fn metrics_round_trip() {
-        let rows = vec![
-            MetricsRow {
-                step: 1,
-                learning_rate: 1e-3,
-                train_loss: 4.0,
-                val_loss: None,
-                val_bpb: None,
-                tokens_seen: 64,
-                elapsed_s: 0.5,
-            },
-            MetricsRow {
-                step: 2,
-                learning_rate: 2e-3,
-                train_loss: 3.5,
-                val_loss: Some(3.6),
-                val_bpb: Some(5.0),
-                tokens_seen: 128,
-                elapsed_s: 1.0,
-            },
-        ];
-        let dir = std::env::temp_dir().join(format!("starmind-metrics-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m.csv");
-        std::fs::write(&path, metrics_csv(&rows)).unwrap();
-        assert_eq!(read_metrics(&path).unwrap(), rows);
-        assert!(loss_svg("t<1>", &rows).contains("t&lt;1&gt;"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }
