@@ -100,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .model
         .as_deref()
         .context("give a model file (or --configs)")?;
-    let model_bytes = flash::read_model(path)?;
+    let model_bytes = crate::model_file::read(path)?;
     let result = bench_model(&args, &model_bytes)?;
     if args.json {
         println!("{}", result.to_json());
@@ -786,7 +786,7 @@ mod report {
         let mut rows = Vec::new();
         for name in &args.configs {
             let model = if name.ends_with(".smb") {
-                crate::flash::read_model(std::path::Path::new(name))?
+                crate::model_file::read(std::path::Path::new(name))?
             } else {
                 let named = config::load(name)?;
                 match args.train_steps {

@@ -100,7 +100,7 @@ pub fn run(args: Args) -> Result<()> {
             Some(n) => crate::data::truncate_bytes(&text, n),
             None => &text,
         };
-        let report = crate::model_file_eval::compare(&checkpoint, &bytes, text)?;
+        let report = crate::eval::compare::compare(&checkpoint, &bytes, text)?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {

@@ -130,16 +130,6 @@ impl RunArgs {
     }
 }
 
-/// Reads a model file and checks it with the engine's reader (magic, CRC, every section).
-pub fn read_model(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading model file {}", path.display()))?;
-    starmind_engine::Model::parse(&bytes)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("reading model file {}", path.display()))?;
-    Ok(bytes)
-}
-
 /// The firmware + config block + model segments for `args`.
 pub fn segments(model: &[u8], run: &RunArgs, board: Board) -> anyhow::Result<Vec<Segment>> {
     uf2::flash_segments(
@@ -151,7 +141,7 @@ pub fn segments(model: &[u8], run: &RunArgs, board: Board) -> anyhow::Result<Vec
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let model = read_model(&args.model)?;
+    let model = crate::model_file::read(&args.model)?;
     let segments = segments(&model, &args.run, args.board)?;
     if args.uf2.is_some() || args.uf2_drive.is_some() {
         let image = uf2::write(&segments);

@@ -2,7 +2,6 @@
 //! the same tokenizer, forward pass and sampler as the device, so the same seed gives the same
 //! tokens.
 
-use crate::model_file_eval::read_model_file;
 use anyhow::{anyhow, bail, Result};
 use starmind_engine::{Model, Sampler, SamplerConfig, Session};
 use std::io::Write;
@@ -105,7 +104,7 @@ pub fn generate(
 
 /// `starmind generate`.
 pub fn run(args: Args) -> Result<()> {
-    let bytes = read_model_file(&args.file)?;
+    let bytes = crate::model_file::read(&args.file)?;
     let model = Model::parse(&bytes)
         .map_err(|e| anyhow!("reading model file {}: {e}", args.file.display()))?;
     let sampler = sampler_config(args.temperature, args.top_k, args.top_p, args.seed)?;

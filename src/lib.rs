@@ -21,7 +21,7 @@
 //!   configs), [`data`] (corpus), [`tokenizer`];
 //! - the float model: [`model`] (candle), [`checkpoint`] (directories on disk), [`sample`]
 //!   (float sampling);
-//! - commands, in pipeline order: [`configs_cmd`], [`train`], [`eval`] and [`model_file_eval`],
+//! - commands, in pipeline order: [`configs_cmd`], [`train`], [`eval`], [`model_file`],
 //!   [`export`], [`generate`], [`uf2`] and [`flash`], [`bench`].
 
 pub mod bench;
@@ -35,7 +35,7 @@ pub mod flash;
 pub mod fsio;
 pub mod generate;
 pub mod model;
-pub mod model_file_eval;
+pub mod model_file;
 pub mod process;
 pub mod sample;
 pub mod tokenizer;

@@ -278,7 +278,7 @@ fn finish(
         config.model.seq_len,
         None,
         256,
-        eval::model_scorer(model),
+        eval::float::scorer(model),
     )?;
     eprintln!(
         "final evaluation over {} validation bytes in {:.1} s: val_bpb {:.4}",
@@ -474,13 +474,13 @@ fn train_loop(
             };
             (loss_sum, loss_count) = (0.0, 0);
             if is_eval {
-                let report = eval::bits_per_byte(
+                let report = eval::bpb::bits_per_byte(
                     &eval_ids,
                     &eval_bytes,
                     run.unk_id,
                     c.seq_len,
                     256,
-                    eval::model_scorer(&model),
+                    eval::float::scorer(&model),
                 )?;
                 row.val_loss = Some(report.val_loss);
                 row.val_bpb = Some(report.val_bpb);

@@ -1,0 +1,81 @@
+//! A float checkpoint against its model file on the same text (`starmind export --compare`):
+//! both scored by [`super::bpb::bits_per_byte`] over the same windows, one with
+//! [`super::float`], one with [`super::engine`].
+
+use super::bpb::bits_per_byte;
+use super::{engine, float};
+use crate::checkpoint::Checkpoint;
+use anyhow::Result;
+use starmind_engine::{Model, Session};
+
+/// Float checkpoint versus its model file on the same validation text.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompareReport {
+    pub float_bpb: f64,
+    pub int_bpb: f64,
+    /// `(int − float) / float`.
+    pub bpb_relative_change: f64,
+    /// Fraction of predicted positions where both models' most likely next token is the same.
+    pub greedy_agreement: f64,
+    pub positions: usize,
+}
+
+/// Scores `valid` with the float checkpoint (candle) and the model file (engine) window by window
+/// (docs/ARCHITECTURE.md windows, the host tokenizer for both) and compares bpb and greedy
+/// next-token choices.
+pub fn compare(checkpoint: &Checkpoint, file: &[u8], valid: &str) -> Result<CompareReport> {
+    let model = Model::parse(file)?;
+    let config = model.config();
+    let encoded = checkpoint.tokenizer.encode_with_source_bytes(valid);
+    let unk = checkpoint.tokenizer.unk_id();
+    let seq_len = config.seq_len;
+    let mut float_greedy: Vec<u32> = Vec::new();
+    let float = bits_per_byte(
+        &encoded.ids,
+        &encoded.source_bytes,
+        unk,
+        seq_len,
+        64,
+        |windows| {
+            let scores = float::score(&checkpoint.model, windows, true)?;
+            Ok(scores
+                .into_iter()
+                .map(|s| {
+                    float_greedy.extend(s.greedy);
+                    s.log_probs
+                })
+                .collect())
+        },
+    )?;
+    let mut arena = vec![0u8; Model::arena_bytes(&config, seq_len)];
+    let mut session = Session::new(&model, seq_len, &mut arena)?;
+    let mut int_greedy: Vec<u32> = Vec::new();
+    let int = bits_per_byte(
+        &encoded.ids,
+        &encoded.source_bytes,
+        unk,
+        seq_len,
+        64,
+        |windows| {
+            let mut out = Vec::with_capacity(windows.len());
+            for w in windows {
+                let score = engine::score_window(&mut session, w)?;
+                int_greedy.extend(score.greedy);
+                out.push(score.log_probs);
+            }
+            Ok(out)
+        },
+    )?;
+    let agree = float_greedy
+        .iter()
+        .zip(&int_greedy)
+        .filter(|(a, b)| a == b)
+        .count();
+    Ok(CompareReport {
+        float_bpb: float.val_bpb,
+        int_bpb: int.val_bpb,
+        bpb_relative_change: (int.val_bpb - float.val_bpb) / float.val_bpb,
+        greedy_agreement: agree as f64 / int_greedy.len().max(1) as f64,
+        positions: int_greedy.len(),
+    })
+}
