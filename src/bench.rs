@@ -18,6 +18,7 @@ use starmind_engine::format::tag;
 use starmind_engine::{story, Model, Session};
 
 use crate::flash::{self, ModeArg, RunArgs};
+use crate::sampling::SamplingArgs;
 use crate::uf2::{self, Board};
 
 /// Flash bandwidth of the RP2040's XIP path with its cache missing every line: 133 MHz-class
@@ -89,7 +90,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
     #[command(flatten)]
-    pub sampling: flash::SamplingArgs,
+    pub sampling: SamplingArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -342,7 +343,7 @@ pub fn bench_model(args: &Args, model_bytes: &[u8]) -> anyhow::Result<BenchResul
 /// prefill (0) and after each step.
 pub fn generate_ids(
     model: &Model,
-    sampling: &flash::SamplingArgs,
+    sampling: &SamplingArgs,
     ctx: usize,
     on_step: &mut dyn FnMut(usize),
 ) -> anyhow::Result<Vec<u32>> {
@@ -389,7 +390,7 @@ impl story::Listener for Recorder<'_> {
     }
 }
 
-fn bench_host(model: &Model, sampling: &flash::SamplingArgs) -> anyhow::Result<BenchResult> {
+fn bench_host(model: &Model, sampling: &SamplingArgs) -> anyhow::Result<BenchResult> {
     let config = model.config();
     let start = Instant::now();
     let mut prefill_s = 0.0;

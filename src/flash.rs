@@ -15,8 +15,8 @@ use probe_rs::probe::{list::Lister, DebugProbeInfo, DebugProbeSelector};
 use probe_rs::{MemoryInterface as _, Permissions, Session};
 
 use starmind_engine::run_config::{ConfigError, Mode, RunConfig};
-use starmind_engine::SamplerConfig;
 
+use crate::sampling::SamplingArgs;
 use crate::uf2::{self, Board, Segment};
 
 /// The board program, built by scripts/build-firmware.sh (reproducibly) and committed, so that
@@ -54,56 +54,12 @@ pub struct RunArgs {
     pub sampling: SamplingArgs,
 }
 
-/// Prompt, length and sampler: shared by `flash` and `bench`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct SamplingArgs {
-    /// Prompt the stories start from (at most 200 bytes).
-    #[arg(long, default_value = "Once upon a time")]
-    pub prompt: String,
-    /// Tokens to generate: bench exactly this many (default 64, at most 512); story and
-    /// interactive at most this many per story (default 1024; a story also ends at
-    /// `<|endoftext|>` or when the model's context is full).
-    #[arg(long = "tokens", short = 'n')]
-    pub tokens: Option<u32>,
-    /// Sampler seed.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.8)]
-    pub temperature: f32,
-    /// Top-k (0 = off).
-    #[arg(long, default_value_t = 40)]
-    pub top_k: u16,
-    /// Top-p nucleus (1 = off).
-    #[arg(long, default_value_t = 0.9)]
-    pub top_p: f32,
-}
-
 /// `--mode` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {
     Bench,
     Story,
     Interactive,
-}
-
-impl SamplingArgs {
-    /// Tokens a bench generates.
-    pub fn bench_tokens(&self) -> u32 {
-        self.tokens.unwrap_or(64)
-    }
-
-    /// The sampler settings in the engine's fixed-point units.
-    pub fn sampler(&self) -> SamplerConfig {
-        SamplerConfig {
-            temperature_q8: (self.temperature.max(0.0) * 256.0)
-                .round()
-                .min(u16::MAX as f32) as u32,
-            top_k: self.top_k as u32,
-            top_p_q16: (self.top_p.clamp(0.0, 1.0) * 65536.0).round() as u32,
-            seed: self.seed,
-        }
-    }
 }
 
 impl RunArgs {
@@ -117,10 +73,10 @@ impl RunArgs {
         let s = &self.sampling;
         let tokens = match mode {
             Mode::Bench => s.bench_tokens(),
-            Mode::Story | Mode::Interactive => s.tokens.unwrap_or(1024),
+            Mode::Story | Mode::Interactive => s.story_tokens(),
         };
         let model_bytes = u32::try_from(model_bytes).context("model file exceeds 4 GiB")?;
-        RunConfig::new(mode, s.prompt.as_bytes(), tokens, s.sampler(), model_bytes).map_err(|e| {
+        RunConfig::new(mode, s.prompt.as_bytes(), tokens, s.sampler()?, model_bytes).map_err(|e| {
             let flag = match e {
                 ConfigError::PromptTooLong => "--prompt",
                 _ => "--temperature, --top-k",

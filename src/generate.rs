@@ -1,10 +1,13 @@
 //! `starmind generate`: stream text from a model file with the integer engine on this computer —
-//! the same tokenizer, forward pass and sampler as the device, so the same seed gives the same
-//! tokens.
+//! the same tokenizer, forward pass, sampler and story loop (`starmind_engine::story`) as the
+//! device, so the same seed gives the same tokens.
 
-use anyhow::{anyhow, bail, Result};
-use starmind_engine::{Model, Sampler, SamplerConfig, Session};
+use crate::sampling::sampler_config;
+use anyhow::Result;
+use starmind_engine::story::{self, Start, StoryConfig, WhenFull};
+use starmind_engine::{Model, SamplerConfig, Session};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 /// Arguments of `starmind generate`.
@@ -32,81 +35,67 @@ pub struct Args {
     pub top_p: f64,
 }
 
-/// Device sampler settings from the command-line values.
-pub fn sampler_config(
-    temperature: f64,
-    top_k: u32,
-    top_p: f64,
-    seed: u64,
-) -> Result<SamplerConfig> {
-    if !(0.0..=100.0).contains(&temperature) {
-        bail!("--temperature must be in 0..=100");
-    }
-    if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 {
-        bail!("--top-p must be in (0, 1]");
-    }
-    Ok(SamplerConfig {
-        temperature_q8: (temperature * 256.0).round() as u32,
-        top_k,
-        top_p_q16: (top_p * 65536.0).round() as u32,
-        seed,
-    })
-}
-
-/// Generates `n` tokens after `prompt`; returns the ids (prompt excluded). `emit` sees each
-/// token's bytes as it is drawn. When the context fills, the last half is kept and re-fed.
+/// Generates `n` tokens after `prompt` with the engine's story loop; returns the ids (prompt
+/// excluded). The story starts with the prompt alone (`<|endoftext|>` when it is empty), runs on
+/// past `<|endoftext|>`, and when the context fills keeps its last half and goes on. `emit` sees
+/// each token's bytes as it is drawn.
 pub fn generate(
     model: &Model,
     prompt: &[u8],
     n: usize,
     sampler: SamplerConfig,
-    mut emit: impl FnMut(&[u8]) -> Result<()>,
+    emit: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<Vec<u32>> {
     let config = model.config();
     let ctx = config.seq_len;
-    let mut history = vec![0u32; prompt.len() + 1];
-    let count = model
-        .encode(prompt, &mut history)
-        .map_err(|e| anyhow!("encoding the prompt: {e}"))?;
-    history.truncate(count);
-    if history.is_empty() {
-        history.push(model.eot_id()); // a story starts after <|endoftext|>
-    }
-    let start = history.len().saturating_sub(ctx);
-    history.drain(..start);
+    let story = StoryConfig {
+        sampler,
+        max_tokens: n,
+        stop_at_end_of_text: false,
+        start: Start::PromptOnly,
+        when_full: WhenFull::Slide,
+    };
     let mut arena = vec![0u8; Model::arena_bytes(&config, ctx)];
-    let mut session = Session::new(model, ctx, &mut arena).map_err(|e| anyhow!("{e}"))?;
-    let mut sampler = Sampler::new(sampler);
-    let mut logits = session
-        .prefill(&history)
-        .map_err(|e| anyhow!("{e}"))?
-        .to_vec();
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let next = sampler.sample(&logits);
-        out.push(next);
-        history.push(next);
-        emit(model.token_bytes(next))?;
-        if session.is_full() {
-            let keep = history.len() - (ctx / 2).max(1);
-            history.drain(..keep);
-            session.reset();
-            logits = session
-                .prefill(&history)
-                .map_err(|e| anyhow!("{e}"))?
-                .to_vec();
-        } else {
-            logits = session.feed(next).map_err(|e| anyhow!("{e}"))?.to_vec();
+    let mut session = Session::new(model, ctx, &mut arena)?;
+    let mut ids = vec![0u32; story.ids_len(prompt.len(), ctx)];
+    let mut out = Emit {
+        model,
+        emit,
+        ids: Vec::with_capacity(n),
+        failed: None,
+    };
+    story::tell(model, &mut session, prompt, &story, &mut ids, &mut out)?;
+    match out.failed {
+        Some(err) => Err(err),
+        None => Ok(out.ids),
+    }
+}
+
+/// Hands each token's bytes to `emit`; stops the story at its first error.
+struct Emit<'m, F> {
+    model: &'m Model<'m>,
+    emit: F,
+    ids: Vec<u32>,
+    failed: Option<anyhow::Error>,
+}
+
+impl<F: FnMut(&[u8]) -> Result<()>> story::Listener for Emit<'_, F> {
+    fn token(&mut self, id: u32) -> ControlFlow<()> {
+        self.ids.push(id);
+        match (self.emit)(self.model.token_bytes(id)) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(err) => {
+                self.failed = Some(err);
+                ControlFlow::Break(())
+            }
         }
     }
-    Ok(out)
 }
 
 /// `starmind generate`.
 pub fn run(args: Args) -> Result<()> {
     let bytes = crate::model_file::read(&args.file)?;
-    let model = Model::parse(&bytes)
-        .map_err(|e| anyhow!("reading model file {}: {e}", args.file.display()))?;
+    let model = Model::parse(&bytes)?;
     let sampler = sampler_config(args.temperature, args.top_k, args.top_p, args.seed)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -38,6 +38,7 @@ pub mod model;
 pub mod model_file;
 pub mod process;
 pub mod sample;
+pub mod sampling;
 pub mod tokenizer;
 pub mod train;
 pub mod uf2;
