@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use starmind_engine::format::{write_model, Config, FfnKind, Quant, TokenizerKind};
-use starmind_engine::quantize::{quantize_model, FloatLayer, FloatModel};
+use starmind::bench::synthetic;
+use starmind::config::{Ffn, ModelConfig, TokenizerKind};
 
 /// The `starmind` binary under test.
 pub fn starmind() -> Command {
@@ -33,8 +33,9 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A model file with PRNG weights: char vocabulary of `vocab` tokens (id 0 `<|endoftext|>`,
-/// id 1 `<unk>`, then printable characters), tied embeddings, plain FFN, int8.
+/// A model file with PRNG weights (the library's synthetic bench model): char vocabulary of
+/// `vocab` tokens (id 0 `<|endoftext|>`, id 1 `<unk>`, then printable characters), tied
+/// embeddings, plain FFN, int8.
 pub fn model_file(
     vocab: usize,
     dim: usize,
@@ -43,63 +44,19 @@ pub fn model_file(
     heads: usize,
     seq_len: usize,
 ) -> Vec<u8> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut random = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5
-            })
-            .collect()
-    };
-    let mut token_bytes = vec![b"<|endoftext|>".to_vec(), "\u{FFFD}".as_bytes().to_vec()];
-    let chars = (b' '..=b'~')
-        .map(char::from)
-        .chain(('\u{00A1}'..).filter(|c| !c.is_control()));
-    token_bytes.extend(chars.take(vocab - 2).map(|c| c.to_string().into_bytes()));
-    let n_layers = layers;
-    let layers = (0..n_layers)
-        .map(|_| FloatLayer {
-            attention_norm: vec![1.0; dim],
-            wq: random(dim * dim),
-            wk: random(dim * dim),
-            wv: random(dim * dim),
-            wo: random(dim * dim),
-            ffn_norm: vec![1.0; dim],
-            w1: random(hidden * dim),
-            w2: random(dim * hidden),
-            w3: Vec::new(),
-        })
-        .collect();
-    let config = Config {
+    let shape = ModelConfig {
         vocab_size: vocab,
         dim,
         hidden_dim: hidden,
-        n_layers,
+        n_layers: layers,
         n_heads: heads,
         n_kv_heads: heads,
         seq_len,
-        ffn: FfnKind::Plain,
+        ffn: Ffn::Plain,
         tied_embeddings: true,
         tokenizer: TokenizerKind::Char,
-        quant: Quant::Int8,
-        group_size: 0,
-        eot_id: 0,
-        unk_id: 1,
     };
-    let float = FloatModel {
-        config,
-        token_bytes,
-        merges: Vec::new(),
-        byte_tokens: Vec::new(),
-        tok_embeddings: random(vocab * dim),
-        layers,
-        norm: vec![1.0; dim],
-        output: None,
-    };
-    write_model(&quantize_model(&float, Quant::Int8, 0)).expect("writing the test model")
+    synthetic::model_file(&shape, 0x2545_F491_4F6C_DD1D).expect("writing the test model")
 }
 
 /// The tiny model the tests flash and bench: 64 tokens, dim 16, one layer.
