@@ -155,12 +155,14 @@ fn fetch_file(id: &str, filename: &str) -> Result<PathBuf> {
         .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .build()
         .context("setting up the Hugging Face hub client")?;
-    api.dataset(id.to_string()).get(filename).map_err(|err| {
-        anyhow::anyhow!(
-            "could not fetch {id}/{filename}: the Hugging Face hub is unreachable ({err}); \
-             pass --data <file> with a local copy of the text (e.g. --data ../shared/datasets/tinystories/train.txt)"
-        )
-    })
+    api.dataset(id.to_string())
+        .get(filename)
+        .with_context(|| {
+            format!(
+                "could not fetch {id}/{filename}: the Hugging Face hub is unreachable; pass --data \
+                 <file> with a local copy of the text (e.g. --data ../shared/datasets/tinystories/train.txt)"
+            )
+        })
 }
 
 /// Splits off the last `percent` % of `text`, moved forward to the next line start.

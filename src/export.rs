@@ -141,7 +141,7 @@ fn print_budget(b: &Budget, board: &Board) {
 pub fn export(checkpoint: &Checkpoint, quant: Quant, group_size: usize) -> Result<Vec<u8>> {
     let float = float_model(checkpoint)?;
     let sections = quantize_model(&float, quant, group_size);
-    format::write_model(&sections).map_err(|e| anyhow::anyhow!("writing the model file: {e}"))
+    format::write_model(&sections).context("writing the model file")
 }
 
 /// The float weights and tokenizer tables of a checkpoint, by checkpoint tensor name.

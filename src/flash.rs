@@ -153,9 +153,8 @@ pub fn open_probe(selector: Option<&str>, model: &Path) -> anyhow::Result<Sessio
     let probes = Lister::new().list_all();
     let chosen: DebugProbeInfo = match selector {
         Some(text) => {
-            let wanted = DebugProbeSelector::try_from(text).map_err(|e| {
-                anyhow::anyhow!("--probe {text}: {e} (expected VID:PID[:serial], hex)")
-            })?;
+            let wanted = DebugProbeSelector::try_from(text)
+                .with_context(|| format!("--probe {text}: expected VID:PID[:serial], hex"))?;
             probes
                 .into_iter()
                 .find(|p| {

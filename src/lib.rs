@@ -21,13 +21,13 @@
 //!   configs), [`data`] (corpus), [`tokenizer`];
 //! - the float model: [`model`] (candle), [`checkpoint`] (directories on disk), [`sample`]
 //!   (float sampling);
-//! - commands, in pipeline order: [`configs_cmd`], [`train`], [`eval`], [`model_file`],
+//! - commands, in pipeline order: [`configs`], [`train`], [`eval`], [`model_file`],
 //!   [`export`], [`generate`], [`uf2`] and [`flash`], [`bench`].
 
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
-pub mod configs_cmd;
+pub mod configs;
 pub mod data;
 pub mod eval;
 pub mod export;

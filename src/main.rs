@@ -1,7 +1,7 @@
 //! The `starmind` command line: clap structs and dispatch to the library (`starmind::*::run`).
 
 use clap::{Parser, Subcommand};
-use starmind::{bench, configs_cmd, eval, export, flash, generate, train};
+use starmind::{bench, configs, eval, export, flash, generate, train};
 
 #[derive(Parser)]
 #[command(
@@ -21,7 +21,7 @@ enum Command {
     /// Validation loss and bits per byte of a checkpoint or a model file, with baselines.
     Eval(eval::Args),
     /// List the named model configs with their parameter counts.
-    Configs(configs_cmd::Args),
+    Configs(configs::Args),
     /// Quantize a checkpoint into a flat integer model file (.smb).
     Export(export::Args),
     /// Generate text from a model file with the integer engine on this computer.
@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Configs(args) => configs_cmd::run(args),
+        Command::Configs(args) => configs::run(args),
         Command::Export(args) => export::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Flash(args) => flash::run(args),

@@ -101,7 +101,8 @@ impl Tokenizer {
             .vocab_and_merges(vocab_map, vec![])
             .unk_token(UNKNOWN.to_string())
             .build()
-            .map_err(|e| anyhow!("building the char tokenizer model: {e}"))?;
+            .map_err(anyhow::Error::from_boxed)
+            .context("building the char tokenizer model")?;
         let mut hf = tokenizers::Tokenizer::new(model);
         hf.with_decoder(Some(Fuse::new()));
         hf.add_special_tokens(&[AddedToken::from(END_OF_TEXT, true)]);
@@ -126,7 +127,8 @@ impl Tokenizer {
                 .with_pre_tokenizer(Some(byte_level))
                 .with_decoder(Some(byte_level))
                 .build()
-                .map_err(|e| anyhow!("building the BPE tokenizer: {e}"))?;
+                .map_err(anyhow::Error::from_boxed)
+                .context("building the BPE tokenizer")?;
         // Feed paragraphs with their newlines, the `<|endoftext|>` markers removed (they are a
         // special token, not text to merge).
         let pieces = text
@@ -134,14 +136,16 @@ impl Tokenizer {
             .flat_map(|segment| segment.split_inclusive('\n'));
         typed
             .train(&mut trainer, pieces)
-            .map_err(|e| anyhow!("training byte-level BPE: {e}"))?;
+            .map_err(anyhow::Error::from_boxed)
+            .context("training byte-level BPE")?;
         Self::from_hf(tokenizers::Tokenizer::from(typed))
     }
 
     /// Loads a `tokenizer.json` written by [`Tokenizer::save`].
     pub fn load(path: &Path) -> Result<Tokenizer> {
         let hf = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| anyhow!("reading tokenizer {}: {e}", path.display()))?;
+            .map_err(anyhow::Error::from_boxed)
+            .with_context(|| format!("reading tokenizer {}", path.display()))?;
         Self::from_hf(hf).with_context(|| format!("tokenizer {}", path.display()))
     }
 
@@ -155,14 +159,16 @@ impl Tokenizer {
     pub fn to_json(&self) -> Result<String> {
         self.hf
             .to_string(true)
-            .map_err(|e| anyhow!("serializing tokenizer: {e}"))
+            .map_err(anyhow::Error::from_boxed)
+            .context("serializing tokenizer")
     }
 
     /// Builds the byte tables from a HF tokenizer of one of our two shapes.
     fn from_hf(hf: tokenizers::Tokenizer) -> Result<Tokenizer> {
         let json: serde_json::Value = serde_json::from_str(
             &hf.to_string(false)
-                .map_err(|e| anyhow!("serializing tokenizer: {e}"))?,
+                .map_err(anyhow::Error::from_boxed)
+                .context("serializing tokenizer")?,
         )?;
         let model = &json["model"];
         if model["type"] != "BPE" {

@@ -110,9 +110,9 @@ pub fn run(
     if profile {
         command.arg("--profile").arg(&profile_path);
     }
-    let output = command.stdin(Stdio::null()).output().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot run `{}` ({e}): install Node.js ≥ 18 (or set STARMIND_NODE)",
+    let output = command.stdin(Stdio::null()).output().with_context(|| {
+        format!(
+            "cannot run `{}`: install Node.js ≥ 18 (or set STARMIND_NODE)",
             node.to_string_lossy()
         )
     });
