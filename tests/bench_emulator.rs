@@ -11,10 +11,11 @@ use bench_common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use starmind_engine::run_config::{Mode, RunConfig};
+use starmind_engine::run_config::{Mode, RunConfig, CONFIG_ADDR, FLASH_BASE, MODEL_ADDR};
 use starmind_engine::SamplerConfig;
 
-const FIRMWARE: &[u8] = include_bytes!("../firmware/prebuilt/starmind-rp2040.bin");
+/// The committed firmware image, as the CLI embeds it.
+const FIRMWARE: &[u8] = starmind::flash::FIRMWARE_IMAGE;
 
 fn emulator_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/emulator")
@@ -247,7 +248,12 @@ fn the_firmware_reports_a_missing_or_corrupt_model_and_waits() {
     let config = RunConfig::new(Mode::Bench, b"x", 4, sampler, model.len() as u32)
         .unwrap()
         .encode();
-    let output = drive(&dir, FIRMWARE, &[(0x3F000, &config), (0x40000, &model)]);
+    let flash_offset = |addr: u32| addr - FLASH_BASE;
+    let loads = [
+        (flash_offset(CONFIG_ADDR), &config[..]),
+        (flash_offset(MODEL_ADDR), &model[..]),
+    ];
+    let output = drive(&dir, FIRMWARE, &loads);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(4), "{stdout}");
     assert!(

@@ -7,7 +7,8 @@ use bench_common::*;
 
 use std::collections::BTreeMap;
 
-const FIRMWARE: &[u8] = include_bytes!("../firmware/prebuilt/starmind-rp2040.bin");
+/// The committed firmware image, as the CLI embeds it.
+const FIRMWARE: &[u8] = starmind::flash::FIRMWARE_IMAGE;
 
 use starmind_engine::run_config::{Mode, RunConfig};
 

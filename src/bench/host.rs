@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use starmind_engine::{story, Model, Session};
 
-use super::{params, weight_bytes_per_token, BenchResult, Target};
+use super::{BenchResult, Target};
 use crate::flash::{ModeArg, RunArgs};
 use crate::sampling::SamplingArgs;
 
@@ -75,25 +75,9 @@ pub fn bench(model: &Model, sampling: &SamplingArgs) -> anyhow::Result<BenchResu
     })?;
     let decode_s = start.elapsed().as_secs_f64() - prefill_s;
     Ok(BenchResult {
-        target: Target::Host,
-        tokens: ids.len(),
-        prompt_tokens,
-        prefill_cycles_per_token: None,
-        decode_cycles_per_token: None,
-        clock_hz: None,
         decode_tok_per_s: ids.len() as f64 / decode_s.max(1e-9),
         prefill_tok_per_s: prompt_tokens as f64 / prefill_s.max(1e-9),
-        peak_stack_bytes: None,
         arena_bytes: Model::arena_bytes(&config, config.seq_len) as u64,
-        static_ram_bytes: None,
-        model_flash_bytes: model.bytes().len() as u64,
-        weight_bytes_per_token: weight_bytes_per_token(model),
-        params: params(model),
-        ids,
-        bit_exact: None,
-        emulator_cycles: None,
-        emulator_mhz: None,
-        sample_cycles_per_token: None,
-        profile: Vec::new(),
+        ..BenchResult::for_model(model, Target::Host, ids, prompt_tokens)
     })
 }

@@ -156,6 +156,33 @@ pub struct BenchResult {
 }
 
 impl BenchResult {
+    /// A result for `ids` from `model` on `target` with what the model file alone tells (sizes,
+    /// parameters) and nothing measured yet.
+    pub fn for_model(model: &Model, target: Target, ids: Vec<u32>, prompt_tokens: usize) -> Self {
+        BenchResult {
+            target,
+            tokens: ids.len(),
+            prompt_tokens,
+            prefill_cycles_per_token: None,
+            decode_cycles_per_token: None,
+            sample_cycles_per_token: None,
+            clock_hz: None,
+            decode_tok_per_s: 0.0,
+            prefill_tok_per_s: 0.0,
+            peak_stack_bytes: None,
+            arena_bytes: 0,
+            static_ram_bytes: None,
+            model_flash_bytes: model.bytes().len() as u64,
+            weight_bytes_per_token: weight_bytes_per_token(model),
+            params: params(model),
+            ids,
+            bit_exact: None,
+            emulator_cycles: None,
+            emulator_mhz: None,
+            profile: Vec::new(),
+        }
+    }
+
     fn peak_ram_bytes(&self) -> Option<u64> {
         Some(self.static_ram_bytes? + self.arena_bytes + self.peak_stack_bytes?)
     }
@@ -391,10 +418,8 @@ fn parse_bench_line(line: &str, model: &Model, target: Target) -> anyhow::Result
         ids.len() as u64 == number("tokens")?,
         "bench line: ids do not match tokens="
     );
+    let prompt_tokens = number("prompt_tokens")? as usize;
     Ok(BenchResult {
-        target,
-        tokens: ids.len(),
-        prompt_tokens: number("prompt_tokens")? as usize,
         prefill_cycles_per_token: Some(prefill),
         decode_cycles_per_token: Some(decode),
         sample_cycles_per_token: line_field(line, "sample_cycles_per_token")
@@ -406,12 +431,6 @@ fn parse_bench_line(line: &str, model: &Model, target: Target) -> anyhow::Result
         arena_bytes: number("arena_bytes")?,
         static_ram_bytes: Some(number("static_ram_bytes")?),
         model_flash_bytes: number("model_bytes")?,
-        weight_bytes_per_token: weight_bytes_per_token(model),
-        params: params(model),
-        ids,
-        bit_exact: None,
-        emulator_cycles: None,
-        emulator_mhz: None,
-        profile: Vec::new(),
+        ..BenchResult::for_model(model, target, ids, prompt_tokens)
     })
 }
