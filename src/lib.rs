@@ -16,13 +16,17 @@
 //!      ──bench::run──▶ report
 //! ```
 //!
-//! Modules, upstream first:
-//! - foundations: [`process`] (threads, allocator), [`fsio`] (atomic writes), [`config`] (named
-//!   configs), [`data`] (corpus), [`tokenizer`];
-//! - the float model: [`model`] (candle), [`checkpoint`] (directories on disk), [`sample`]
-//!   (float sampling);
-//! - commands, in pipeline order: [`configs`], [`train`], [`eval`], [`model_file`],
-//!   [`export`], [`generate`], [`uf2`] and [`flash`], [`bench`].
+//! Modules by row, as docs/ARCHITECTURE.md draws them; a module imports only from the rows
+//! below its own (no cycles, nothing upward):
+//! - training and export: [`train`], [`export`];
+//! - measuring: [`eval`] (bits per byte of a checkpoint or a model file; train and export use it);
+//! - the float model: [`checkpoint`] (directories on disk), [`sample`] (float sampling),
+//!   [`model`] (candle), [`tokenizer`];
+//! - device commands: [`bench`](mod@bench), [`flash`] and [`uf2`], [`generate`];
+//! - foundations: [`configs`] (the `configs` command), [`config`] (named configs; the one place
+//!   model shapes are derived and checked), [`sampling`] (sampler flags in engine units),
+//!   [`model_file`] (reading `.smb` files), [`data`] (corpus), [`fsio`] (atomic writes),
+//!   [`process`] (threads, allocator).
 
 pub mod bench;
 pub mod checkpoint;
