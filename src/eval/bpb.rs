@@ -29,6 +29,10 @@ pub struct WindowScore {
     pub greedy: Vec<u32>,
 }
 
+/// A scorer as [`bits_per_byte`] calls it, as a trait object: a batch of windows in, per
+/// window of n tokens the n − 1 natural-log probabilities of tokens 1..n out.
+pub type Scorer<'a> = dyn FnMut(&[&[u32]]) -> Result<Vec<Vec<f64>>> + 'a;
+
 /// Consecutive non-overlapping windows of `seq_len` tokens over `n` tokens; the last, shorter
 /// window is kept if it has at least 2 tokens.
 pub fn windows(n: usize, seq_len: usize) -> Vec<std::ops::Range<usize>> {

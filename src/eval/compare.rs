@@ -2,7 +2,7 @@
 //! both scored by [`super::bpb::bits_per_byte`] over the same windows, one with
 //! [`super::float`], one with [`super::engine`].
 
-use super::bpb::bits_per_byte;
+use super::bpb::{bits_per_byte, Scorer};
 use super::{engine, float};
 use crate::checkpoint::Checkpoint;
 use anyhow::Result;
@@ -29,43 +29,33 @@ pub fn compare(checkpoint: &Checkpoint, file: &[u8], valid: &str) -> Result<Comp
     let encoded = checkpoint.tokenizer.encode_with_source_bytes(valid);
     let unk = checkpoint.tokenizer.unk_id();
     let seq_len = config.seq_len;
+    // The same windows, batches of 64, for both models.
+    let bpb = |score: &mut Scorer| {
+        bits_per_byte(&encoded.ids, &encoded.source_bytes, unk, seq_len, 64, score)
+    };
     let mut float_greedy: Vec<u32> = Vec::new();
-    let float = bits_per_byte(
-        &encoded.ids,
-        &encoded.source_bytes,
-        unk,
-        seq_len,
-        64,
-        |windows| {
-            let scores = float::score(&checkpoint.model, windows, true)?;
-            Ok(scores
-                .into_iter()
-                .map(|s| {
-                    float_greedy.extend(s.greedy);
-                    s.log_probs
-                })
-                .collect())
-        },
-    )?;
+    let float = bpb(&mut |windows| {
+        let scores = float::score(&checkpoint.model, windows, true)?;
+        Ok(scores
+            .into_iter()
+            .map(|s| {
+                float_greedy.extend(s.greedy);
+                s.log_probs
+            })
+            .collect())
+    })?;
     let mut arena = vec![0u8; Model::arena_bytes(&config, seq_len)];
     let mut session = Session::new(&model, seq_len, &mut arena)?;
     let mut int_greedy: Vec<u32> = Vec::new();
-    let int = bits_per_byte(
-        &encoded.ids,
-        &encoded.source_bytes,
-        unk,
-        seq_len,
-        64,
-        |windows| {
-            let mut out = Vec::with_capacity(windows.len());
-            for w in windows {
-                let score = engine::score_window(&mut session, w)?;
-                int_greedy.extend(score.greedy);
-                out.push(score.log_probs);
-            }
-            Ok(out)
-        },
-    )?;
+    let int = bpb(&mut |windows| {
+        let mut out = Vec::with_capacity(windows.len());
+        for w in windows {
+            let score = engine::score_window(&mut session, w)?;
+            int_greedy.extend(score.greedy);
+            out.push(score.log_probs);
+        }
+        Ok(out)
+    })?;
     let agree = float_greedy
         .iter()
         .zip(&int_greedy)
