@@ -123,3 +123,43 @@ fn a_model_bigger_than_flash_is_refused() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!decode_uf2(&std::fs::read(dir.join("big.uf2")).unwrap()).is_empty());
 }
+
+#[test]
+fn the_cli_image_is_the_library_flash_map() {
+    use starmind::flash::{self, ModeArg, RunArgs};
+    use starmind::sampling::SamplingArgs;
+    use starmind::uf2::{self, Board};
+
+    let dir = scratch("uf2_library");
+    let model = std::fs::read(tiny_model(&dir)).unwrap();
+    let output = run_in(
+        &dir,
+        &[
+            "flash", "tiny.smb", "--uf2", "cli.uf2", "--mode", "story", "--prompt", "A cat",
+            "--seed", "3", "--top-k", "5",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let run = RunArgs {
+        mode: ModeArg::Story,
+        sampling: SamplingArgs {
+            prompt: "A cat".into(),
+            tokens: None,
+            seed: 3,
+            temperature: 0.8,
+            top_k: 5,
+            top_p: 0.9,
+        },
+    };
+    let segments = flash::segments(&model, &run, Board::Pico).unwrap();
+    let image = uf2::write(&segments);
+    uf2::check(&image, &segments).unwrap();
+    assert_eq!(std::fs::read(dir.join("cli.uf2")).unwrap(), image);
+    let block: [u8; 256] = segments[1].data.clone().try_into().unwrap();
+    let config = RunConfig::decode(&block).unwrap();
+    assert_eq!(
+        (config.mode(), config.tokens(), config.prompt()),
+        (Mode::Story, 1024, &b"A cat"[..])
+    );
+    assert_eq!(config.sampler().top_k, 5);
+}
