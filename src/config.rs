@@ -40,6 +40,11 @@ pub struct ModelConfig {
     pub n_heads: usize,
     /// Key/value heads (grouped-query attention); equals `n_heads` for plain multi-head attention.
     pub n_kv_heads: usize,
+    /// Width of one attention head; absent means `dim / n_heads`. Set where `n_heads` does not
+    /// divide `dim` (seed variants, `configs/README.md`): the attention is then `n_heads ×
+    /// head_size` wide and `wo` projects it back to `dim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_size: Option<usize>,
     /// Maximum context length in tokens (also the KV-cache length on the device).
     pub seq_len: usize,
     pub ffn: Ffn,
@@ -90,6 +95,64 @@ impl Default for TrainConfig {
     }
 }
 
+/// A study of the seed experiment that a config belongs to (`starmind configs --family`): a
+/// parameter scale of seeds 000/001, or one of seed 001's extreme phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Family {
+    #[serde(rename = "1k")]
+    #[value(name = "1k")]
+    K1,
+    #[serde(rename = "3k")]
+    #[value(name = "3k")]
+    K3,
+    #[serde(rename = "5k")]
+    #[value(name = "5k")]
+    K5,
+    #[serde(rename = "7k")]
+    #[value(name = "7k")]
+    K7,
+    #[serde(rename = "10k")]
+    #[value(name = "10k")]
+    K10,
+    /// 1–3 dimensions (story-ultra-*).
+    #[serde(rename = "ultra")]
+    Ultra,
+    /// 128×–2048× FFN ratios (story-ffn-*).
+    #[serde(rename = "ffn")]
+    Ffn,
+    /// 32–64 heads on 16 dimensions (story-heads-*).
+    #[serde(rename = "heads")]
+    Heads,
+    /// 32–128 attention heads (story-attn-*).
+    #[serde(rename = "attn")]
+    Attn,
+    /// 10–30 layers (story-deep-*).
+    #[serde(rename = "deep")]
+    Deep,
+    /// Fat FFN with many heads, optionally deep (story-hybrid-*).
+    #[serde(rename = "hybrid")]
+    Hybrid,
+}
+
+impl Family {
+    /// The name used in config files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::K1 => "1k",
+            Family::K3 => "3k",
+            Family::K5 => "5k",
+            Family::K7 => "7k",
+            Family::K10 => "10k",
+            Family::Ultra => "ultra",
+            Family::Ffn => "ffn",
+            Family::Heads => "heads",
+            Family::Attn => "attn",
+            Family::Deep => "deep",
+            Family::Hybrid => "hybrid",
+        }
+    }
+}
+
 /// One named configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,13 +162,21 @@ pub struct NamedConfig {
     #[serde(default)]
     pub description: String,
     /// Parameter count the seed logs state for this model (seed convention, see
-    /// [`ModelConfig::seed_param_count`]); `None` for our own models.
+    /// [`ModelConfig::seed_param_count`]); `None` for our own models. Some logs' figures are
+    /// inconsistent with the dimensions they give; the description says so.
     #[serde(default)]
     pub seed_params: Option<usize>,
+    /// The seed studies this model belongs to (its scale and, for seed 001's extreme phases,
+    /// the phase); empty for models outside them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<Family>,
     pub model: ModelConfig,
     #[serde(default)]
     pub train: TrainConfig,
 }
+
+/// Old names the seed renamed (seed 000, "Model Naming System Fixed"), accepted by [`load`].
+pub const ALIASES: &[(&str, &str)] = &[("chat-5k", "chat-8k"), ("assistant-20k", "assistant-45k")];
 
 impl ModelConfig {
     /// The engine's configuration of this shape (the model file header) with the tokenizer's
@@ -141,28 +212,82 @@ impl ModelConfig {
         self.engine_config(0, None)
     }
 
-    /// Elements per attention head (the engine's derivation).
+    /// Elements per attention head: the config's explicit `head_size` when set, else the
+    /// engine's derivation (`dim / n_heads`).
     pub fn head_size(&self) -> usize {
-        self.shape().head_size()
+        self.head_size.unwrap_or_else(|| self.shape().head_size())
     }
 
-    /// Rows of the key and value projections (the engine's derivation).
+    /// Width of the query (and attention output) vectors: `n_heads · head_size`.
+    pub fn q_dim(&self) -> usize {
+        self.head_size() * self.n_heads
+    }
+
+    /// Rows of the key and value projections: `n_kv_heads · head_size`.
     pub fn kv_dim(&self) -> usize {
-        self.shape().kv_dim()
+        self.head_size() * self.n_kv_heads
     }
 
-    /// Checks the shape rules the trainer and the integer engine rely on: the engine's own
-    /// [`EngineConfig::validate_shape`], so a config that trains is one the device runs.
+    /// Checks the rules every config file meets, including shapes the trainer and the integer
+    /// engine cannot run yet (an attention width other than `dim`, see [`Self::validate`]).
+    pub fn validate_shape(&self) -> Result<()> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("dim", self.dim),
+            ("hidden_dim", self.hidden_dim),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("seq_len", self.seq_len),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                bail!("{name} must be positive");
+            }
+        }
+        match self.head_size {
+            Some(0) => bail!("head_size must be positive"),
+            Some(_) => {}
+            None if !self.dim.is_multiple_of(self.n_heads) => bail!(
+                "dim {} is not a multiple of n_heads {} (set head_size for an attention of width n_heads·head_size)",
+                self.dim,
+                self.n_heads
+            ),
+            None => {}
+        }
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            bail!(
+                "n_heads {} is not a multiple of n_kv_heads {}",
+                self.n_heads,
+                self.n_kv_heads
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks the shape rules the trainer and the integer engine rely on: [`Self::validate_shape`],
+    /// and an attention exactly `dim` wide (`n_heads · head_size = dim`).
     pub fn validate(&self) -> Result<()> {
+        self.validate_shape()?;
+        if self.q_dim() != self.dim {
+            bail!(
+                "attention width n_heads·head_size = {}·{} = {} differs from dim {}: the trainer and the integer engine do not support that yet",
+                self.n_heads,
+                self.head_size(),
+                self.q_dim(),
+                self.dim
+            );
+        }
+        // Then the engine's own rules, so a config that trains is one the device runs.
         Ok(self.shape().validate_shape()?)
     }
 
-    /// Parameters as the seed experiment counted them: embedding (`vocab·dim`), per layer
-    /// `4·dim²` attention and `2·dim·hidden` FFN (3 for SwiGLU), an untied head (`vocab·dim`);
-    /// RMSNorm gains are not counted. For grouped-query attention the K and V matrices are
-    /// `dim·kv_dim`.
+    /// Parameters as the seed experiment counted them: embedding (`vocab·dim`), per layer the
+    /// attention (`wq`, `wo`: `dim·q_dim` each; `wk`, `wv`: `dim·kv_dim` each, so `4·dim²` for
+    /// plain multi-head attention) and `2·dim·hidden` FFN (3 for SwiGLU), an untied head
+    /// (`vocab·dim`); RMSNorm gains are not counted.
     pub fn seed_param_count(&self) -> usize {
-        let attention = 2 * self.dim * self.dim + 2 * self.dim * self.kv_dim();
+        let attention = 2 * self.dim * self.q_dim() + 2 * self.dim * self.kv_dim();
         let ffn_matrices = match self.ffn {
             Ffn::Plain => 2,
             Ffn::Swiglu => 3,
@@ -202,6 +327,7 @@ impl From<&EngineConfig> for ModelConfig {
                 format::TokenizerKind::Char => TokenizerKind::Char,
                 format::TokenizerKind::Bpe => TokenizerKind::Bpe,
             },
+            head_size: None,
         }
     }
 }
@@ -213,13 +339,28 @@ pub fn configs_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("configs"))
 }
 
-/// Loads `--config`: a name from [`configs_dir`] or a path to a JSON file.
+/// Loads `--config`: a name (or [`ALIASES`] entry) from [`configs_dir`] or a path to a JSON file,
+/// checked with [`ModelConfig::validate`] (shapes the trainer and engine can run).
 pub fn load(name_or_path: &str) -> Result<NamedConfig> {
+    let config = read(name_or_path)?;
+    config
+        .model
+        .validate()
+        .with_context(|| format!("config {name_or_path}"))?;
+    Ok(config)
+}
+
+/// Reads a config like [`load`], checked only with [`ModelConfig::validate_shape`].
+pub fn read(name_or_path: &str) -> Result<NamedConfig> {
     let as_path = Path::new(name_or_path);
     let path = if as_path.extension().is_some_and(|e| e == "json") || as_path.is_file() {
         as_path.to_path_buf()
     } else {
-        configs_dir().join(format!("{name_or_path}.json"))
+        let name = ALIASES
+            .iter()
+            .find(|(old, _)| *old == name_or_path)
+            .map_or(name_or_path, |(_, new)| new);
+        configs_dir().join(format!("{name}.json"))
     };
     if !path.is_file() {
         bail!(
@@ -233,19 +374,20 @@ pub fn load(name_or_path: &str) -> Result<NamedConfig> {
         .with_context(|| format!("parsing config {}", path.display()))?;
     config
         .model
-        .validate()
+        .validate_shape()
         .with_context(|| format!("config {}", path.display()))?;
     Ok(config)
 }
 
-/// Every named config, sorted by parameter count then name.
+/// Every named config, sorted by parameter count then name (including those [`load`] rejects
+/// because the trainer cannot run their shape yet).
 pub fn all() -> Result<Vec<NamedConfig>> {
     let dir = configs_dir();
     let mut configs = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "json") {
-            configs.push(load(path.to_str().context("non-UTF-8 config path")?)?);
+            configs.push(read(path.to_str().context("non-UTF-8 config path")?)?);
         }
     }
     configs.sort_by(|a, b| {
@@ -426,11 +568,61 @@ mod tests {
             n_layers,
             n_heads,
             n_kv_heads,
+            head_size: None,
             seq_len: 64,
             ffn: Ffn::Plain,
             tied_embeddings: true,
             tokenizer: TokenizerKind::Char,
         }
+    }
+
+    /// The families a seed model's name puts it in: its scale segment (`1k` … `10k`) and, for
+    /// seed 001's extreme phases (`story-<phase>-…`), the phase.
+    fn families_by_name(name: &str) -> Vec<Family> {
+        let segments: Vec<&str> = name.split('-').collect();
+        let scale = segments.iter().find_map(|s| match *s {
+            "1k" => Some(Family::K1),
+            "3k" => Some(Family::K3),
+            "5k" => Some(Family::K5),
+            "7k" => Some(Family::K7),
+            "10k" => Some(Family::K10),
+            _ => None,
+        });
+        let phase = match segments.get(1).copied() {
+            Some("ultra") => Some(Family::Ultra),
+            Some("ffn") => Some(Family::Ffn),
+            Some("heads") => Some(Family::Heads),
+            Some("attn") => Some(Family::Attn),
+            Some("deep") => Some(Family::Deep),
+            Some("hybrid") => Some(Family::Hybrid),
+            _ => None,
+        };
+        scale.into_iter().chain(phase).collect()
+    }
+
+    #[test]
+    fn every_config_reads_under_its_file_name_with_its_families() {
+        let configs = all().expect("configs/ reads and validates");
+        for config in &configs {
+            let path = configs_dir().join(format!("{}.json", config.name));
+            assert!(
+                path.is_file(),
+                "config name '{}' differs from its file name",
+                config.name
+            );
+            assert_eq!(
+                config.families,
+                families_by_name(&config.name),
+                "{}: families",
+                config.name
+            );
+        }
+        assert_eq!(
+            families_by_name("story-hybrid-256x-32h-10l-1k"),
+            [Family::K1, Family::Hybrid]
+        );
+        assert_eq!(families_by_name("chat-10k-ultra-deep"), [Family::K10]);
+        assert!(families_by_name("chat-8k").is_empty());
     }
 
     #[test]
@@ -492,22 +684,22 @@ mod tests {
                 "configs/{name}.json is missing"
             );
         }
-        for family in [
-            "story-1k-",
-            "story-3k-",
-            "story-5k-",
-            "story-7k-",
-            "chat-10k-",
-            "story-ultra-",
-        ] {
-            assert!(
-                names.iter().any(|n| n.starts_with(family)),
-                "no {family}* config"
-            );
-        }
         let ours = load("stories260k").unwrap();
         assert_eq!(ours.seed_params, None);
         assert_eq!((ours.model.ffn, ours.model.n_kv_heads), (Ffn::Swiglu, 4));
+    }
+
+    #[test]
+    fn aliases_load_the_renamed_configs() {
+        for (old, new) in ALIASES {
+            assert_eq!(load(old).unwrap().name, *new);
+            assert!(
+                !configs_dir().join(format!("{old}.json")).exists(),
+                "{old} is an alias and must not also be a file"
+            );
+        }
+        let err = format!("{:#}", load("chat-6k").unwrap_err());
+        assert!(err.contains("unknown config 'chat-6k'"), "{err}");
     }
 
     #[test]
@@ -516,6 +708,12 @@ mod tests {
         swiglu_gqa.ffn = Ffn::Swiglu;
         let mut untied = model(10, 4, 8, 1, 2, 2);
         untied.tied_embeddings = false;
+        // The seed's story-1k-fibonacci: 3 heads of 2 → wq, wk, wv 6×8, wo 8×6.
+        let mut narrow_heads = model(55, 8, 21, 1, 3, 3);
+        narrow_heads.head_size = Some(2);
+        // The seed's story-5k-attention-monster: 32 heads of 1 on 16 dims → 32×16 and 16×32.
+        let mut wide_heads = model(48, 16, 64, 1, 32, 32);
+        wide_heads.head_size = Some(1);
         // (what, shape, seed count, count with RMSNorm gains)
         let cases = [
             // 64·8 + 4·8² + 2·8·32
@@ -544,10 +742,25 @@ mod tests {
             // stories260K: 512·64 + 5·(2·64² + 2·64·32 + 3·64·172); with gains it is the
             // checkpoint's 264,128 floats less 2·512·4 freq_cis values.
             ("swiglu GQA stories260k", swiglu_gqa, 259_328, 260_032),
+            // 55·8 + 4·8·6 + 2·8·21
+            (
+                "head_size 2 of 3 heads on 8",
+                narrow_heads,
+                968,
+                968 + 3 * 8,
+            ),
+            // 48·16 + 4·16·32 + 2·16·64
+            (
+                "head_size 1 of 32 heads on 16",
+                wide_heads,
+                4_864,
+                4_864 + 3 * 16,
+            ),
         ];
         for (what, shape, seed, all) in cases {
             assert_eq!(shape.seed_param_count(), seed, "{what}: seed count");
             assert_eq!(shape.param_count(), all, "{what}: full count");
+            shape.validate_shape().unwrap();
             shape.validate().unwrap();
             let engine = shape.engine_config(0, Some(1));
             assert_eq!(ModelConfig::from(&engine), shape, "{what}: round trip");
@@ -562,7 +775,7 @@ mod tests {
     fn validate_rejects_bad_shapes() {
         let good = model(64, 8, 32, 1, 2, 2);
         good.validate().unwrap();
-        let zeroed: [fn(&mut ModelConfig); 7] = [
+        let zeroed: [fn(&mut ModelConfig); 8] = [
             |m| m.vocab_size = 0,
             |m| m.dim = 0,
             |m| m.hidden_dim = 0,
@@ -570,19 +783,34 @@ mod tests {
             |m| m.n_heads = 0,
             |m| m.n_kv_heads = 0,
             |m| m.seq_len = 0,
+            |m| m.head_size = Some(0),
         ];
         for zero in zeroed {
             let mut bad = good.clone();
             zero(&mut bad);
-            let err = bad.validate().unwrap_err().to_string();
+            let err = bad.validate_shape().unwrap_err().to_string();
             assert!(err.contains("must be positive"), "{bad:?}: {err}");
         }
-        // The seed's story-1k-fibonacci: 8d with 3 heads.
-        let err = model(55, 8, 21, 1, 3, 3)
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not a multiple of n_heads"), "{err}");
+        // The seed's story-1k-fibonacci: 8d with 3 heads needs an explicit head_size ...
+        let mut fibonacci = model(55, 8, 21, 1, 3, 3);
+        let err = fibonacci.validate_shape().unwrap_err().to_string();
+        assert!(
+            err.contains("not a multiple of n_heads") && err.contains("head_size"),
+            "{err}"
+        );
+        // ... and with one it is a valid config that the trainer cannot run yet.
+        fibonacci.head_size = Some(2);
+        fibonacci.validate_shape().unwrap();
+        let err = fibonacci.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("n_heads·head_size = 3·2 = 6 differs from dim 8"),
+            "{err}"
+        );
+        // An explicit head_size equal to dim / n_heads is the plain shape.
+        let mut explicit = good.clone();
+        explicit.head_size = Some(4);
+        explicit.validate().unwrap();
+        assert_eq!(explicit.seed_param_count(), good.seed_param_count());
         // The seed's story-5k-attention-monster: more heads (32) than dimensions (16).
         assert!(model(48, 16, 64, 1, 32, 32).validate().is_err());
         // Beyond what the engine runs.
@@ -593,9 +821,20 @@ mod tests {
         assert!(err.contains("at most 4096"), "{err}");
         // Query heads must be a multiple of key/value heads.
         let err = model(64, 12, 32, 1, 4, 3)
-            .validate()
+            .validate_shape()
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a multiple of n_kv_heads"), "{err}");
+    }
+
+    #[test]
+    fn head_size_is_omitted_from_json_unless_set() {
+        let plain = serde_json::to_value(model(64, 8, 32, 1, 2, 2)).unwrap();
+        assert!(plain.get("head_size").is_none());
+        let mut set = model(55, 8, 21, 1, 3, 3);
+        set.head_size = Some(2);
+        let json = serde_json::to_string(&set).unwrap();
+        assert!(json.contains("\"head_size\":2"), "{json}");
+        assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), set);
     }
 }

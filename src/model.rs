@@ -395,6 +395,7 @@ mod tests {
             n_layers: 2,
             n_heads,
             n_kv_heads,
+            head_size: None,
             seq_len: 9,
             ffn,
             tied_embeddings: tied,

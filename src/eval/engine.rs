@@ -99,6 +99,7 @@ mod tests {
             ffn: crate::config::Ffn::Plain,
             tied_embeddings: true,
             tokenizer: tok.kind(),
+            head_size: None,
         }
         .engine_config(tok.eot_id(), tok.unk_id());
         config.quant = Quant::Int8;

@@ -55,6 +55,7 @@ pub fn model_file(
         ffn: Ffn::Plain,
         tied_embeddings: true,
         tokenizer: TokenizerKind::Char,
+        head_size: None,
     };
     synthetic::model_file(&shape, 0x2545_F491_4F6C_DD1D).expect("writing the test model")
 }
