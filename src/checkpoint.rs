@@ -8,13 +8,16 @@
 //! - `config.json` (the named config with the training section actually used), `tokenizer.json`
 //!   (Hugging Face format), `metrics.csv`; at the end of training also `loss.svg` and `sample.txt`.
 //!
+//! An imported checkpoint (`starmind import`) has only `model.safetensors`, `config.json` and,
+//! unless the model came without one (config tokenizer `none`), `tokenizer.json`.
+//!
 //! Every file is replaced by write-to-temp + fsync + rename ([`crate::fsio::write_atomic`]), so
 //! each is complete at every instant.
 //! `state.safetensors` is self-contained (resume reads nothing else that changes during a run);
 //! it is renamed into place before `model.safetensors`, so a kill between the two leaves the
 //! previous complete model file next to a newer resume state, never a torn file.
 
-use crate::config::NamedConfig;
+use crate::config::{NamedConfig, TokenizerKind};
 use crate::model::Transformer;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
@@ -42,10 +45,24 @@ pub struct Checkpoint {
     pub step: usize,
 }
 
-/// Loads `dir/{config.json, tokenizer.json, model.safetensors}` on the CPU.
+/// Loads `dir/{config.json, tokenizer.json, model.safetensors}` on the CPU (no tokenizer.json
+/// when the config's tokenizer is `none`).
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let config = read_config(dir)?;
-    let tokenizer = Tokenizer::load(&dir.join(TOKENIZER_FILE))?;
+    let tokenizer = match config.model.tokenizer {
+        TokenizerKind::None => Tokenizer::ids_only(config.model.vocab_size, config.eot_id()),
+        _ => Tokenizer::load(&dir.join(TOKENIZER_FILE))?,
+    };
+    if (tokenizer.kind(), tokenizer.eot_id()) != (config.model.tokenizer, config.eot_id()) {
+        bail!(
+            "checkpoint {}: {TOKENIZER_FILE} is a {:?} tokenizer with end-of-text id {}, but {CONFIG_FILE} says {:?} with id {}",
+            dir.display(),
+            tokenizer.kind(),
+            tokenizer.eot_id(),
+            config.model.tokenizer,
+            config.eot_id()
+        );
+    }
     let model_path = dir.join(MODEL_FILE);
     let bytes =
         std::fs::read(&model_path).with_context(|| format!("reading {}", model_path.display()))?;
@@ -115,6 +132,14 @@ pub fn read_config(dir: &Path) -> Result<NamedConfig> {
         .model
         .validate()
         .with_context(|| format!("{}", path.display()))?;
+    if config.eot_id() as usize >= config.model.vocab_size {
+        bail!(
+            "{}: eot_id {} is outside the vocabulary ({} ids)",
+            path.display(),
+            config.eot_id(),
+            config.model.vocab_size
+        );
+    }
     Ok(config)
 }
 

@@ -27,6 +27,11 @@ pub enum TokenizerKind {
     Char,
     /// Byte-level BPE trained with the `tokenizers` crate.
     Bpe,
+    /// SentencePiece-style BPE with byte fallback (llama2.c's `tokenizer.bin`, Hugging Face
+    /// Llama `tokenizer.json`): imported, never trained here.
+    Sentencepiece,
+    /// No tokenizer: the model runs on token ids (an import without its tokenizer file).
+    None,
 }
 
 /// Transformer architecture.
@@ -173,6 +178,17 @@ pub struct NamedConfig {
     pub model: ModelConfig,
     #[serde(default)]
     pub train: TrainConfig,
+    /// The id a story starts after and ends with, when it is not starmind's `<|endoftext|>` (0):
+    /// llama2.c models use BOS (1) for both. See [`NamedConfig::eot_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eot_id: Option<u32>,
+}
+
+impl NamedConfig {
+    /// The id a story starts after and ends with (`<|endoftext|>` = 0 unless the config says).
+    pub fn eot_id(&self) -> u32 {
+        self.eot_id.unwrap_or(0)
+    }
 }
 
 /// Old names the seed renamed (seed 000, "Model Naming System Fixed"), accepted by [`load`].
@@ -199,6 +215,9 @@ impl ModelConfig {
             tokenizer: match self.tokenizer {
                 TokenizerKind::Char => format::TokenizerKind::Char,
                 TokenizerKind::Bpe => format::TokenizerKind::Bpe,
+                // The engine has no SentencePiece encoder yet: such a model file shows its
+                // tokens' text but takes no text prompt.
+                TokenizerKind::Sentencepiece | TokenizerKind::None => format::TokenizerKind::None,
             },
             quant: Quant::Int8,
             group_size: 0,
@@ -326,6 +345,7 @@ impl From<&EngineConfig> for ModelConfig {
             tokenizer: match c.tokenizer {
                 format::TokenizerKind::Char => TokenizerKind::Char,
                 format::TokenizerKind::Bpe => TokenizerKind::Bpe,
+                format::TokenizerKind::None => TokenizerKind::None,
             },
             head_size: None,
         }

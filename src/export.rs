@@ -188,7 +188,7 @@ pub fn float_model(checkpoint: &Checkpoint) -> Result<FloatModel> {
         })
         .collect();
     let byte_tokens = match m.tokenizer {
-        TokenizerKind::Char => Vec::new(),
+        TokenizerKind::Char | TokenizerKind::Sentencepiece | TokenizerKind::None => Vec::new(),
         TokenizerKind::Bpe => (0..=255u8)
             .map(|b| {
                 token_bytes

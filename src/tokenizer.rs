@@ -14,6 +14,13 @@
 //! The char tokenizer encodes with its own table (same result as the HF model, and much faster);
 //! byte-level BPE encodes with the HF model in parallel chunks cut where the GPT-2 split regex
 //! always splits, so the ids equal a whole-text HF encode.
+//!
+//! Two more kinds come only from imports (`src/import/`), never from training:
+//! - sentencepiece: a BPE model with byte fallback (llama2.c's `tokenizer.bin` converted, or a
+//!   Hugging Face Llama `tokenizer.json`); `<s>` plays the role of `<|endoftext|>` (its id is
+//!   [`Tokenizer::eot_id`] and its bytes are `<|endoftext|>`), `▁` is a space, `<0xAB>` the byte
+//!   0xAB; encoded segment by segment with the HF model (which prepends the `▁` dummy prefix);
+//! - none: no tokenizer file; ids with empty byte strings and no encoder ([`Tokenizer::ids_only`]).
 
 use crate::config::TokenizerKind;
 use anyhow::{anyhow, bail, Context, Result};
@@ -45,7 +52,10 @@ pub struct EncodedText {
 #[derive(Clone)]
 pub struct Tokenizer {
     kind: TokenizerKind,
-    hf: tokenizers::Tokenizer,
+    /// `None` only for [`TokenizerKind::None`].
+    hf: Option<tokenizers::Tokenizer>,
+    /// The story separator: 0 (`<|endoftext|>`), or `<s>` for sentencepiece.
+    eot_id: u32,
     /// Raw bytes of each token id.
     token_bytes: Vec<Vec<u8>>,
     /// Char tokenizer: character → id.
@@ -74,6 +84,9 @@ impl Tokenizer {
         match kind {
             TokenizerKind::Char => Self::train_char(vocab_size, text),
             TokenizerKind::Bpe => Self::train_bpe(vocab_size, text),
+            TokenizerKind::Sentencepiece | TokenizerKind::None => {
+                bail!("{kind:?} tokenizers come from imports (`starmind import`), they cannot be trained")
+            }
         }
     }
 
@@ -141,12 +154,30 @@ impl Tokenizer {
         Self::from_hf(tokenizers::Tokenizer::from(typed))
     }
 
-    /// Loads a `tokenizer.json` written by [`Tokenizer::save`].
+    /// Loads a `tokenizer.json` written by [`Tokenizer::save`] (or a Hugging Face Llama one).
     pub fn load(path: &Path) -> Result<Tokenizer> {
         let hf = tokenizers::Tokenizer::from_file(path)
             .map_err(anyhow::Error::from_boxed)
             .with_context(|| format!("reading tokenizer {}", path.display()))?;
         Self::from_hf(hf).with_context(|| format!("tokenizer {}", path.display()))
+    }
+
+    /// The stand-in for a model without a tokenizer: `vocab_size` ids whose byte strings are
+    /// empty, `eot_id` as the story separator, and no encoder ([`Tokenizer::can_encode`]).
+    pub fn ids_only(vocab_size: usize, eot_id: u32) -> Tokenizer {
+        Tokenizer {
+            kind: TokenizerKind::None,
+            hf: None,
+            eot_id,
+            token_bytes: vec![Vec::new(); vocab_size],
+            char_ids: HashMap::new(),
+            merges: Vec::new(),
+        }
+    }
+
+    /// Whether text can be turned into ids (false for [`TokenizerKind::None`]).
+    pub fn can_encode(&self) -> bool {
+        self.hf.is_some()
     }
 
     /// Writes the Hugging Face `tokenizer.json` (atomically: temp file, fsync, rename).
@@ -158,12 +189,14 @@ impl Tokenizer {
     /// The Hugging Face `tokenizer.json` text.
     pub fn to_json(&self) -> Result<String> {
         self.hf
+            .as_ref()
+            .context("a model without a tokenizer has no tokenizer.json")?
             .to_string(true)
             .map_err(anyhow::Error::from_boxed)
             .context("serializing tokenizer")
     }
 
-    /// Builds the byte tables from a HF tokenizer of one of our two shapes.
+    /// Builds the byte tables from a HF tokenizer of one of our three shapes.
     fn from_hf(hf: tokenizers::Tokenizer) -> Result<Tokenizer> {
         let json: serde_json::Value = serde_json::from_str(
             &hf.to_string(false)
@@ -176,6 +209,9 @@ impl Tokenizer {
                 "expected a BPE model in tokenizer.json, found {}",
                 model["type"]
             );
+        }
+        if model["byte_fallback"] == true {
+            return Self::from_hf_sentencepiece(hf, &json);
         }
         let kind = match json["pre_tokenizer"]["type"].as_str() {
             Some("ByteLevel") => TokenizerKind::Bpe,
@@ -221,7 +257,8 @@ impl Tokenizer {
                     char_ids.insert(c, id as u32);
                     name.as_bytes().to_vec()
                 }
-                (TokenizerKind::Bpe, _) => name
+                // Byte-level BPE (sentencepiece returned above).
+                (_, _) => name
                     .chars()
                     .map(|c| {
                         unicode_to_byte.get(&c).copied().ok_or_else(|| {
@@ -267,10 +304,79 @@ impl Tokenizer {
         }
         Ok(Tokenizer {
             kind,
-            hf,
+            hf: Some(hf),
+            eot_id: 0,
             token_bytes,
             char_ids,
             merges,
+        })
+    }
+
+    /// A SentencePiece-style BPE (byte fallback): `▁` → space, `<0xAB>` → byte 0xAB, `<s>` → the
+    /// story separator. Only the two ways Llama tokenizers prepend the dummy `▁` are accepted
+    /// (a `Prepend` + `Replace` normalizer, or a `Metaspace` pre-tokenizer), so that the source
+    /// bytes of a segment are its tokens' bytes less that one prefix space.
+    fn from_hf_sentencepiece(
+        hf: tokenizers::Tokenizer,
+        json: &serde_json::Value,
+    ) -> Result<Tokenizer> {
+        let normalizer = &json["normalizer"];
+        let pre_tokenizer = &json["pre_tokenizer"];
+        let prepend_normalizer = normalizer["type"] == "Sequence"
+            && normalizer["normalizers"].as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|n| n["type"] == "Prepend" && n["prepend"] == "▁")
+            })
+            && pre_tokenizer.is_null();
+        let metaspace = pre_tokenizer["type"] == "Metaspace"
+            && pre_tokenizer["replacement"] == "▁"
+            && pre_tokenizer["prepend_scheme"] != "never"
+            && normalizer.is_null();
+        if !(prepend_normalizer || metaspace) {
+            bail!(
+                "unsupported SentencePiece-style tokenizer: expected a Prepend(\"▁\") + Replace normalizer \
+                 or a Metaspace pre-tokenizer (found normalizer {normalizer}, pre-tokenizer {pre_tokenizer})"
+            );
+        }
+        let vocab = hf.get_vocab(true);
+        let vocab_size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
+        let mut names = vec![None; vocab_size];
+        for (name, &id) in &vocab {
+            names[id as usize] = Some(name.as_str());
+        }
+        let eot_id = *vocab
+            .get("<s>")
+            .context("a SentencePiece-style tokenizer needs a <s> token (the story separator)")?;
+        let specials: std::collections::HashSet<u32> = hf
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut token_bytes = Vec::with_capacity(vocab_size);
+        for (id, name) in names.iter().enumerate() {
+            let name =
+                name.ok_or_else(|| anyhow!("token id {id} is missing from the vocabulary"))?;
+            let bytes = if id as u32 == eot_id {
+                END_OF_TEXT.as_bytes().to_vec()
+            } else if specials.contains(&(id as u32)) {
+                name.as_bytes().to_vec()
+            } else if let Some(byte) = byte_fallback_token(name) {
+                vec![byte]
+            } else {
+                name.replace('▁', " ").into_bytes()
+            };
+            token_bytes.push(bytes);
+        }
+        Ok(Tokenizer {
+            kind: TokenizerKind::Sentencepiece,
+            hf: Some(hf),
+            eot_id,
+            token_bytes,
+            char_ids: HashMap::new(),
+            // The HF model merges; nothing downstream needs the table (the engine has no
+            // SentencePiece encoder yet).
+            merges: Vec::new(),
         })
     }
 
@@ -280,13 +386,20 @@ impl Tokenizer {
     }
 
     /// Token ids of `text` with each token's source length in bytes (for bits per byte).
+    /// A tokenizer without an encoder ([`Tokenizer::ids_only`]) returns no ids: callers check
+    /// [`Tokenizer::can_encode`] first.
     pub fn encode_with_source_bytes(&self, text: &str) -> EncodedText {
         let mut out = EncodedText::default();
+        let Some(hf) = &self.hf else {
+            return out;
+        };
         let mut segments = text.split(END_OF_TEXT).peekable();
         while let Some(segment) = segments.next() {
             match self.kind {
                 TokenizerKind::Char => self.encode_chars(segment, &mut out),
-                TokenizerKind::Bpe => self.encode_bpe(segment, &mut out),
+                TokenizerKind::Bpe => self.encode_bpe(hf, segment, &mut out),
+                TokenizerKind::Sentencepiece => self.encode_sentencepiece(hf, segment, &mut out),
+                TokenizerKind::None => {}
             }
             if segments.peek().is_some() {
                 out.ids.push(self.eot_id());
@@ -304,10 +417,9 @@ impl Tokenizer {
         }
     }
 
-    fn encode_bpe(&self, segment: &str, out: &mut EncodedText) {
+    fn encode_bpe(&self, hf: &tokenizers::Tokenizer, segment: &str, out: &mut EncodedText) {
         let chunks = split_at_pretokenizer_boundaries(segment, ENCODE_CHUNK_BYTES);
-        let encodings = self
-            .hf
+        let encodings = hf
             .encode_batch_fast(chunks, false)
             .expect("byte-level BPE encodes any text");
         for encoding in encodings {
@@ -316,6 +428,34 @@ impl Tokenizer {
                 out.source_bytes
                     .push(self.token_bytes[id as usize].len() as u32);
             }
+        }
+    }
+
+    /// One segment in one piece (the dummy `▁` prefix belongs to the segment's start). Source
+    /// bytes are the tokens' bytes, less the prefix space on the first tokens.
+    fn encode_sentencepiece(
+        &self,
+        hf: &tokenizers::Tokenizer,
+        segment: &str,
+        out: &mut EncodedText,
+    ) {
+        if segment.is_empty() {
+            return;
+        }
+        let encoding = hf
+            .encode_fast(segment, false)
+            .expect("a byte-fallback BPE encodes any text");
+        let start = out.ids.len();
+        for &id in encoding.get_ids() {
+            out.ids.push(id);
+            out.source_bytes.push(self.token_bytes(id).len() as u32);
+        }
+        let total: usize = out.source_bytes[start..].iter().map(|&b| b as usize).sum();
+        let mut extra = total.saturating_sub(segment.len());
+        for bytes in &mut out.source_bytes[start..] {
+            let cut = extra.min(*bytes as usize);
+            *bytes -= cut as u32;
+            extra -= cut;
         }
     }
 
@@ -334,7 +474,7 @@ impl Tokenizer {
             .unwrap_or_default()
     }
 
-    /// BPE merges by rank as (left, right, merged) ids; empty for char tokenizers.
+    /// Byte-level BPE merges by rank as (left, right, merged) ids; empty for the other kinds.
     pub fn merges(&self) -> Vec<(u32, u32, u32)> {
         self.merges.clone()
     }
@@ -348,18 +488,29 @@ impl Tokenizer {
         self.token_bytes.len()
     }
 
-    /// `<|endoftext|>`: always 0.
+    /// The story separator: `<|endoftext|>` (0) for trained tokenizers, `<s>` for
+    /// sentencepiece, the config's id for [`Tokenizer::ids_only`].
     pub fn eot_id(&self) -> u32 {
-        0
+        self.eot_id
     }
 
-    /// `<unk>`: 1 for char tokenizers, none for byte-level BPE.
+    /// `<unk>`: 1 for char tokenizers, none otherwise (byte-level BPE and byte fallback cover
+    /// every byte).
     pub fn unk_id(&self) -> Option<u32> {
         match self.kind {
             TokenizerKind::Char => Some(1),
-            TokenizerKind::Bpe => None,
+            _ => None,
         }
     }
+}
+
+/// The byte of a SentencePiece byte-fallback token `<0xAB>`.
+pub fn byte_fallback_token(name: &str) -> Option<u8> {
+    let hex = name.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
 }
 
 /// GPT-2's byte → printable character table used by byte-level BPE (`bytes_to_unicode`).
@@ -519,6 +670,8 @@ mod tests {
         let tricky = format!("{}  \n\nHe said: \"hi\"  \n \nThe end.\n", &text[..50_000]);
         let whole = tok
             .hf
+            .as_ref()
+            .unwrap()
             .encode(tricky.as_str(), false)
             .unwrap()
             .get_ids()
@@ -526,7 +679,8 @@ mod tests {
         for target in [1, 7, 1000, 1 << 20] {
             let mut out = EncodedText::default();
             for chunk in split_at_pretokenizer_boundaries(&tricky, target) {
-                let ids = tok.hf.encode(chunk, false).unwrap().get_ids().to_vec();
+                let hf = tok.hf.as_ref().unwrap();
+                let ids = hf.encode(chunk, false).unwrap().get_ids().to_vec();
                 out.ids.extend(ids);
             }
             assert_eq!(out.ids, whole, "chunk target {target}");

@@ -24,6 +24,11 @@ pub struct CompareReport {
 /// (docs/ARCHITECTURE.md windows, the host tokenizer for both) and compares bpb and greedy
 /// next-token choices.
 pub fn compare(checkpoint: &Checkpoint, file: &[u8], valid: &str) -> Result<CompareReport> {
+    if !checkpoint.tokenizer.can_encode() {
+        anyhow::bail!(
+            "the checkpoint has no tokenizer (it runs on token ids), so it cannot score text"
+        );
+    }
     let model = Model::parse(file)?;
     let config = model.config();
     let encoded = checkpoint.tokenizer.encode_with_source_bytes(valid);

@@ -11,6 +11,11 @@ use starmind_engine::{Model, Session};
 /// Token ids of `text` by the engine's tokenizer, and per token the bytes of source text it
 /// stands for (`<|endoftext|>` counts 1, `<unk>` its character's UTF-8 length).
 pub fn encode_with_source_bytes(model: &Model, text: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+    if model.config().tokenizer == TokenizerKind::None {
+        anyhow::bail!(
+            "the model file has no tokenizer (it runs on token ids), so it cannot score text"
+        );
+    }
     let (mut ids, mut source) = (Vec::new(), Vec::new());
     let mut buf = vec![0u32; 4096];
     for (i, segment) in text.split("<|endoftext|>").enumerate() {
@@ -22,8 +27,8 @@ pub fn encode_with_source_bytes(model: &Model, text: &str) -> Result<(Vec<u32>, 
         while !rest.is_empty() {
             // One piece at a time: a character (char) or a GPT-2 pre-token (BPE).
             let len = match model.config().tokenizer {
-                TokenizerKind::Char => rest.chars().next().map_or(1, char::len_utf8),
                 TokenizerKind::Bpe => pretoken_len(rest),
+                _ => rest.chars().next().map_or(1, char::len_utf8),
             };
             let (piece, tail) = rest.split_at(len);
             if buf.len() < piece.len() {
@@ -35,8 +40,8 @@ pub fn encode_with_source_bytes(model: &Model, text: &str) -> Result<(Vec<u32>, 
             for &id in &buf[..n] {
                 ids.push(id);
                 source.push(match model.config().tokenizer {
-                    TokenizerKind::Char => len as u32,
                     TokenizerKind::Bpe => model.token_bytes(id).len() as u32,
+                    _ => len as u32,
                 });
             }
             rest = tail;

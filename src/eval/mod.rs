@@ -144,6 +144,15 @@ pub fn run(args: Args) -> Result<()> {
             args.checkpoint.display()
         );
     }
+    if args.checkpoint.is_dir()
+        && crate::checkpoint::read_config(&args.checkpoint)
+            .is_ok_and(|c| c.model.tokenizer == crate::config::TokenizerKind::None)
+    {
+        bail!(
+            "checkpoint {} has no tokenizer (it runs on token ids), so it cannot score text",
+            args.checkpoint.display()
+        );
+    }
     let recorded = match args.data.is_empty() && args.checkpoint.is_dir() {
         true => crate::checkpoint::recorded_data_sources(&args.checkpoint),
         false => None,

@@ -91,6 +91,10 @@ pub enum TokenizerKind {
     Char = 0,
     /// Byte-level BPE with ranked merges (GPT-2 pre-tokenisation).
     Bpe = 1,
+    /// No encoder on the device: the model runs on token ids (e.g. a llama2.c import without
+    /// its tokenizer). Token byte strings are for display only and may be empty; a non-empty
+    /// text prompt is refused ([`crate::EngineError::NoTokenizer`]).
+    None = 2,
 }
 
 /// Weight quantisation scheme of the layer matrices (embedding/output are always int8).
@@ -696,8 +700,7 @@ impl<'a> Model<'a> {
             }
         }
         if t == tag::MERGES
-            && (len % MERGE_BYTES != 0
-                || (self.config.tokenizer == TokenizerKind::Char && len != 0))
+            && (len % MERGE_BYTES != 0 || (self.config.tokenizer != TokenizerKind::Bpe && len != 0))
         {
             return Err(FormatError::BadMerges);
         }
@@ -886,6 +889,7 @@ fn read_config(bytes: &[u8]) -> Result<Config, FormatError> {
     let tokenizer = match word(header::TOKENIZER) {
         0 => TokenizerKind::Char,
         1 => TokenizerKind::Bpe,
+        2 => TokenizerKind::None,
         _ => return Err(FormatError::BadConfig("unknown tokenizer kind")),
     };
     let quant = match word(header::QUANT) {

@@ -38,6 +38,8 @@ pub enum EngineError {
     EmptyPrompt,
     /// [`Model::encode`]'s output buffer cannot hold the prompt.
     BufferTooSmall,
+    /// [`Model::encode`] got text for a model without a tokenizer ([`crate::TokenizerKind::None`]).
+    NoTokenizer,
 }
 
 impl fmt::Display for EngineError {
@@ -53,6 +55,10 @@ impl fmt::Display for EngineError {
             EngineError::ContextFull => write!(f, "context is full"),
             EngineError::EmptyPrompt => write!(f, "empty prompt"),
             EngineError::BufferTooSmall => write!(f, "token buffer too small for the prompt"),
+            EngineError::NoTokenizer => write!(
+                f,
+                "the model has no tokenizer (it runs on token ids): give an empty prompt"
+            ),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! - char: each character is its own token, `<unk>` when it is not in the vocabulary;
 //! - byte-level BPE: GPT-2 pre-tokenisation (the `ByteLevel` regex, written out as a hand-made
 //!   scanner over `char` classes), then per piece: bytes → byte tokens, and repeatedly merge the
-//!   adjacent pair with the lowest merge rank (leftmost on ties) until none applies.
+//!   adjacent pair with the lowest merge rank (leftmost on ties) until none applies;
+//! - none: the model runs on token ids; only the empty text encodes (to no ids), anything else
+//!   is refused with [`EngineError::NoTokenizer`].
 //!
 //! Decoding is [`Model::token_bytes`]: concatenate the pieces.
 
@@ -16,8 +18,16 @@ const END_OF_TEXT: &[u8] = b"<|endoftext|>";
 
 impl<'a> Model<'a> {
     /// Encodes `text` into `out`, returning how many ids were written. Invalid UTF-8 bytes become
-    /// `<unk>` (char) or their byte tokens (BPE).
+    /// `<unk>` (char) or their byte tokens (BPE). A model without a tokenizer encodes only the
+    /// empty text.
     pub fn encode(&self, text: &[u8], out: &mut [u32]) -> Result<usize, EngineError> {
+        if self.config().tokenizer == TokenizerKind::None {
+            return if text.is_empty() {
+                Ok(0)
+            } else {
+                Err(EngineError::NoTokenizer)
+            };
+        }
         let mut n = 0;
         let mut rest = text;
         loop {
@@ -71,6 +81,7 @@ impl<'a> Model<'a> {
                     }
                 }
             }
+            TokenizerKind::None => return Err(EngineError::NoTokenizer),
         }
         Ok(n)
     }

@@ -103,3 +103,33 @@ fn context_and_token_errors_are_typed() {
     );
     assert!(s.prefill(&[]).is_err());
 }
+
+#[test]
+fn a_model_without_tokenizer_runs_on_ids_and_refuses_text() {
+    use starmind_engine::format::{TokenizerKind, NO_TOKEN};
+    use starmind_engine::EngineError;
+    let mut cfg = config(32, 8, 16, 1, 2, 1, 6, FfnKind::Swiglu, true);
+    cfg.tokenizer = TokenizerKind::None;
+    let mut float = random_model(cfg, 5);
+    // llama2.c's convention: id 1 starts (and ends) a story; no token has text.
+    float.config.eot_id = 1;
+    float.config.unk_id = NO_TOKEN;
+    float.token_bytes = vec![Vec::new(); 32];
+    let file = write_model(&quantize_model(&float, Quant::Int8, 0)).unwrap();
+    let model = Model::parse(&file).unwrap();
+    assert_eq!(model.config().tokenizer, TokenizerKind::None);
+    assert_eq!(model.eot_id(), 1);
+    let mut ids = [0u32; 8];
+    assert_eq!(model.encode(b"", &mut ids), Ok(0));
+    for text in [&b"Once"[..], b"<|endoftext|>", b"\xff"] {
+        assert_eq!(model.encode(text, &mut ids), Err(EngineError::NoTokenizer));
+    }
+    let mut arena = vec![0u8; Model::arena_bytes(&model.config(), 6)];
+    let mut session = Session::new(&model, 6, &mut arena).unwrap();
+    let logits = session.prefill(&[1, 5, 7]).unwrap();
+    assert_eq!(logits.len(), 32);
+
+    // A merge table makes no sense without a tokenizer: the writer's re-parse refuses it.
+    float.merges = vec![(2, 3, 4)];
+    assert!(write_model(&quantize_model(&float, Quant::Int8, 0)).is_err());
+}
