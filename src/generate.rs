@@ -1,9 +1,12 @@
 //! `starmind generate`: stream text from a model file with the integer engine on this computer —
 //! the same tokenizer, forward pass, sampler and story loop (`starmind_engine::story`) as the
-//! device, so the same seed gives the same tokens.
+//! device, so the same seed gives the same tokens — or from a checkpoint directory with the
+//! float model ([`crate::sample::generate`]).
 
+use crate::checkpoint::Checkpoint;
+use crate::sample::{self, FloatStory};
 use crate::sampling::sampler_config;
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use starmind_engine::story::{self, Start, StoryConfig, WhenFull};
 use starmind_engine::{Model, SamplerConfig, Session};
 use std::io::Write;
@@ -13,7 +16,8 @@ use std::path::PathBuf;
 /// Arguments of `starmind generate`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model file (.smb) written by `starmind export`.
+    /// Model file (.smb) written by `starmind export` (integer engine), or a checkpoint
+    /// directory from `starmind train` / `starmind import` (float model).
     pub file: PathBuf,
     /// Text to continue (default: start of a story).
     #[arg(long, default_value = "")]
@@ -33,6 +37,9 @@ pub struct Args {
     /// Nucleus sampling mass (1 = off).
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f64,
+    /// Print the generated token ids (space-separated) instead of text.
+    #[arg(long)]
+    pub ids: bool,
 }
 
 /// Generates `n` tokens after `prompt` with the engine's story loop; returns the ids (prompt
@@ -92,13 +99,88 @@ impl<F: FnMut(&[u8]) -> Result<()>> story::Listener for Emit<'_, F> {
     }
 }
 
+/// Generates `n` tokens after `prompt` with the float model of a checkpoint; returns the ids
+/// (prompt excluded). An empty prompt starts from the model's end-of-text id (llama2.c: BOS).
+/// `emit` sees each id as it is drawn.
+pub fn generate_float(
+    checkpoint: &Checkpoint,
+    prompt: &str,
+    n: usize,
+    sampler: SamplerConfig,
+    mut emit: impl FnMut(u32) -> Result<()>,
+) -> Result<Vec<u32>> {
+    let tokenizer = &checkpoint.tokenizer;
+    let start = if prompt.is_empty() {
+        vec![tokenizer.eot_id()]
+    } else if tokenizer.can_encode() {
+        tokenizer.encode(prompt)
+    } else {
+        bail!(
+            "the checkpoint has no tokenizer (it runs on token ids): give an empty prompt to start from id {}",
+            tokenizer.eot_id()
+        );
+    };
+    let story = FloatStory {
+        sampler,
+        max_tokens: n,
+        stop_ids: Vec::new(),
+        vocab: tokenizer.vocab_size(),
+    };
+    sample::generate(&checkpoint.model, &start, &story, |id| {
+        emit(id)?;
+        Ok(ControlFlow::Continue(()))
+    })
+}
+
 /// `starmind generate`.
 pub fn run(args: Args) -> Result<()> {
-    let bytes = crate::model_file::read(&args.file)?;
-    let model = Model::parse(&bytes)?;
     let sampler = sampler_config(args.temperature, args.top_k, args.top_p, args.seed)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    if args.file.is_dir() {
+        let checkpoint = crate::checkpoint::load(&args.file)?;
+        let tokenizer = &checkpoint.tokenizer;
+        if !args.ids && !tokenizer.can_encode() {
+            bail!(
+                "checkpoint {} has no tokenizer, so its tokens have no text: use --ids",
+                args.file.display()
+            );
+        }
+        if !args.ids {
+            out.write_all(args.prompt.as_bytes())?;
+        }
+        let mut first = true;
+        generate_float(&checkpoint, &args.prompt, args.tokens, sampler, |id| {
+            if args.ids {
+                write!(out, "{}{id}", if first { "" } else { " " })?;
+            } else {
+                out.write_all(&tokenizer.token_bytes(id))?;
+            }
+            first = false;
+            out.flush()?;
+            Ok(())
+        })
+        .with_context(|| format!("checkpoint {}", args.file.display()))?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let bytes = crate::model_file::read(&args.file)?;
+    let model = Model::parse(&bytes)?;
+    let vocab = model.config().vocab_size as u32;
+    if !args.ids && (0..vocab).all(|id| model.token_bytes(id).is_empty()) {
+        bail!(
+            "model file {} has no tokenizer, so its tokens have no text: use --ids",
+            args.file.display()
+        );
+    }
+    if args.ids {
+        let ids = generate(&model, args.prompt.as_bytes(), args.tokens, sampler, |_| {
+            Ok(())
+        })?;
+        let text: Vec<String> = ids.iter().map(u32::to_string).collect();
+        writeln!(out, "{}", text.join(" "))?;
+        return Ok(());
+    }
     out.write_all(args.prompt.as_bytes())?;
     generate(
         &model,

@@ -1,64 +1,114 @@
-//! Float sampling from the candle model (the trainer's end-of-run sample; the integer engine
-//! has its own sampler, `starmind_engine::sampler`).
+//! Float generation from the candle model: `starmind generate <checkpoint-dir>` and the
+//! trainer's end-of-run sample. Tokens are drawn with the engine's sampler
+//! (`starmind_engine::Sampler`) on the float logits rounded to Q16.16, so the sampler settings
+//! mean the same for a checkpoint as for its model file; greedy (temperature 0) takes the first
+//! largest float logit, as llama2.c's `run.c` does.
 
-use crate::data::Rng;
 use crate::model::Transformer;
-use crate::tokenizer::Tokenizer;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use starmind_engine::{Sampler, SamplerConfig};
+use std::ops::ControlFlow;
 
-/// Samples up to `max_tokens` tokens after `prompt` at `temperature` (0 = greedy), stopping at
-/// `<|endoftext|>`; the context slides once it exceeds seq_len. Returns prompt + continuation.
+/// One float story's settings (the float side of the engine's `story::StoryConfig`).
+#[derive(Clone, Debug)]
+pub struct FloatStory {
+    pub sampler: SamplerConfig,
+    /// Most tokens to generate after the prompt.
+    pub max_tokens: usize,
+    /// Ids that end the story when drawn (not passed on); empty: none does.
+    pub stop_ids: Vec<u32>,
+    /// Ids the model may draw: `0..vocab` (a model may have more rows than its tokenizer ids).
+    pub vocab: usize,
+}
+
+/// Generates after the ids `prompt` (not empty) with `model` and returns the generated ids. No
+/// KV cache: each step runs the whole context; when the context is full the newest half is kept,
+/// as the engine's `story::tell` slides for `generate`. `emit` sees each id as it is drawn;
+/// `Break` ends the story there.
 pub fn generate(
     model: &Transformer,
-    tokenizer: &Tokenizer,
-    prompt: &str,
-    max_tokens: usize,
-    temperature: f64,
-    rng: &mut Rng,
-) -> Result<String> {
-    let seq_len = model.config().seq_len;
-    let mut ids = tokenizer.encode(prompt);
-    let prompt_len = ids.len();
-    for _ in 0..max_tokens {
-        let context = &ids[ids.len().saturating_sub(seq_len)..];
-        if context.is_empty() {
-            break;
-        }
-        let input = Tensor::new(context, &Device::Cpu)?.unsqueeze(0)?;
-        let logits = model.forward(&input)?.squeeze(0)?.get(context.len() - 1)?;
-        let logits: Vec<f32> = logits.to_vec1()?;
-        // Only ids the tokenizer has (the model may have spare rows).
-        let logits = &logits[..tokenizer.vocab_size()];
-        let next = if temperature <= 0.0 {
-            logits
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i)
+    prompt: &[u32],
+    story: &FloatStory,
+    mut emit: impl FnMut(u32) -> Result<ControlFlow<()>>,
+) -> Result<Vec<u32>> {
+    let ctx = model.config().seq_len;
+    let mut context = prompt[prompt.len().saturating_sub(ctx)..].to_vec();
+    anyhow::ensure!(
+        !context.is_empty(),
+        "generation needs at least one prompt id"
+    );
+    let greedy = story.sampler.temperature_q8 == 0;
+    let mut sampler = Sampler::new(story.sampler);
+    let mut out = Vec::with_capacity(story.max_tokens);
+    while out.len() < story.max_tokens {
+        let input = Tensor::new(context.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let logits: Vec<f32> = model
+            .forward(&input)?
+            .squeeze(0)?
+            .get(context.len() - 1)?
+            .to_vec1()?;
+        let logits = &logits[..story.vocab.min(logits.len())];
+        let next = if greedy {
+            first_argmax(logits)
         } else {
-            let max = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
-            let weights: Vec<f64> = logits
-                .iter()
-                .map(|&l| ((l as f64 - max) / temperature).exp())
-                .collect();
-            let mut r = rng.uniform() * weights.iter().sum::<f64>();
-            weights
-                .iter()
-                .position(|&w| {
-                    r -= w;
-                    r < 0.0
-                })
-                .unwrap_or(weights.len() - 1)
-        } as u32;
-        if next == tokenizer.eot_id() {
+            sampler.sample(&logits_q16(logits))
+        };
+        if story.stop_ids.contains(&next) {
             break;
         }
-        ids.push(next);
+        out.push(next);
+        if emit(next)?.is_break() {
+            break;
+        }
+        context.push(next);
+        if context.len() > ctx {
+            // The context was full: keep its newest half (the drawn token included).
+            context.drain(..context.len() - (ctx / 2).max(1));
+        }
     }
-    Ok(format!(
-        "{}{}",
-        prompt,
-        tokenizer.decode(&ids[prompt_len..])
-    ))
+    Ok(out)
+}
+
+/// Float logits in Q16.16, the engine's logit unit (saturating).
+fn logits_q16(logits: &[f32]) -> Vec<i32> {
+    logits
+        .iter()
+        .map(|&l| {
+            (l as f64 * 65536.0)
+                .round()
+                .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+        })
+        .collect()
+}
+
+/// The index of the first largest value (NaN never wins).
+fn first_argmax(values: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] || values[best].is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        assert_eq!(first_argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(first_argmax(&[f32::NAN, 0.5, 0.5]), 1);
+        assert_eq!(first_argmax(&[-1.0]), 0);
+    }
+
+    #[test]
+    fn q16_rounds_and_saturates() {
+        assert_eq!(
+            logits_q16(&[1.5, -0.25, 1e9, -1e9]),
+            vec![98_304, -16_384, i32::MAX, i32::MIN]
+        );
+    }
 }

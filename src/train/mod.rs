@@ -17,10 +17,13 @@ use crate::eval::{self, EvalReport};
 use crate::fsio;
 use crate::model::{self, Transformer};
 use crate::process;
+use crate::sample::{self, FloatStory};
+use crate::sampling::sampler_config;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -286,15 +289,16 @@ fn finish(
         t0.elapsed().as_secs_f64(),
         report.val_bpb
     );
-    let mut rng = Rng::new(config.train.seed ^ 0x5A5A_5A5A);
-    let sample = crate::sample::generate(
-        model,
-        tokenizer,
-        SAMPLE_PROMPT,
-        SAMPLE_TOKENS,
-        SAMPLE_TEMPERATURE,
-        &mut rng,
-    )?;
+    let story = FloatStory {
+        sampler: sampler_config(SAMPLE_TEMPERATURE, 0, 1.0, config.train.seed ^ 0x5A5A_5A5A)?,
+        max_tokens: SAMPLE_TOKENS,
+        stop_ids: vec![tokenizer.eot_id()],
+        vocab: tokenizer.vocab_size(),
+    };
+    let ids = sample::generate(model, &tokenizer.encode(SAMPLE_PROMPT), &story, |_| {
+        Ok(ControlFlow::Continue(()))
+    })?;
+    let sample = format!("{SAMPLE_PROMPT}{}", tokenizer.decode(&ids));
     fsio::write_atomic(&out.join("sample.txt"), sample.as_bytes())?;
     let rows = read_metrics(&out.join(METRICS_FILE))?;
     fsio::write_atomic(
