@@ -38,10 +38,15 @@ pub struct Args {
     /// per byte of both and greedy next-token agreement (docs/quantization.md).
     #[arg(long, value_name = "VALID_TEXT")]
     pub compare: Option<PathBuf>,
+    /// After writing, compare the file with the float checkpoint on these token ids (a file of
+    /// space-separated ids, e.g. from `starmind generate --ids`): bits per token of both and
+    /// greedy next-token agreement — for models without a tokenizer.
+    #[arg(long, value_name = "IDS_FILE", conflicts_with = "compare")]
+    pub compare_ids: Option<PathBuf>,
     /// With --compare: use only the first N bytes of the validation text.
     #[arg(long)]
     pub max_bytes: Option<usize>,
-    /// With --compare: print the comparison as one JSON object.
+    /// With --compare or --compare-ids: print the comparison as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -93,6 +98,30 @@ pub fn run(args: Args) -> Result<()> {
         bytes.len(),
         quant
     );
+    if let Some(path) = &args.compare_ids {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let ids = text
+            .split_whitespace()
+            .map(|w| w.parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{}: expected space-separated token ids", path.display()))?;
+        let report = crate::eval::compare::compare_ids(&checkpoint, &bytes, &ids)
+            .with_context(|| format!("comparing on the ids of {}", path.display()))?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "float {:.4} bits/token, {:?} {:.4} bits/token ({:+.2} %), greedy next-token agreement {:.2} % over {} positions",
+                report.float_bits_per_token,
+                quant,
+                report.int_bits_per_token,
+                100.0 * report.relative_change,
+                100.0 * report.greedy_agreement,
+                report.positions
+            );
+        }
+    }
     if let Some(valid) = &args.compare {
         let text = std::fs::read_to_string(valid)
             .with_context(|| format!("reading {}", valid.display()))?;

@@ -5,6 +5,7 @@
 use super::bpb::{bits_per_byte, Scorer};
 use super::{engine, float};
 use crate::checkpoint::Checkpoint;
+use crate::tokenizer::EncodedText;
 use anyhow::Result;
 use starmind_engine::{Model, Session};
 
@@ -26,13 +27,56 @@ pub struct CompareReport {
 pub fn compare(checkpoint: &Checkpoint, file: &[u8], valid: &str) -> Result<CompareReport> {
     if !checkpoint.tokenizer.can_encode() {
         anyhow::bail!(
-            "the checkpoint has no tokenizer (it runs on token ids), so it cannot score text"
+            "the checkpoint has no tokenizer (it runs on token ids), so it cannot score text: compare on ids instead"
         );
     }
+    let encoded = checkpoint.tokenizer.encode_with_source_bytes(valid);
+    compare_encoded(checkpoint, file, &encoded, checkpoint.tokenizer.unk_id())
+}
+
+/// Float checkpoint versus its model file on a sequence of token ids (for a model without a
+/// tokenizer): bits per token instead of per byte.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IdsCompareReport {
+    pub float_bits_per_token: f64,
+    pub int_bits_per_token: f64,
+    /// `(int − float) / float`; for a fixed text this is also the relative change in bpb.
+    pub relative_change: f64,
+    /// Fraction of predicted positions where both models' most likely next token is the same.
+    pub greedy_agreement: f64,
+    pub positions: usize,
+}
+
+/// [`compare`] on the token ids `ids`, scored in the same windows; each token counts as one
+/// byte, so the bpb figures are bits per token.
+pub fn compare_ids(checkpoint: &Checkpoint, file: &[u8], ids: &[u32]) -> Result<IdsCompareReport> {
+    let vocab = checkpoint.config.model.vocab_size;
+    if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+        anyhow::bail!("token id {bad} is outside the model's {vocab} ids");
+    }
+    let encoded = EncodedText {
+        ids: ids.to_vec(),
+        source_bytes: vec![1; ids.len()],
+    };
+    let r = compare_encoded(checkpoint, file, &encoded, None)?;
+    Ok(IdsCompareReport {
+        float_bits_per_token: r.float_bpb,
+        int_bits_per_token: r.int_bpb,
+        relative_change: r.bpb_relative_change,
+        greedy_agreement: r.greedy_agreement,
+        positions: r.positions,
+    })
+}
+
+/// Both models over the windows of `encoded` (`unk`: the id whose target costs its bytes).
+fn compare_encoded(
+    checkpoint: &Checkpoint,
+    file: &[u8],
+    encoded: &EncodedText,
+    unk: Option<u32>,
+) -> Result<CompareReport> {
     let model = Model::parse(file)?;
     let config = model.config();
-    let encoded = checkpoint.tokenizer.encode_with_source_bytes(valid);
-    let unk = checkpoint.tokenizer.unk_id();
     let seq_len = config.seq_len;
     // The same windows, batches of 64, for both models.
     let bpb = |score: &mut Scorer| {
