@@ -38,6 +38,7 @@ pub mod export;
 pub mod flash;
 pub mod fsio;
 pub mod generate;
+pub mod import;
 pub mod model;
 pub mod model_file;
 pub mod process;

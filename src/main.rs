@@ -1,7 +1,7 @@
 //! The `starmind` command line: clap structs and dispatch to the library (`starmind::*::run`).
 
 use clap::{Parser, Subcommand};
-use starmind::{bench, configs, eval, export, flash, generate, train};
+use starmind::{bench, configs, eval, export, flash, generate, import, train};
 
 #[derive(Parser)]
 #[command(
@@ -24,8 +24,11 @@ enum Command {
     Configs(configs::Args),
     /// Quantize a checkpoint into a flat integer model file (.smb).
     Export(export::Args),
-    /// Generate text from a model file with the integer engine on this computer.
+    /// Generate text (or token ids) from a model file with the integer engine, or from a
+    /// checkpoint with the float model, on this computer.
     Generate(generate::Args),
+    /// Import a llama2.c or Hugging Face Llama model as a checkpoint directory.
+    Import(import::Args),
     /// Write firmware and model to an RP2040 board (probe-rs), or build a UF2 image.
     Flash(flash::Args),
     /// Measure tokens/s and cycles/token on a board, in the rp2040js emulator or on the host.
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Configs(args) => configs::run(args),
         Command::Export(args) => export::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Import(args) => import::run(args),
         Command::Flash(args) => flash::run(args),
         Command::Bench(args) => bench::run(args),
     };

@@ -162,6 +162,14 @@ impl Tokenizer {
         Self::from_hf(hf).with_context(|| format!("tokenizer {}", path.display()))
     }
 
+    /// A tokenizer from `tokenizer.json` text.
+    pub fn from_json(json: &str) -> Result<Tokenizer> {
+        let hf: tokenizers::Tokenizer = json
+            .parse()
+            .map_err(|e| anyhow!("parsing tokenizer.json: {e}"))?;
+        Self::from_hf(hf)
+    }
+
     /// The stand-in for a model without a tokenizer: `vocab_size` ids whose byte strings are
     /// empty, `eot_id` as the story separator, and no encoder ([`Tokenizer::can_encode`]).
     pub fn ids_only(vocab_size: usize, eot_id: u32) -> Tokenizer {
