@@ -3,12 +3,15 @@
 //!
 //! - [`llama2c`]: llama2.c `run.c` checkpoints (legacy version-0 `model.bin`) and its
 //!   `tokenizer.bin`;
+//! - [`hf`]: Hugging Face `LlamaForCausalLM` models (`config.json`, `model.safetensors`,
+//!   `tokenizer.json`), local or through hf-hub.
 //!
 //! Both end in [`write_checkpoint`]: the tensors are checked against the config by building the
 //! float model, then `model.safetensors`, `tokenizer.json` (if any) and `config.json` (last: it
 //! marks a complete checkpoint) are written atomically. An existing checkpoint is never
 //! overwritten.
 
+pub mod hf;
 pub mod llama2c;
 
 use crate::checkpoint::{self, CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE};
@@ -33,12 +36,15 @@ pub enum Source {
     /// A llama2.c checkpoint (run.c's legacy version-0 model.bin), optionally with its
     /// tokenizer.bin.
     Llama2c(llama2c::Args),
+    /// A Hugging Face Llama model (LlamaForCausalLM): a hub id or a local directory.
+    Hf(hf::Args),
 }
 
 /// `starmind import`.
 pub fn run(args: Args) -> Result<()> {
     match args.source {
         Source::Llama2c(args) => llama2c::run(args),
+        Source::Hf(args) => hf::run(args),
     }
 }
 
