@@ -132,11 +132,14 @@ pub fn read_config(dir: &Path) -> Result<NamedConfig> {
         .model
         .validate()
         .with_context(|| format!("{}", path.display()))?;
-    if config.eot_id() as usize >= config.model.vocab_size {
+    if let Some(id) = config
+        .stop_ids()
+        .into_iter()
+        .find(|&id| id as usize >= config.model.vocab_size)
+    {
         bail!(
-            "{}: eot_id {} is outside the vocabulary ({} ids)",
+            "{}: end-of-text id {id} (eot_id, eos_ids) is outside the vocabulary ({} ids)",
             path.display(),
-            config.eot_id(),
             config.model.vocab_size
         );
     }

@@ -182,12 +182,25 @@ pub struct NamedConfig {
     /// llama2.c models use BOS (1) for both. See [`NamedConfig::eot_id`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eot_id: Option<u32>,
+    /// Further ids that end a story when the float model draws them (a Hugging Face model's
+    /// `eos_token_id`, `</s>`); empty for starmind's and llama2.c's models. See
+    /// [`NamedConfig::stop_ids`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eos_ids: Vec<u32>,
 }
 
 impl NamedConfig {
     /// The id a story starts after and ends with (`<|endoftext|>` = 0 unless the config says).
     pub fn eot_id(&self) -> u32 {
         self.eot_id.unwrap_or(0)
+    }
+
+    /// The ids that end a story: [`NamedConfig::eot_id`] (a new story begins), then
+    /// [`NamedConfig::eos_ids`].
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut ids = vec![self.eot_id()];
+        ids.extend(self.eos_ids.iter().filter(|&&id| id != self.eot_id()));
+        ids
     }
 }
 

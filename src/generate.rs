@@ -40,6 +40,10 @@ pub struct Args {
     /// Print the generated token ids (space-separated) instead of text.
     #[arg(long)]
     pub ids: bool,
+    /// Generate on past the end of the story: a checkpoint's float model otherwise stops at its
+    /// end-of-text id (llama2.c: BOS; Hugging Face: eos_token_id or BOS).
+    #[arg(long)]
+    pub no_stop: bool,
 }
 
 /// Generates `n` tokens after `prompt` with the engine's story loop; returns the ids (prompt
@@ -99,31 +103,36 @@ impl<F: FnMut(&[u8]) -> Result<()>> story::Listener for Emit<'_, F> {
     }
 }
 
-/// Generates `n` tokens after `prompt` with the float model of a checkpoint; returns the ids
-/// (prompt excluded). An empty prompt starts from the model's end-of-text id (llama2.c: BOS).
-/// `emit` sees each id as it is drawn.
+/// Generates up to `n` tokens after `prompt` with the float model of a checkpoint; returns the
+/// ids (prompt excluded). The story starts after the model's end-of-text id (llama2.c and
+/// Hugging Face: BOS, as their own generation does), then the prompt's ids; with
+/// `stop_at_end_of_text` it ends when the model draws one of the config's stop ids
+/// ([`crate::config::NamedConfig::stop_ids`]), which is not passed on. `emit` sees each id as it
+/// is drawn.
 pub fn generate_float(
     checkpoint: &Checkpoint,
     prompt: &str,
     n: usize,
     sampler: SamplerConfig,
+    stop_at_end_of_text: bool,
     mut emit: impl FnMut(u32) -> Result<()>,
 ) -> Result<Vec<u32>> {
     let tokenizer = &checkpoint.tokenizer;
-    let start = if prompt.is_empty() {
-        vec![tokenizer.eot_id()]
-    } else if tokenizer.can_encode() {
-        tokenizer.encode(prompt)
-    } else {
+    let config = &checkpoint.config;
+    if !prompt.is_empty() && !tokenizer.can_encode() {
         bail!(
             "the checkpoint has no tokenizer (it runs on token ids): give an empty prompt to start from id {}",
-            tokenizer.eot_id()
+            config.eot_id()
         );
-    };
+    }
+    let start = [vec![config.eot_id()], tokenizer.encode(prompt)].concat();
     let story = FloatStory {
         sampler,
         max_tokens: n,
-        stop_ids: Vec::new(),
+        stop_ids: match stop_at_end_of_text {
+            true => config.stop_ids(),
+            false => Vec::new(),
+        },
         vocab: tokenizer.vocab_size(),
     };
     sample::generate(&checkpoint.model, &start, &story, |id| {
@@ -150,16 +159,24 @@ pub fn run(args: Args) -> Result<()> {
             out.write_all(args.prompt.as_bytes())?;
         }
         let mut first = true;
-        generate_float(&checkpoint, &args.prompt, args.tokens, sampler, |id| {
-            if args.ids {
-                write!(out, "{}{id}", if first { "" } else { " " })?;
-            } else {
-                out.write_all(&tokenizer.token_bytes(id))?;
-            }
-            first = false;
-            out.flush()?;
-            Ok(())
-        })
+        let stop = !args.no_stop;
+        generate_float(
+            &checkpoint,
+            &args.prompt,
+            args.tokens,
+            sampler,
+            stop,
+            |id| {
+                if args.ids {
+                    write!(out, "{}{id}", if first { "" } else { " " })?;
+                } else {
+                    out.write_all(&tokenizer.token_bytes(id))?;
+                }
+                first = false;
+                out.flush()?;
+                Ok(())
+            },
+        )
         .with_context(|| format!("checkpoint {}", args.file.display()))?;
         writeln!(out)?;
         return Ok(());

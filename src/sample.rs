@@ -104,6 +104,64 @@ mod tests {
         assert_eq!(first_argmax(&[-1.0]), 0);
     }
 
+    fn tiny_model() -> Transformer {
+        use crate::config::{Ffn, ModelConfig, TokenizerKind};
+        let config = ModelConfig {
+            vocab_size: 13,
+            dim: 8,
+            hidden_dim: 12,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_size: None,
+            seq_len: 6,
+            ffn: Ffn::Swiglu,
+            tied_embeddings: true,
+            tokenizer: TokenizerKind::None,
+        };
+        let mut rng = crate::data::Rng::new(3);
+        let varmap = crate::model::init_varmap(&config, &mut rng, &Device::Cpu).unwrap();
+        crate::model::from_varmap(&varmap, &config, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_story_ends_at_a_stop_id_and_slides_past_the_context() {
+        let model = tiny_model();
+        let mut story = FloatStory {
+            sampler: crate::sampling::sampler_config(1.0, 0, 1.0, 9).unwrap(),
+            max_tokens: 40,
+            stop_ids: Vec::new(),
+            vocab: 13,
+        };
+        let mut seen = Vec::new();
+        let all = generate(&model, &[0], &story, |id| {
+            seen.push(id);
+            Ok(ControlFlow::Continue(()))
+        })
+        .unwrap();
+        // 40 tokens through a 6-token context: it slid, and every id was handed on as drawn.
+        assert_eq!(all.len(), 40);
+        assert_eq!(seen, all);
+        // Stopping at the fifth id drawn ends the story right before its first occurrence.
+        let stop = all[4];
+        let first = all.iter().position(|&id| id == stop).unwrap();
+        story.stop_ids = vec![stop];
+        let stopped = generate(&model, &[0], &story, |_| Ok(ControlFlow::Continue(()))).unwrap();
+        assert_eq!(stopped, all[..first]);
+        // A listener's Break ends it too, after the id it was handed.
+        story.stop_ids.clear();
+        let broken = generate(&model, &[0], &story, |id| {
+            Ok(if id == stop {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })
+        .unwrap();
+        assert_eq!(broken, all[..=first]);
+        assert!(generate(&model, &[], &story, |_| Ok(ControlFlow::Continue(()))).is_err());
+    }
+
     #[test]
     fn q16_rounds_and_saturates() {
         assert_eq!(

@@ -239,7 +239,12 @@ fn a_local_llama_imports_and_runs() {
     assert_eq!(config["model"]["tokenizer"], "sentencepiece");
     assert_eq!(config["model"]["n_kv_heads"], KV_HEADS);
     assert_eq!(config["model"]["seq_len"], 32);
-    assert_eq!(config["eot_id"], 1);
+    assert_eq!(config["eot_id"], 1, "a story starts after <s>");
+    assert_eq!(
+        config["eos_ids"],
+        serde_json::json!([2]),
+        "and ends at </s> (or <s>)"
+    );
     let story = ok(
         &[
             "generate",
@@ -255,7 +260,16 @@ fn a_local_llama_imports_and_runs() {
     );
     assert!(story.starts_with("ab a"), "{story:?}");
     let ids: Vec<u32> = ok(
-        &["generate", c, "--temperature", "0", "-n", "40", "--ids"],
+        &[
+            "generate",
+            c,
+            "--temperature",
+            "0",
+            "-n",
+            "40",
+            "--ids",
+            "--no-stop",
+        ],
         &[],
     )
     .split_whitespace()
@@ -289,6 +303,7 @@ fn a_local_llama_imports_and_runs() {
             "-n",
             "40",
             "--ids",
+            "--no-stop",
         ],
         &[],
     );

@@ -168,6 +168,8 @@ pub struct LlamaConfig {
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
     pub bos_token_id: u32,
+    /// `eos_token_id`: one id or a list (transformers' default 2).
+    pub eos_token_ids: Vec<u32>,
 }
 
 impl LlamaConfig {
@@ -211,11 +213,14 @@ impl LlamaConfig {
             tie_word_embeddings: json["tie_word_embeddings"].as_bool().unwrap_or(false),
             bos_token_id: match &json["bos_token_id"] {
                 serde_json::Value::Null => 1,
-                v => v
-                    .as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .with_context(|| format!("bos_token_id is {v}"))?,
+                v => token_id(v).with_context(|| format!("bos_token_id is {v}"))?,
             },
+            eos_token_ids: match &json["eos_token_id"] {
+                serde_json::Value::Null => Some(vec![2]),
+                serde_json::Value::Array(ids) => ids.iter().map(token_id).collect::<Option<_>>(),
+                v => token_id(v).map(|id| vec![id]),
+            }
+            .with_context(|| format!("eos_token_id is {}", json["eos_token_id"]))?,
         };
         let number = |key: &str, default: f64| json[key].as_f64().unwrap_or(default);
         if !json["rope_scaling"].is_null() {
@@ -264,6 +269,11 @@ impl LlamaConfig {
     fn head_size(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
+}
+
+/// A token id in `config.json`.
+fn token_id(v: &serde_json::Value) -> Option<u32> {
+    v.as_u64().and_then(|n| u32::try_from(n).ok())
 }
 
 /// Reads a Llama model into an [`Imported`] checkpoint.
@@ -342,6 +352,7 @@ pub fn import(files: &Files, seq_len: Option<usize>, with_tokenizer: bool) -> Re
             model,
             train: TrainConfig::default(),
             eot_id: Some(llama.bos_token_id),
+            eos_ids: llama.eos_token_ids.clone(),
         },
         tensors,
         tokenizer,
@@ -832,5 +843,25 @@ mod tests {
             assert!(err.contains(expected), "{key}: {err}");
         }
         assert!(LlamaConfig::parse(&base).is_ok());
+    }
+
+    #[test]
+    fn end_of_story_ids_follow_the_config() {
+        let tiny = TinyLlama::new(4, 2, false, 3);
+        let mut json = tiny.config_json();
+        let parse = |json: &serde_json::Value| LlamaConfig::parse(json).map(|c| c.eos_token_ids);
+        json["eos_token_id"] = serde_json::json!(2);
+        assert_eq!(parse(&json).unwrap(), [2]);
+        json["eos_token_id"] = serde_json::json!([2, 5]);
+        assert_eq!(parse(&json).unwrap(), [2, 5]);
+        json["eos_token_id"] = serde_json::Value::Null;
+        assert_eq!(parse(&json).unwrap(), [2], "transformers' default");
+        json["eos_token_id"] = serde_json::json!("</s>");
+        assert!(parse(&json)
+            .unwrap_err()
+            .to_string()
+            .contains("eos_token_id"));
+        json["eos_token_id"] = serde_json::json!([2, -1]);
+        assert!(parse(&json).is_err());
     }
 }

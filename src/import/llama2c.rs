@@ -259,6 +259,8 @@ pub fn import(model: &Path, tokenizer: Option<&Path>) -> Result<Imported> {
         model: header.model_config(kind),
         train: TrainConfig::default(),
         eot_id: Some(BOS_ID),
+        // run.c never stops at EOS: a story ends when the model draws BOS again.
+        eos_ids: Vec::new(),
     };
     Ok(Imported {
         tensors: tensors(&header, &floats)?,

@@ -292,7 +292,7 @@ fn finish(
     let story = FloatStory {
         sampler: sampler_config(SAMPLE_TEMPERATURE, 0, 1.0, config.train.seed ^ 0x5A5A_5A5A)?,
         max_tokens: SAMPLE_TOKENS,
-        stop_ids: vec![tokenizer.eot_id()],
+        stop_ids: config.stop_ids(),
         vocab: tokenizer.vocab_size(),
     };
     let ids = sample::generate(model, &tokenizer.encode(SAMPLE_PROMPT), &story, |_| {
