@@ -34,6 +34,14 @@ pub struct SamplingArgs {
     /// Prompt the stories start from (at most 200 bytes).
     #[arg(long, default_value = "Once upon a time")]
     pub prompt: String,
+    #[command(flatten)]
+    pub story: StoryArgs,
+}
+
+/// Length and sampler of a story on the board, whatever its prompt: [`SamplingArgs`] less the
+/// prompt (`chat` takes its prompts from the user).
+#[derive(clap::Args, Clone, Debug)]
+pub struct StoryArgs {
     /// Tokens to generate: bench exactly this many (default 64, at most 512); story and
     /// interactive at most this many per story (default 1024; a story also ends at
     /// `<|endoftext|>` or when the model's context is full).
@@ -56,17 +64,18 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     /// Tokens a bench generates.
     pub fn bench_tokens(&self) -> u32 {
-        self.tokens.unwrap_or(64)
+        self.story.tokens.unwrap_or(64)
     }
 
     /// Tokens a story or interactive answer generates at most.
     pub fn story_tokens(&self) -> u32 {
-        self.tokens.unwrap_or(1024)
+        self.story.tokens.unwrap_or(1024)
     }
 
     /// The sampler settings in the engine's units ([`sampler_config`]).
     pub fn sampler(&self) -> Result<SamplerConfig> {
-        sampler_config(self.temperature, self.top_k as u32, self.top_p, self.seed)
+        let s = &self.story;
+        sampler_config(s.temperature, s.top_k as u32, s.top_p, s.seed)
     }
 }
 

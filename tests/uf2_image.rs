@@ -127,7 +127,7 @@ fn a_model_bigger_than_flash_is_refused() {
 #[test]
 fn the_cli_image_is_the_library_flash_map() {
     use starmind::flash::{self, ModeArg, RunArgs};
-    use starmind::sampling::SamplingArgs;
+    use starmind::sampling::{SamplingArgs, StoryArgs};
     use starmind::uf2::{self, Board};
 
     let dir = scratch("uf2_library");
@@ -144,11 +144,13 @@ fn the_cli_image_is_the_library_flash_map() {
         mode: ModeArg::Story,
         sampling: SamplingArgs {
             prompt: "A cat".into(),
-            tokens: None,
-            seed: 3,
-            temperature: 0.8,
-            top_k: 5,
-            top_p: 0.9,
+            story: StoryArgs {
+                tokens: None,
+                seed: 3,
+                temperature: 0.8,
+                top_k: 5,
+                top_p: 0.9,
+            },
         },
     };
     let segments = flash::segments(&model, &run, Board::Pico).unwrap();

@@ -116,10 +116,10 @@ fn markdown(rows: &[(String, BenchResult)], args: &Args, svg: &str) -> String {
         if args.profile { " --profile" } else { "" },
         args.sampling.bench_tokens(),
         args.sampling.prompt,
-        args.sampling.seed,
-        args.sampling.temperature,
-        args.sampling.top_k,
-        args.sampling.top_p
+        args.sampling.story.seed,
+        args.sampling.story.temperature,
+        args.sampling.story.top_k,
+        args.sampling.story.top_p
     );
     match args.train_steps {
         Some(steps) => {
