@@ -10,7 +10,7 @@ use core::ops::ControlFlow;
 use starmind_engine::run_config::{
     Mode, RunConfig, CONFIG_ADDR, CONFIG_BYTES, MAX_BENCH_TOKENS, MAX_PROMPT_BYTES, MODEL_ADDR,
 };
-use starmind_engine::story::{self, Listener, StoryConfig};
+use starmind_engine::story::{self, End, Listener, StoryConfig};
 use starmind_engine::{Model, Session};
 
 use crate::console::Console;
@@ -20,6 +20,8 @@ use crate::measure::{self, CycleClock};
 const STACK_RESERVE_BYTES: usize = 16 * 1024;
 /// Longest prompt in tokens: `<|endoftext|>` and at most one token per prompt byte.
 const MAX_PROMPT_TOKENS: usize = MAX_PROMPT_BYTES + 1;
+/// Ctrl-C: received while a story is told, it ends that story (`starmind chat` sends it).
+const STOP_BYTE: u8 = 0x03;
 
 /// Runs the configured mode; on a missing or bad config or model, prints the error and waits.
 pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
@@ -86,6 +88,8 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
         model: &model,
         config: &config,
         arena_bytes,
+        clock,
+        clk_sys_hz,
     };
     match config.mode() {
         Mode::Bench => run.bench(console, clock, clk_sys_hz, &mut session),
@@ -99,6 +103,8 @@ struct Run<'r> {
     model: &'r Model<'r>,
     config: &'r RunConfig,
     arena_bytes: usize,
+    clock: &'r CycleClock,
+    clk_sys_hz: u32,
 }
 
 impl Run<'_> {
@@ -164,8 +170,9 @@ impl Run<'_> {
         }
     }
 
-    /// Streams one story from `prompt`; it stops at `<|endoftext|>`, the token limit or a full
-    /// context.
+    /// Streams one story from `prompt`; it stops at `<|endoftext|>`, the token limit, a full
+    /// context or Ctrl-C, then prints one `STARMIND-STORY` line (tokens, decode cycles, why it
+    /// ended) from which the host (`starmind chat`) tells the story's speed.
     fn story(&self, console: &mut Console, session: &mut Session, prompt: &[u8], seed: u64) {
         let mut config: StoryConfig = self.config.story();
         config.sampler.seed = seed;
@@ -173,13 +180,30 @@ impl Run<'_> {
         let mut stream = Stream {
             console,
             model: self.model,
+            clock: self.clock,
+            decode_start: self.clock.cycles(),
         };
-        match story::tell(self.model, session, prompt, &config, &mut ids, &mut stream) {
-            Ok(_) => {
-                let _ = write!(stream.console, "\r\n\r\n");
+        let told = story::tell(self.model, session, prompt, &config, &mut ids, &mut stream);
+        let decode_cycles = self.clock.cycles() - stream.decode_start;
+        let console = stream.console;
+        let (tokens, prompt_tokens, end) = match told {
+            Ok(outcome) => (
+                outcome.generated,
+                outcome.prompt_tokens,
+                end_name(outcome.end),
+            ),
+            Err(err) => {
+                let _ = write!(console, "\r\n");
+                error(console, format_args!("{err}"));
+                (0, 0, "error")
             }
-            Err(err) => error(stream.console, format_args!("{err}")),
-        }
+        };
+        let _ = write!(
+            console,
+            "\r\nSTARMIND-STORY tokens={tokens} prompt_tokens={prompt_tokens} \
+             decode_cycles={decode_cycles} clock_hz={} end={end}\r\n\r\n",
+            self.clk_sys_hz
+        );
     }
 
     /// A new story after every other, seeds counting up from the configured one.
@@ -279,16 +303,37 @@ impl Listener for BenchTimer<'_> {
     }
 }
 
-/// A story streamed to the console as it is drawn.
+/// A story streamed to the console as it is drawn. Between tokens it reads one received byte:
+/// Ctrl-C ends the story; anything else typed meanwhile is dropped.
 struct Stream<'c, 'm> {
     console: &'c mut Console,
     model: &'m Model<'m>,
+    clock: &'c CycleClock,
+    /// When the prompt's prefill ended (the first sample starts).
+    decode_start: u64,
 }
 
 impl Listener for Stream<'_, '_> {
+    fn prefilled(&mut self, _prompt_tokens: usize) {
+        self.decode_start = self.clock.cycles();
+    }
+
     fn token(&mut self, id: u32) -> ControlFlow<()> {
         self.console.write_bytes(self.model.token_bytes(id));
-        ControlFlow::Continue(())
+        match self.console.read_byte() {
+            Some(STOP_BYTE) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// The `end=` word of a `STARMIND-STORY` line.
+fn end_name(end: End) -> &'static str {
+    match end {
+        End::TokenLimit => "tokens",
+        End::EndOfText => "end_of_text",
+        End::ContextFull => "context_full",
+        End::Stopped => "stopped",
     }
 }
 
