@@ -3,10 +3,16 @@
 // stdout until the firmware prints STARMIND-DONE.
 //
 // usage: node run.mjs (--firmware fw.bin [--load OFFSET:FILE]... | --uf2 image.uf2)
-//                     [--max-cycles N] [--input TEXT] [--profile FILE] [--verbose]
+//                     [--max-cycles N] [--input TEXT | --interactive] [--profile FILE] [--verbose]
 //   OFFSET is a byte offset from the flash base 0x10000000 (e.g. 0x3F000 config, 0x40000 model).
 //   --uf2 loads every block of a `starmind flash --uf2` image instead (firmware, config, model).
 //   --input TEXT is typed into UART0 RX once the firmware has booted (interactive mode).
+//   --interactive forwards stdin to UART0 RX and UART0 to stdout byte by byte (`starmind chat
+//   --emulator`): a prompt line (up to CR or LF) once the firmware waits for one (after
+//   STARMIND-READY, and after the STARMIND-STORY line that ends each story), Ctrl-C (0x03, which
+//   stops a story) at once, each no faster than the 32-byte RX FIFO takes it. A STARMIND-ERROR
+//   line after STARMIND-READY is one story's error, not the end. The run is done when stdin has
+//   ended and every line has had its story. No cycle limit unless --max-cycles is given.
 //   --profile FILE writes `pc count` lines (cycles attributed to each instruction address), for
 //   finding where the cycles go: map them to functions with the firmware ELF's symbols.
 //
@@ -29,7 +35,7 @@ const NANOS_PER_CYCLE = 1e9 / CLOCK_HZ;
 const EXIT = { done: 0, usage: 1, fault: 2, cycle_limit: 3, firmware_error: 4, idle: 5 };
 
 function parseArgs(argv) {
-  const args = { loads: [], maxCycles: 20e9, verbose: false, firmware: null, uf2: null, profile: null, input: null };
+  const args = { loads: [], maxCycles: null, verbose: false, firmware: null, uf2: null, profile: null, input: null, interactive: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--firmware') args.firmware = argv[++i];
@@ -41,16 +47,19 @@ function parseArgs(argv) {
     else if (arg === '--profile') args.profile = argv[++i];
     else if (arg === '--uf2') args.uf2 = argv[++i];
     else if (arg === '--input') args.input = argv[++i];
+    else if (arg === '--interactive') args.interactive = true;
     else throw new Error(`unknown argument ${arg}`);
   }
   if (!args.firmware === !args.uf2) throw new Error('give --firmware or --uf2');
+  if (args.interactive && args.input !== null) throw new Error('give --input or --interactive, not both');
+  args.maxCycles ??= args.interactive ? Infinity : 20e9;
   for (const { offset, file } of args.loads) {
     if (!Number.isInteger(offset) || offset < 0 || !file) throw new Error('--load wants OFFSET:FILE');
   }
   return args;
 }
 
-function main() {
+async function main() {
   let args;
   try {
     args = parseArgs(process.argv.slice(2));
@@ -105,18 +114,22 @@ function main() {
   let reason = '';
   let lineBytes = [];
   const decoder = new TextDecoder();
+  const chat = args.interactive ? interactiveInput(mcu.uart[0]) : null;
   mcu.uart[0].onByte = (byte) => {
+    chat?.output.push(byte);
     if (byte === 10) {
       const line = decoder.decode(Uint8Array.from(lineBytes));
       lineBytes = [];
-      process.stdout.write(`${line}\n`);
+      if (!chat) process.stdout.write(`${line}\n`);
       const text = line.trim();
       if (text.startsWith('STARMIND-READY') && args.input !== null) {
         for (const c of Buffer.from(args.input)) mcu.uart[0].feedByte(c);
       }
+      if (text.startsWith('STARMIND-READY') && chat) chat.ready = true;
+      if (text.startsWith('STARMIND-STORY') && chat) chat.stories++;
       if (text.startsWith('STARMIND-DONE')) status ??= 'done';
       else if (text.startsWith('STARMIND-FAULT')) { status ??= 'fault'; reason = text; }
-      else if (text.startsWith('STARMIND-ERROR')) { status ??= 'firmware_error'; reason = text; }
+      else if (text.startsWith('STARMIND-ERROR') && !chat?.ready) { status ??= 'firmware_error'; reason = text; }
     } else if (byte !== 13) {
       lineBytes.push(byte);
     }
@@ -146,6 +159,10 @@ function main() {
       if (status !== null) break;
     }
     if (status !== null) break;
+    if (chat) {
+      status = await chat.exchange();
+      if (status !== null) break;
+    }
     const pc = core.PC;
     if (pc < FLASH_BASE || (pc >= firmwareEnd && pc < 0x20000000)) {
       status = 'fault';
@@ -158,7 +175,8 @@ function main() {
       reason = `no STARMIND-DONE after ${cycles} cycles (--max-cycles ${args.maxCycles})`;
     }
   }
-  if (lineBytes.length) process.stdout.write(`${decoder.decode(Uint8Array.from(lineBytes))}\n`);
+  if (lineBytes.length && !chat) process.stdout.write(`${decoder.decode(Uint8Array.from(lineBytes))}\n`);
+  chat?.close();
   const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
   const mhz = cycles / wallSeconds / 1e6;
   console.log(
@@ -170,6 +188,41 @@ function main() {
   }
   if (status !== 'done') console.error(`run.mjs: ${status}: ${reason}`);
   return EXIT[status];
+}
+
+// --interactive: stdin bytes queued for UART0 RX, and UART0 bytes collected for stdout; between
+// batches of instructions `exchange` writes the output, lets node read stdin, and feeds the RX
+// FIFO. Resolves to 'done' once the input has ended and been answered, else null.
+function interactiveInput(uart) {
+  const chat = { ready: false, stories: 0, lines: 0, output: [], queue: [], stops: 0, ended: false };
+  process.stdin.on('data', (bytes) => {
+    for (const byte of bytes) {
+      if (byte === 3) chat.stops++;
+      else chat.queue.push(byte);
+    }
+  });
+  process.stdin.on('end', () => { chat.ended = true; });
+  chat.flush = () => {
+    if (chat.output.length) process.stdout.write(Buffer.from(chat.output));
+    chat.output = [];
+  };
+  chat.close = () => {
+    chat.flush();
+    process.stdin.destroy();
+  };
+  chat.exchange = async () => {
+    chat.flush();
+    await new Promise(setImmediate);
+    for (; chat.ready && chat.stops && !uart.rxFIFO.full; chat.stops--) uart.feedByte(3);
+    // The story loop drops what it reads besides Ctrl-C: a line waits for the firmware's prompt.
+    while (chat.ready && chat.queue.length && chat.stories === chat.lines && !uart.rxFIFO.full) {
+      const byte = chat.queue.shift();
+      if (byte === 10 || byte === 13) chat.lines++;
+      uart.feedByte(byte);
+    }
+    return chat.ended && !chat.queue.length && chat.stories >= chat.lines ? 'done' : null;
+  };
+  return chat;
 }
 
 // Copies the payload of every UF2 block into flash; returns the end of the firmware (the first
@@ -201,4 +254,4 @@ function hex(value) {
   return `0x${(value >>> 0).toString(16).padStart(8, '0')}`;
 }
 
-process.exitCode = main();
+process.exitCode = await main();
