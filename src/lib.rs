@@ -10,6 +10,7 @@
 //! text ──data::load_corpus──▶ Corpus
 //!      ──tokenizer::Tokenizer::train──▶ Tokenizer
 //!      ──train::run──▶ checkpoint directory (checkpoint::load reads it back)
+//! peer checkpoints ──import::{llama2c, hf}──▶ checkpoint directory
 //!      ──export::export──▶ model file bytes (starmind_engine::format)
 //!      ──starmind_engine::story::tell──▶ tokens (host: generate, eval, bench --host;
 //!                                                device: firmware/rp2040)
@@ -18,21 +19,27 @@
 //!
 //! Modules by row, as docs/ARCHITECTURE.md draws them; a module imports only from the rows
 //! below its own (no cycles, nothing upward):
-//! - training and export: [`train`], [`export`];
+//! - checkpoints in and out: [`train`], [`import`] (llama2.c and Hugging Face models),
+//!   [`export`], [`generate`] (a model file with the engine, a checkpoint with the float model);
 //! - measuring: [`eval`] (bits per byte of a checkpoint or a model file; train and export use it);
-//! - the float model: [`checkpoint`] (directories on disk), [`sample`] (float sampling),
+//! - the float model: [`checkpoint`] (directories on disk), [`sample`] (float generation),
 //!   [`model`] (candle), [`tokenizer`];
-//! - device commands: [`bench`](mod@bench), [`flash`] and [`uf2`], [`generate`];
+//! - device commands: [`bench`](mod@bench), [`chat`] (the board's interactive mode), [`flash`]
+//!   and [`uf2`];
 //! - foundations: [`configs`] (the `configs` command), [`config`] (named configs; the one place
 //!   model shapes are derived and checked), [`sampling`] (sampler flags in engine units),
-//!   [`model_file`] (reading `.smb` files), [`data`] (corpus), [`fsio`] (atomic writes),
+//!   [`model_file`] (reading `.smb` files), [`console`] (the firmware's output as the host reads
+//!   it), [`emulator`] (the rp2040js driver), [`data`] (corpus), [`fsio`] (atomic writes),
 //!   [`process`] (threads, allocator).
 
 pub mod bench;
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod configs;
+pub mod console;
 pub mod data;
+pub mod emulator;
 pub mod eval;
 pub mod export;
 pub mod flash;

@@ -1,7 +1,7 @@
 //! The `starmind` command line: clap structs and dispatch to the library (`starmind::*::run`).
 
 use clap::{Parser, Subcommand};
-use starmind::{bench, configs, eval, export, flash, generate, import, train};
+use starmind::{bench, chat, configs, eval, export, flash, generate, import, train};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,8 @@ enum Command {
     Flash(flash::Args),
     /// Measure tokens/s and cycles/token on a board, in the rp2040js emulator or on the host.
     Bench(bench::Args),
+    /// Type prompts, read the stories a board (or the emulated board) tells, as it tells them.
+    Chat(chat::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Import(args) => import::run(args),
         Command::Flash(args) => flash::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Chat(args) => chat::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -21,26 +21,6 @@ fn emulator_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/emulator")
 }
 
-/// True when node and rp2040js are installed; otherwise skip (or fail under CI).
-fn emulator_available() -> bool {
-    let installed = emulator_dir()
-        .join("node_modules/rp2040js/package.json")
-        .is_file()
-        && Command::new("node")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !installed {
-        assert!(
-            std::env::var_os("STARMIND_REQUIRE_EMULATOR").is_none(),
-            "STARMIND_REQUIRE_EMULATOR is set but node or scripts/emulator/node_modules is missing \
-             (run `npm ci --prefix scripts/emulator`)"
-        );
-        eprintln!("skipped: no node or rp2040js (run `npm ci --prefix scripts/emulator`)");
-    }
-    installed
-}
-
 #[test]
 fn emulator_bench_is_bit_exact_with_the_host_engine() {
     if !emulator_available() {

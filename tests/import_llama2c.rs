@@ -3,6 +3,8 @@
 //! and separate classifier, grouped-query attention), a tokenizer.bin, the pipeline after the
 //! import (generate, export, the engine), and bad input.
 
+mod bench_common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -572,27 +574,9 @@ fn a_tokenizer_bin_comes_along_as_a_sentencepiece_tokenizer() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// node and rp2040js installed (else the emulator test is skipped, or fails under CI's
-/// STARMIND_REQUIRE_EMULATOR=1), as in tests/bench_emulator.rs.
-fn emulator_available() -> bool {
-    let installed = repo("scripts/emulator/node_modules/rp2040js/package.json").is_file()
-        && Command::new("node")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !installed {
-        assert!(
-            std::env::var_os("STARMIND_REQUIRE_EMULATOR").is_none(),
-            "STARMIND_REQUIRE_EMULATOR is set but node or scripts/emulator/node_modules is missing"
-        );
-        eprintln!("skipped: no node or rp2040js (run `npm ci --prefix scripts/emulator`)");
-    }
-    installed
-}
-
 #[test]
 fn stories260k_int8_runs_bit_exact_in_the_emulator() {
-    if !emulator_available() {
+    if !bench_common::emulator_available() {
         return;
     }
     let dir = scratch("emulator");

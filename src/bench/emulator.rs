@@ -1,8 +1,7 @@
 //! The rp2040js emulator (`scripts/emulator/run.mjs`, a node subprocess) booting the committed
 //! firmware, and the per-function cycle profile from its PC samples.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{bail, Context as _};
 
@@ -18,13 +17,6 @@ pub const EMULATOR_CAVEATS: [&str; 5] = [
     "UART takes no simulated time (no baud-rate delay)",
     "stock Simulator.execute() assumes 125 MHz; our driver counts core.cycles itself",
 ];
-
-/// The emulator driver's directory: `$STARMIND_EMULATOR_DIR`, else scripts/emulator of this tree.
-fn emulator_dir() -> PathBuf {
-    std::env::var_os("STARMIND_EMULATOR_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/emulator"))
-}
 
 /// What the emulator driver reported besides the firmware's lines.
 pub struct EmulatorRun {
@@ -83,42 +75,28 @@ pub fn run(
     max_cycles: u64,
     profile: bool,
 ) -> anyhow::Result<(String, EmulatorRun)> {
-    let dir = emulator_dir();
-    let node = std::env::var_os("STARMIND_NODE").unwrap_or_else(|| "node".into());
-    if !dir.join("node_modules/rp2040js/package.json").is_file() {
-        bail!(
-            "the emulator is not installed: {} has no node_modules/rp2040js; run \
-             `npm ci --prefix scripts/emulator` (needs node ≥ 18)",
-            dir.display()
-        );
-    }
+    let mut command = crate::emulator::driver()?;
     // The emulator boots the very UF2 image `starmind flash --uf2` would write (16 MiB of flash,
     // so big models can be benched too).
     let segments = flash::segments(model_bytes, run, Board::Pico16Mb)?;
-    let work = tempdir()?;
-    let image = work.join("bench.uf2");
+    let work = crate::emulator::RunDir::new("bench")?;
+    let image = work.path().join("bench.uf2");
     std::fs::write(&image, uf2::write(&segments))
         .with_context(|| format!("writing {}", image.display()))?;
-    let mut command = Command::new(&node);
     command
-        .arg(dir.join("run.mjs"))
         .arg("--uf2")
         .arg(&image)
         .arg("--max-cycles")
         .arg(max_cycles.to_string());
-    let profile_path = work.join("profile.txt");
+    let profile_path = work.path().join("profile.txt");
     if profile {
         command.arg("--profile").arg(&profile_path);
     }
-    let output = command.stdin(Stdio::null()).output().with_context(|| {
-        format!(
-            "cannot run `{}`: install Node.js ≥ 18 (or set STARMIND_NODE)",
-            node.to_string_lossy()
-        )
-    });
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(crate::emulator::not_started)?;
     let pcs = std::fs::read_to_string(&profile_path).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&work);
-    let output = output?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let tail = |text: &str| {
@@ -169,13 +147,4 @@ pub fn run(
             profile,
         },
     ))
-}
-
-fn tempdir() -> anyhow::Result<PathBuf> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .subsec_nanos();
-    let dir = std::env::temp_dir().join(format!("starmind-bench-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }

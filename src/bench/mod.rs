@@ -21,6 +21,7 @@ use starmind_engine::format::{section_bytes, tag, PER_LAYER};
 use starmind_engine::Model;
 
 use crate::config::ModelConfig;
+pub(crate) use crate::console::line_field;
 use crate::flash::{self, ModeArg, RunArgs};
 use crate::sampling::SamplingArgs;
 use crate::uf2::Board;
@@ -389,11 +390,6 @@ pub fn weight_bytes_per_token(model: &Model) -> u64 {
 /// Parameters as the seed counted them (no norms): [`ModelConfig::seed_param_count`].
 pub fn params(model: &Model) -> u64 {
     ModelConfig::from(&model.config()).seed_param_count() as u64
-}
-
-pub(crate) fn line_field<'l>(line: &'l str, key: &str) -> Option<&'l str> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Parses `STARMIND-BENCH v1 key=value…`.

@@ -1,4 +1,5 @@
-//! Shared by the flash, UF2 and bench end-to-end tests: the CLI binary and small model files.
+//! Shared by the flash, UF2, bench and chat end-to-end tests: the CLI binary, small model files,
+//! whether the emulator can run.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,21 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
     let path = dir.join("tiny.smb");
     std::fs::write(&path, model_file(64, 16, 32, 1, 2, 64)).unwrap();
     path
+}
+
+/// True when node and rp2040js are installed; otherwise the caller skips its emulator run, or
+/// fails under CI's STARMIND_REQUIRE_EMULATOR=1.
+pub fn emulator_available() -> bool {
+    let installed = starmind::emulator::available();
+    if !installed {
+        assert!(
+            std::env::var_os("STARMIND_REQUIRE_EMULATOR").is_none(),
+            "STARMIND_REQUIRE_EMULATOR is set but node or scripts/emulator/node_modules is missing \
+             (run `npm ci --prefix scripts/emulator`)"
+        );
+        eprintln!("skipped: no node or rp2040js (run `npm ci --prefix scripts/emulator`)");
+    }
+    installed
 }
 
 /// A UF2 file decoded independently of src/uf2.rs: (target address, 256 payload bytes) per block,
