@@ -80,6 +80,14 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many steps.
     pub checkpoint_every: usize,
     pub seed: u64,
+    /// Batches whose gradients are averaged per optimizer step (gradient accumulation). Left
+    /// out of config files at its default, so that older readers still take them.
+    #[serde(skip_serializing_if = "is_one")]
+    pub accumulate: usize,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for TrainConfig {
@@ -96,6 +104,7 @@ impl Default for TrainConfig {
             eval_sequences: 256,
             checkpoint_every: 500,
             seed: 1337,
+            accumulate: 1,
         }
     }
 }

@@ -401,3 +401,50 @@ fn kill_during_checkpointing_never_leaves_a_broken_checkpoint() {
         .arg(&out)
         .args(["--stop-after", &(step + 2).to_string()]));
 }
+
+#[test]
+fn max_seconds_stops_in_time_and_json_is_the_last_line() {
+    let s = Scratch::new("budget");
+    let (train, valid) = (
+        slice(&s, "train.txt", 100_000),
+        slice(&s, "valid.txt", 10_000),
+    );
+    // Far more steps than 2 s allow: the budget ends the run, with a checkpoint and evaluation.
+    let config = tiny_config(&s, 1_000_000);
+    let out = s.path("run");
+    let mut cmd = train_cmd(&config, &train, &valid, &out);
+    cmd.args(["--max-seconds", "2", "--json", "--accumulate", "2"]);
+    let output = ok(&mut cmd);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap();
+    let json: serde_json::Value = serde_json::from_str(last).unwrap();
+    for key in [
+        "tokens_per_s",
+        "steps",
+        "train_s",
+        "val_bpb",
+        "peak_rss_bytes",
+    ] {
+        assert!(json[key].is_number(), "{key} missing in {last}");
+    }
+    let steps = json["steps"].as_u64().unwrap();
+    let train_s = json["train_s"].as_f64().unwrap();
+    assert!((1..1_000_000).contains(&steps), "{last}");
+    assert!(train_s > 0.0 && train_s < 2.0 + 1.0, "{last}");
+    // tokens/s counts --accumulate batches of 8 × 32 per step.
+    let tokens_per_s = json["tokens_per_s"].as_f64().unwrap();
+    let expected = (steps * 2 * 8 * 32) as f64 / train_s;
+    assert!((tokens_per_s / expected - 1.0).abs() < 1e-6, "{last}");
+    assert!(json["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    // The final checkpoint is at the last step done, and eval.json has the same figure.
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(metrics
+        .lines()
+        .last()
+        .unwrap()
+        .starts_with(&format!("{steps},")));
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(eval["eval"]["val_bpb"], json["val_bpb"]);
+    assert_eq!(eval["steps"], json["steps"]);
+}
