@@ -99,6 +99,7 @@ pub struct Args {
 
 /// `starmind bench`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    args.sampling.validate(true)?;
     if !args.configs.is_empty() {
         return report::run(&args);
     }
@@ -109,9 +110,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model_bytes = crate::model_file::read(path)?;
     let result = bench_model(&args, &model_bytes)?;
     if args.json {
-        println!("{}", result.to_json());
+        crate::outln!("{}", result.to_json())?;
     } else {
-        print!("{}", result.to_text(&path.display().to_string()));
+        crate::out!("{}", result.to_text(&path.display().to_string()))?;
     }
     if result.bit_exact == Some(false) {
         bail!("the device's tokens differ from the host engine's: not bit-exact");

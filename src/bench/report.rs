@@ -68,7 +68,7 @@ fn seed_tok_per_s(name: &str) -> Option<f64> {
 }
 
 /// Trains `name` for `steps` steps and exports it (int8), with this very binary; the
-/// checkpoint goes to runs/bench/<name>.
+/// checkpoint goes to runs/bench/<name>, which this report owns and replaces (`--force`).
 fn trained_model(
     name: &str,
     steps: usize,
@@ -85,6 +85,7 @@ fn trained_model(
             name,
             "--steps",
             &steps.to_string(),
+            "--force",
             "--out",
         ])
         .arg(&dir);
@@ -99,6 +100,7 @@ fn trained_model(
         .arg(&dir)
         .arg("-o")
         .arg(&smb)
+        .arg("--force")
         .status()
         .context("running starmind export")?;
     anyhow::ensure!(status.success(), "starmind export {} failed", dir.display());

@@ -573,6 +573,32 @@ impl<'a> Matrix<'a> {
             weights,
         }
     }
+
+    /// Rows `first..first + n` as a matrix of their own (clamped to the rows there are): the
+    /// streamed classifier multiplies one chunk of the vocabulary at a time.
+    pub fn rows(&self, first: usize, n: usize) -> Matrix<'a> {
+        let first = first.min(self.rows);
+        let n = n.min(self.rows - first);
+        let (row_bytes, row_groups) = match self.quant {
+            Quant::Int8 => (self.cols, 0),
+            Quant::Int4 => (
+                self.cols.div_ceil(2),
+                self.cols.div_ceil(self.group_size.max(1)),
+            ),
+        };
+        let part = |bytes: &'a [u8], per_row: usize| -> &'a [u8] {
+            let start = (first * per_row).min(bytes.len());
+            let end = ((first + n) * per_row).min(bytes.len());
+            &bytes[start..end]
+        };
+        Matrix {
+            rows: n,
+            row_scales: part(self.row_scales, MULTIPLIER_BYTES),
+            group_scales: part(self.group_scales, row_groups),
+            weights: part(self.weights, row_bytes),
+            ..*self
+        }
+    }
 }
 
 /// One transformer layer's tensors.

@@ -21,6 +21,7 @@ use crate::kernels::{
     exp_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, mul_wide_i32, mul_wide_u32, quantize_act,
     quantize_kv, rmsnorm, silu_q16, step_q16, Multiplier, ACT_LEVELS, KV_LEVELS,
 };
+use crate::sampler::Sampler;
 use core::fmt;
 
 /// What can go wrong while running a valid model.
@@ -40,6 +41,10 @@ pub enum EngineError {
     BufferTooSmall,
     /// [`Model::encode`] got text for a model without a tokenizer ([`crate::TokenizerKind::None`]).
     NoTokenizer,
+    /// [`Session::feed`] on a model whose vocabulary is streamed ([`streams_logits`]): its
+    /// logits never exist all at once; use [`Session::feed_token`] and [`Session::sample`] or
+    /// [`Session::logits_into`].
+    LogitsStreamed,
 }
 
 impl fmt::Display for EngineError {
@@ -59,12 +64,29 @@ impl fmt::Display for EngineError {
                 f,
                 "the model has no tokenizer (it runs on token ids): give an empty prompt"
             ),
+            EngineError::LogitsStreamed => write!(
+                f,
+                "the vocabulary is streamed in chunks: there is no whole logits vector"
+            ),
         }
     }
 }
 
 #[cfg(feature = "std")]
 impl std::error::Error for EngineError {}
+
+/// Vocabularies larger than this are streamed: the classifier runs [`LOGITS_CHUNK_ROWS`] rows
+/// at a time, straight from flash, and the sampler consumes each chunk as it comes, so RAM holds
+/// one chunk of logits instead of `vocab_size` of them (32000 × 4 B would not fit next to a
+/// useful KV cache on the RP2040). Smaller vocabularies keep the whole logits vector.
+pub const STREAMED_VOCAB: usize = 8192;
+/// Logits computed per chunk when the vocabulary is streamed (1 KiB of RAM).
+pub const LOGITS_CHUNK_ROWS: usize = 256;
+
+/// Whether `config`'s classifier is streamed in chunks (vocabulary above [`STREAMED_VOCAB`]).
+pub fn streams_logits(config: &Config) -> bool {
+    config.vocab_size > STREAMED_VOCAB
+}
 
 /// Sizes of the activation buffers and KV cache for a context length, in elements.
 struct Layout {
@@ -83,7 +105,13 @@ struct Layout {
 
 impl Layout {
     fn new(c: &Config, ctx: usize) -> Layout {
-        let (dim, kv_dim, hidden, vocab) = (c.dim, c.kv_dim(), c.hidden_dim, c.vocab_size);
+        let (dim, kv_dim, hidden) = (c.dim, c.kv_dim(), c.hidden_dim);
+        // The logits buffer: the whole vocabulary, or one chunk of it when streamed.
+        let vocab = if streams_logits(c) {
+            LOGITS_CHUNK_ROWS
+        } else {
+            c.vocab_size
+        };
         let kv_positions = c.n_layers * ctx;
         let words =
             4 * dim + 2 * kv_dim + 2 * hidden + ctx + vocab + dim.max(hidden) + 2 * kv_positions;
@@ -134,6 +162,7 @@ pub struct State<'a> {
     hb2: &'a mut [i32],
     /// Attention scores, then probabilities (Q16.16), one per position.
     att: &'a mut [i32],
+    /// Next-token logits: the whole vocabulary, or one chunk of it ([`streams_logits`]).
     logits: &'a mut [i32],
     /// The quantised (±2047) input of the current matrix-vector product.
     xq: &'a mut [i32],
@@ -204,6 +233,9 @@ pub struct Session<'m, 'a> {
     pos: usize,
     /// `1 / (sqrt(head_size) · 2¹⁶)`: turns (q step × k step × int dot) into a Q16.16 score.
     score_scale: Multiplier,
+    /// The classifier's input (the final-normed, quantised `x`) sits in `state.xq[..dim]` with
+    /// this step once a token has been fed ([`streams_logits`] models classify from it later).
+    classifier_step: Option<Multiplier>,
 }
 
 impl<'m, 'a> Session<'m, 'a> {
@@ -231,6 +263,7 @@ impl<'m, 'a> Session<'m, 'a> {
             ctx_len,
             pos: 0,
             score_scale,
+            classifier_step: None,
         })
     }
 
@@ -252,6 +285,17 @@ impl<'m, 'a> Session<'m, 'a> {
     /// Starts a fresh context (the KV cache is overwritten as positions are reused).
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.classifier_step = None;
+    }
+
+    /// The model's vocabulary size (the length of a whole logits vector).
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    /// Whether this model's logits come in chunks ([`streams_logits`]).
+    pub fn streams_logits(&self) -> bool {
+        streams_logits(&self.config)
     }
 
     /// Feeds every token of `tokens` (a loop of decode steps) and returns the logits after the
@@ -265,15 +309,36 @@ impl<'m, 'a> Session<'m, 'a> {
     }
 
     /// Runs one token at the next position and returns the next-token logits (Q16.16, one per
-    /// vocabulary entry).
+    /// vocabulary entry). A streamed vocabulary ([`streams_logits`]) has no whole logits
+    /// vector: [`EngineError::LogitsStreamed`].
     pub fn feed(&mut self, token: u32) -> Result<&[i32], EngineError> {
+        if self.streams_logits() {
+            return Err(EngineError::LogitsStreamed);
+        }
+        self.feed_token(token)?;
+        Ok(self.state.logits)
+    }
+
+    /// Feeds every token of `tokens` without handing out logits (any vocabulary size); sample
+    /// the next token with [`Session::sample`].
+    pub fn prefill_tokens(&mut self, tokens: &[u32]) -> Result<(), EngineError> {
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        tokens.iter().try_for_each(|&t| self.feed_token(t))
+    }
+
+    /// Runs one token at the next position (any vocabulary size). A small vocabulary's logits
+    /// are computed now (as [`Session::feed`] does); a streamed one's when they are consumed
+    /// ([`Session::sample`], [`Session::logits_into`]).
+    pub fn feed_token(&mut self, token: u32) -> Result<(), EngineError> {
         if token as usize >= self.config.vocab_size {
             return Err(EngineError::TokenOutOfRange(token));
         }
         if self.pos >= self.ctx_len {
             return Err(EngineError::ContextFull);
         }
-        forward(
+        let step = forward(
             self.model,
             &mut self.state,
             &self.config,
@@ -282,8 +347,69 @@ impl<'m, 'a> Session<'m, 'a> {
             token,
             self.pos,
         );
+        if !self.streams_logits() {
+            // logits = output · rmsnorm(x), all of them.
+            let dim = self.config.dim;
+            matmul(
+                self.state.logits,
+                &self.model.output(),
+                &self.state.xq[..dim],
+                step,
+            );
+        }
+        self.classifier_step = Some(step);
         self.pos += 1;
-        Ok(self.state.logits)
+        Ok(())
+    }
+
+    /// Draws the next token from the logits after the last token fed. A streamed vocabulary
+    /// runs the classifier chunk by chunk (straight from flash), the sampler consuming each
+    /// chunk ([`Sampler::stream`]): one pass for greedy and top-k/top-p, three for plain
+    /// temperature sampling. Returns 0 before any token was fed.
+    pub fn sample(&mut self, sampler: &mut Sampler) -> u32 {
+        if !self.streams_logits() {
+            return sampler.sample(self.state.logits);
+        }
+        let Some(step) = self.classifier_step else {
+            return 0;
+        };
+        let vocab = self.config.vocab_size;
+        let output = self.model.output();
+        let dim = self.config.dim;
+        let mut stream = sampler.stream();
+        loop {
+            for first in (0..vocab).step_by(LOGITS_CHUNK_ROWS) {
+                let rows = LOGITS_CHUNK_ROWS.min(vocab - first);
+                let chunk = &mut self.state.logits[..rows];
+                matmul(
+                    chunk,
+                    &output.rows(first, rows),
+                    &self.state.xq[..dim],
+                    step,
+                );
+                stream.push(chunk);
+            }
+            if let Some(token) = stream.end_pass(sampler) {
+                return token;
+            }
+        }
+    }
+
+    /// Writes every logit after the last token fed into `out` (≤ `vocab_size` long; the host's
+    /// evaluation of a streamed vocabulary). Does nothing before any token was fed.
+    pub fn logits_into(&self, out: &mut [i32]) {
+        let Some(step) = self.classifier_step else {
+            return;
+        };
+        if !self.streams_logits() {
+            let n = out.len().min(self.state.logits.len());
+            out[..n].copy_from_slice(&self.state.logits[..n]);
+            return;
+        }
+        let rows = out.len().min(self.config.vocab_size);
+        let dim = self.config.dim;
+        let output = self.model.output().rows(0, rows);
+        matmul(&mut out[..rows], &output, &self.state.xq[..dim], step);
     }
 }
 
@@ -352,7 +478,8 @@ fn softmax(att: &mut [i32]) {
     }
 }
 
-/// The forward pass for one token at position `pos`; leaves the logits in `s.logits`.
+/// The forward pass for one token at position `pos`, up to the classifier: leaves
+/// rmsnorm(x) quantised in `s.xq[..dim]` and returns its step (the classifier's input).
 fn forward(
     model: &Model,
     s: &mut State,
@@ -361,7 +488,7 @@ fn forward(
     score_scale: Multiplier,
     token: u32,
     pos: usize,
-) {
+) -> Multiplier {
     let (dim, kv_dim, hs) = (c.dim, c.kv_dim(), c.head_size());
     let kv_per_q = c.n_heads / c.n_kv_heads; // query heads sharing one key/value head
     let pairs = hs / 2;
@@ -479,9 +606,10 @@ fn forward(
         }
     }
 
-    // logits = output · rmsnorm(x)
+    // The classifier's input: rmsnorm(x), quantised (the caller multiplies by `output`).
     rmsnorm(s.xb, s.x, model.final_norm());
-    quantize_and_matmul(s.logits, &model.output(), s.xb, s.xq);
+    let max_abs = quantize_act(s.xb, &mut s.xq[..dim]);
+    step_q16(max_abs, ACT_LEVELS)
 }
 
 /// Quantised query · cached key (head_size ≤ 256, so `256 · 2047 · 2047 < 2³¹`).

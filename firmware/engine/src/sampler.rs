@@ -157,6 +157,195 @@ impl Sampler {
     }
 }
 
+/// What a [`Stream`] keeps per pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamMode {
+    /// Argmax: one pass.
+    Greedy,
+    /// Top-k / top-p over the `limit` most likely tokens: one pass.
+    Candidates { limit: usize },
+    /// Temperature over the whole vocabulary: the max, then the total weight, then the drawn
+    /// token (three passes: the logits are never all in RAM).
+    Whole,
+}
+
+/// One draw over logits that arrive in chunks, in id order ([`Sampler::stream`]): call
+/// [`Stream::push`] for each chunk of a pass over the vocabulary, then [`Stream::end_pass`];
+/// repeat the pass (the same logits again) while it returns `None`.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    mode: StreamMode,
+    /// 1/T in Q16 (as `Sampler::sample`).
+    inv_temperature_q16: u32,
+    pass: u8,
+    /// Logits pushed in this pass (the id of the next one).
+    seen: usize,
+    /// First maximum (id, value): pass 0.
+    best: (u32, i32),
+    /// Top candidates, sorted descending (ties: lower id first): pass 0, `Candidates`.
+    candidates: usize,
+    ids: [u32; MAX_CANDIDATES],
+    vals: [i32; MAX_CANDIDATES],
+    /// `Whole`: the total weight (pass 1), then what is left of the draw (pass 2).
+    total: u64,
+    remaining: u64,
+    chosen: Option<u32>,
+}
+
+impl Sampler {
+    /// A draw over logits that arrive in chunks ([`Stream`]): the token [`Sampler::sample`]
+    /// would draw from the whole vector, with the same PRNG steps.
+    pub fn stream(&self) -> Stream {
+        let c = self.config;
+        let mode = if c.temperature_q8 == 0 {
+            StreamMode::Greedy
+        } else if c.top_k > 0 || c.top_p_q16 < (1 << 16) {
+            let limit = match c.top_k {
+                0 => MAX_CANDIDATES,
+                k => (k as usize).min(MAX_CANDIDATES),
+            };
+            StreamMode::Candidates { limit }
+        } else {
+            StreamMode::Whole
+        };
+        Stream {
+            mode,
+            inv_temperature_q16: ((256u32 << 16) / c.temperature_q8.max(1)).min(i32::MAX as u32),
+            pass: 0,
+            seen: 0,
+            best: (0, i32::MIN),
+            candidates: 0,
+            ids: [0; MAX_CANDIDATES],
+            vals: [i32::MIN; MAX_CANDIDATES],
+            total: 0,
+            remaining: 0,
+            chosen: None,
+        }
+    }
+}
+
+impl Stream {
+    /// The next chunk of logits (Q16.16), in id order.
+    pub fn push(&mut self, logits: &[i32]) {
+        let first = self.seen;
+        self.seen += logits.len();
+        match (self.mode, self.pass) {
+            (StreamMode::Greedy, _) | (StreamMode::Whole, 0) => {
+                for (i, &l) in logits.iter().enumerate() {
+                    if l > self.best.1 {
+                        self.best = ((first + i) as u32, l);
+                    }
+                }
+            }
+            (StreamMode::Candidates { limit }, _) => {
+                for (i, &l) in logits.iter().enumerate() {
+                    let id = (first + i) as u32;
+                    if l > self.best.1 {
+                        self.best = (id, l);
+                    }
+                    self.insert(limit, id, l);
+                }
+            }
+            (StreamMode::Whole, 1) => {
+                for &l in logits {
+                    self.total += self.weight(l) as u64;
+                }
+            }
+            (StreamMode::Whole, _) => {
+                for (i, &l) in logits.iter().enumerate() {
+                    if self.chosen.is_some() {
+                        break;
+                    }
+                    let w = self.weight(l) as u64;
+                    if self.remaining < w {
+                        self.chosen = Some((first + i) as u32);
+                    } else {
+                        self.remaining -= w;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a pass over the vocabulary: the drawn token, or `None` when the logits are needed
+    /// once more (push them again from the first id).
+    pub fn end_pass(&mut self, sampler: &mut Sampler) -> Option<u32> {
+        let vocab = self.seen;
+        self.seen = 0;
+        self.pass += 1;
+        if vocab <= 1 {
+            return Some(self.best.0);
+        }
+        match (self.mode, self.pass) {
+            (StreamMode::Greedy, _) => Some(self.best.0),
+            (StreamMode::Candidates { .. }, _) => Some(self.draw_candidate(sampler)),
+            (StreamMode::Whole, 1) => None,
+            (StreamMode::Whole, 2) => {
+                self.remaining = sampler.draw(self.total);
+                None
+            }
+            (StreamMode::Whole, _) => Some(self.chosen.unwrap_or(self.best.0)),
+        }
+    }
+
+    /// exp((l − max) / T) in Q16, as `Sampler::sample` weighs a logit.
+    fn weight(&self, l: i32) -> u32 {
+        let below_max = (self.best.1 as i64 - l as i64) as u32;
+        let z = -(mul_wide_u32(below_max, self.inv_temperature_q16) as i64) >> 16;
+        exp_q16(z.max(i32::MIN as i64) as i32) as u32
+    }
+
+    /// Keeps `(id, l)` when it is among the `limit` largest so far (insertion, as
+    /// `Sampler::sample`).
+    fn insert(&mut self, limit: usize, id: u32, l: i32) {
+        let n = self.candidates;
+        if n == limit && l <= self.vals[limit - 1] {
+            return;
+        }
+        let mut j = if n < limit { n } else { limit - 1 };
+        while j > 0 && self.vals[j - 1] < l {
+            self.vals[j] = self.vals[j - 1];
+            self.ids[j] = self.ids[j - 1];
+            j -= 1;
+        }
+        self.vals[j] = l;
+        self.ids[j] = id;
+        self.candidates = (n + 1).min(limit);
+    }
+
+    /// Top-p over the candidates, then one draw among those kept (as `Sampler::sample`).
+    fn draw_candidate(&self, sampler: &mut Sampler) -> u32 {
+        let n = self.candidates;
+        let mut weights = [0u32; MAX_CANDIDATES];
+        for (w, &v) in weights.iter_mut().zip(&self.vals[..n]) {
+            *w = self.weight(v);
+        }
+        let total: u64 = weights[..n].iter().map(|&w| w as u64).sum();
+        let top_p_q16 = sampler.config.top_p_q16;
+        let mut kept = n;
+        if top_p_q16 < (1 << 16) {
+            let target = (total * top_p_q16 as u64) >> 16;
+            let mut cumulative = 0u64;
+            for (i, &w) in weights[..n].iter().enumerate() {
+                cumulative += w as u64;
+                if cumulative >= target {
+                    kept = i + 1;
+                    break;
+                }
+            }
+        }
+        let kept_total: u64 = weights[..kept].iter().map(|&w| w as u64).sum();
+        let mut r = sampler.draw(kept_total);
+        for (&id, &w) in self.ids[..kept].iter().zip(&weights[..kept]) {
+            if r < w as u64 {
+                return id;
+            }
+            r -= w as u64;
+        }
+        self.ids[0]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +369,70 @@ mod tests {
                 let r = ((b.next_u32() as u64) << 32) | b.next_u32() as u64;
                 assert_eq!(a.draw(total), r % total);
             }
+        }
+    }
+
+    /// The stream over chunks of any size draws what `sample` draws from the whole vector, and
+    /// leaves the PRNG in the same state.
+    #[test]
+    fn a_stream_of_chunks_draws_what_the_whole_vector_draws() {
+        let mut rng = Sampler::new(SamplerConfig {
+            seed: 42,
+            ..SamplerConfig::GREEDY
+        });
+        let configs = [
+            SamplerConfig::GREEDY,
+            SamplerConfig {
+                temperature_q8: 256,
+                top_k: 0,
+                top_p_q16: 1 << 16,
+                seed: 9,
+            },
+            SamplerConfig {
+                temperature_q8: 128,
+                top_k: 5,
+                top_p_q16: 1 << 16,
+                seed: 8,
+            },
+            SamplerConfig {
+                temperature_q8: 400,
+                top_k: 0,
+                top_p_q16: 50_000,
+                seed: 7,
+            },
+            SamplerConfig {
+                temperature_q8: 256,
+                top_k: 200,
+                top_p_q16: 60_000,
+                seed: 6,
+            },
+        ];
+        for config in configs {
+            let (mut whole, mut streamed) = (Sampler::new(config), Sampler::new(config));
+            let mut distinct = std::collections::BTreeSet::new();
+            for round in 0..200 {
+                let len = 1 + (rng.next_u32() % 700) as usize;
+                // Ties on purpose: values from a small set, scaled to a few nats.
+                let logits: std::vec::Vec<i32> = (0..len)
+                    .map(|_| (rng.next_u32() % 64) as i32 * 6000 - 100_000)
+                    .collect();
+                let want = whole.sample(&logits);
+                let chunk = [1, 7, 256, 1000][round % 4];
+                let mut stream = streamed.stream();
+                let got = loop {
+                    logits.chunks(chunk).for_each(|c| stream.push(c));
+                    if let Some(t) = stream.end_pass(&mut streamed) {
+                        break t;
+                    }
+                };
+                assert_eq!(got, want, "{config:?} round {round}");
+                distinct.insert(want);
+            }
+            assert_eq!(whole.next_u32(), streamed.next_u32(), "{config:?}");
+            assert!(
+                config.temperature_q8 == 0 || distinct.len() > 20,
+                "{config:?}"
+            );
         }
     }
 
