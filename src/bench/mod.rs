@@ -112,6 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.kernels {
         return kernels::run(&args);
     }
+    args.sampling.validate(true)?;
     if !args.configs.is_empty() {
         return report::run(&args);
     }
@@ -122,9 +123,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model_bytes = crate::model_file::read(path)?;
     let result = bench_model(&args, &model_bytes)?;
     if args.json {
-        println!("{}", result.to_json());
+        crate::outln!("{}", result.to_json())?;
     } else {
-        print!("{}", result.to_text(&path.display().to_string()));
+        crate::out!("{}", result.to_text(&path.display().to_string()))?;
     }
     if result.bit_exact == Some(false) {
         bail!("the device's tokens differ from the host engine's: not bit-exact");

@@ -73,7 +73,7 @@ fn seed_tok_per_s(name: &str) -> Option<f64> {
 }
 
 /// Trains `name` for `steps` steps and exports it (int8), with this very binary; the
-/// checkpoint goes to runs/bench/<name>.
+/// checkpoint goes to runs/bench/<name>, which this report owns and replaces (`--force`).
 fn trained_model(
     name: &str,
     steps: usize,
@@ -90,6 +90,7 @@ fn trained_model(
             name,
             "--steps",
             &steps.to_string(),
+            "--force",
             "--out",
         ])
         .arg(&dir);
@@ -104,6 +105,7 @@ fn trained_model(
         .arg(&dir)
         .arg("-o")
         .arg(&smb)
+        .arg("--force")
         .status()
         .context("running starmind export")?;
     anyhow::ensure!(status.success(), "starmind export {} failed", dir.display());

@@ -323,6 +323,11 @@ impl<'m, 'a> Session<'m, 'a> {
         self.classifier_step = None;
     }
 
+    /// The model's vocabulary size (the length of a whole logits vector).
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
     /// Whether this model's logits come in chunks ([`streams_logits`]).
     pub fn streams_logits(&self) -> bool {
         streams_logits(&self.config)
