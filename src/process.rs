@@ -31,6 +31,23 @@ pub fn tune_allocator() {
     }
 }
 
+/// Peak resident memory of this process (`VmHWM` of /proc/self/status, Linux), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_kib("VmHWM:").map(|kib| kib * 1024)
+}
+
+/// A `kB` field of /proc/self/status.
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// `println!` that returns the write error instead of panicking: a closed stdout
 /// (`starmind configs | head`) ends the command cleanly (`main` treats a broken pipe as done).
 #[macro_export]
@@ -59,21 +76,4 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-/// Peak resident memory of this process (`VmHWM` of /proc/self/status, Linux), in bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
-    status_kib("VmHWM:").map(|kib| kib * 1024)
-}
-
-/// A `kB` field of /proc/self/status.
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
