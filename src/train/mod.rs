@@ -377,7 +377,10 @@ fn check_memory(config: &NamedConfig) -> Result<()> {
     let fits = available.saturating_sub(step.parameter_bytes) / per_row;
     let suggestion = match fits {
         1.. if fits < t.batch_size as u64 => {
-            format!("try --batch-size {fits} (or a smaller model)")
+            let accumulate = (t.batch_size as u64).div_ceil(fits) * t.accumulate.max(1) as u64;
+            format!(
+                "try --batch-size {fits} --accumulate {accumulate} (the same effective batch), or a smaller model"
+            )
         }
         _ => "choose a smaller model (dim, n_layers, seq_len, vocab_size)".to_string(),
     };
