@@ -236,6 +236,7 @@ impl ModelConfig {
             group_size: 0,
             eot_id,
             unk_id: unk_id.unwrap_or(NO_TOKEN),
+            head_size: self.head_size,
         }
     }
 
@@ -244,24 +245,24 @@ impl ModelConfig {
         self.engine_config(0, None)
     }
 
-    /// Elements per attention head: the config's explicit `head_size` when set, else the
-    /// engine's derivation (`dim / n_heads`).
+    /// Elements per attention head: the config's explicit `head_size` when set, else
+    /// `dim / n_heads` (the engine's [`EngineConfig::head_size`]).
     pub fn head_size(&self) -> usize {
-        self.head_size.unwrap_or_else(|| self.shape().head_size())
+        self.shape().head_size()
     }
 
     /// Width of the query (and attention output) vectors: `n_heads · head_size`.
     pub fn q_dim(&self) -> usize {
-        self.head_size() * self.n_heads
+        self.shape().q_dim()
     }
 
     /// Rows of the key and value projections: `n_kv_heads · head_size`.
     pub fn kv_dim(&self) -> usize {
-        self.head_size() * self.n_kv_heads
+        self.shape().kv_dim()
     }
 
-    /// Checks the rules every config file meets, including shapes the trainer and the integer
-    /// engine cannot run yet (an attention width other than `dim`, see [`Self::validate`]).
+    /// Checks the rules every config file meets (see [`Self::validate`] for the engine's
+    /// bounds on top).
     pub fn validate_shape(&self) -> Result<()> {
         let positive = [
             ("vocab_size", self.vocab_size),
@@ -298,19 +299,11 @@ impl ModelConfig {
     }
 
     /// Checks the shape rules the trainer and the integer engine rely on: [`Self::validate_shape`],
-    /// and an attention exactly `dim` wide (`n_heads · head_size = dim`).
+    /// then the engine's own rules (sizes within its bounds), so a config that trains is one
+    /// the device runs. An explicit `head_size` makes the attention `n_heads · head_size` wide,
+    /// whatever `dim` is.
     pub fn validate(&self) -> Result<()> {
         self.validate_shape()?;
-        if self.q_dim() != self.dim {
-            bail!(
-                "attention width n_heads·head_size = {}·{} = {} differs from dim {}: the trainer and the integer engine do not support that yet",
-                self.n_heads,
-                self.head_size(),
-                self.q_dim(),
-                self.dim
-            );
-        }
-        // Then the engine's own rules, so a config that trains is one the device runs.
         Ok(self.shape().validate_shape()?)
     }
 
@@ -360,7 +353,7 @@ impl From<&EngineConfig> for ModelConfig {
                 format::TokenizerKind::Bpe => TokenizerKind::Bpe,
                 format::TokenizerKind::None => TokenizerKind::None,
             },
-            head_size: None,
+            head_size: c.head_size,
         }
     }
 }
@@ -616,10 +609,6 @@ mod tests {
         for (what, shape, seed, all) in cases {
             assert_eq!(shape.seed_param_count(), seed, "{what}: seed count");
             assert_eq!(shape.param_count(), all, "{what}: full count");
-            shape.validate_shape().unwrap();
-            if shape.head_size.is_some() {
-                continue; // the engine has no explicit head_size yet (validate refuses these)
-            }
             shape.validate().unwrap();
             let engine = shape.engine_config(0, Some(1));
             assert_eq!(ModelConfig::from(&engine), shape, "{what}: round trip");
@@ -657,14 +646,20 @@ mod tests {
             err.contains("not a multiple of n_heads") && err.contains("head_size"),
             "{err}"
         );
-        // ... and with one it is a valid config that the trainer cannot run yet.
+        // ... and with one it is a valid config: an attention 3·2 = 6 wide.
         fibonacci.head_size = Some(2);
-        fibonacci.validate_shape().unwrap();
-        let err = fibonacci.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("n_heads·head_size = 3·2 = 6 differs from dim 8"),
-            "{err}"
-        );
+        fibonacci.validate().unwrap();
+        assert_eq!((fibonacci.q_dim(), fibonacci.kv_dim()), (6, 6));
+        // More heads than dimensions (story-heads-64): 64 heads of 1.
+        let mut heads_64 = model(64, 16, 64, 1, 64, 64);
+        heads_64.head_size = Some(1);
+        heads_64.validate().unwrap();
+        assert_eq!(heads_64.q_dim(), 64);
+        // The engine's bounds hold for the attention width too.
+        let mut too_wide = model(64, 16, 64, 1, 64, 64);
+        too_wide.head_size = Some(257);
+        let err = too_wide.validate().unwrap_err().to_string();
+        assert!(err.contains("head_size must be at most 256"), "{err}");
         // An explicit head_size equal to dim / n_heads is the plain shape.
         let mut explicit = good.clone();
         explicit.head_size = Some(4);
