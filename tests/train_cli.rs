@@ -427,3 +427,40 @@ fn an_explicit_head_size_trains_and_exports() {
     let bpb = report["val_bpb"].as_f64().unwrap();
     assert!(bpb > 1.0 && bpb < 8.0, "{report}");
 }
+
+#[test]
+fn a_time_budget_sets_the_step_count() {
+    let s = Scratch::new("budget");
+    let (train, valid) = (
+        slice(&s, "train.txt", 100_000),
+        slice(&s, "valid.txt", 10_000),
+    );
+    // 100000 steps configured: the budget, not the config, ends the run.
+    let config = tiny_config(&s, 100_000);
+    let out = s.path("run");
+    ok(train_cmd(&config, &train, &valid, &out).args(["--max-seconds", "3"]));
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let steps = recorded["train"]["steps"].as_u64().unwrap();
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let last: Vec<&str> = metrics.lines().last().unwrap().split(',').collect();
+    assert_eq!(last[0].parse::<u64>().unwrap(), steps, "{metrics}");
+    let elapsed: f64 = last[6].parse().unwrap();
+    assert!((2..100_000).contains(&steps), "{steps} steps");
+    // The budget holds to within the last step and its evaluation.
+    assert!(elapsed < 3.0 + 5.0, "trained {elapsed} s for a 3 s budget");
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(eval["steps"].as_u64(), Some(steps));
+    // --steps caps what the budget may plan.
+    let capped = s.path("capped");
+    ok(train_cmd(&config, &train, &valid, &capped).args(["--max-seconds", "60", "--steps", "4"]));
+    let metrics = std::fs::read_to_string(capped.join("metrics.csv")).unwrap();
+    assert!(
+        metrics.lines().last().unwrap().starts_with("4,"),
+        "{metrics}"
+    );
+    let err = run(train_cmd(&config, &train, &valid, &s.path("bad")).args(["--max-seconds", "0"]));
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("--max-seconds must be a positive"));
+}

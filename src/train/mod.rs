@@ -60,9 +60,15 @@ pub struct Args {
     /// Continue the checkpoint in --out (bit for bit; --data defaults to the run's own).
     #[arg(long)]
     pub resume: bool,
-    /// Override the config's number of optimizer steps.
+    /// Override the config's number of optimizer steps (with --max-seconds: the most steps).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Train for this many seconds of the training loop (data loading, tokenizer and the final
+    /// evaluation not counted) instead of a fixed number of steps: the step count is planned
+    /// from the measured step time, so the learning-rate schedule ends with the budget, and the
+    /// loop stops at the budget at the latest. The steps run depend on the machine's speed.
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
     /// Override the config's seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -130,6 +136,11 @@ fn config_stem(name: &str) -> String {
 /// Runs (or resumes) training into `out`, then evaluates, samples and plots; `None` when the run
 /// stopped at `--stop-after` (the checkpoint is written, `--resume` continues).
 pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
+    if let Some(budget) = args.max_seconds {
+        if !(budget > 0.0 && budget.is_finite()) {
+            bail!("--max-seconds must be a positive number of seconds, not {budget}");
+        }
+    }
     let device = Device::Cpu;
     let resumed = if args.resume {
         Some(ResumeState::load(out)?)
@@ -235,14 +246,23 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
         data: &data_sources,
         valid_source: valid_source.as_deref(),
         stop_after: args.stop_after,
+        budget: args.max_seconds.map(|seconds| TimeBudget {
+            seconds,
+            max_steps: args.steps,
+        }),
         threads: args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         out,
     };
-    let (model, train_seconds, stopped_early) = train_loop(&run, resumed, &device)?;
+    let (model, train_seconds, steps, stopped_early) = train_loop(&run, resumed, &device)?;
     if stopped_early {
         return Ok(None);
+    }
+    if steps != config.train.steps {
+        // A time budget chose the step count: the checkpoint's config records what ran.
+        config.train.steps = steps;
+        checkpoint::write_config(out, &config)?;
     }
     finish(&config, &model, &tokenizer, &corpus, out, train_seconds).map(Some)
 }
@@ -329,9 +349,33 @@ struct RunInputs<'a> {
     data: &'a [String],
     valid_source: Option<&'a Path>,
     stop_after: Option<usize>,
+    budget: Option<TimeBudget>,
     /// Threads for the gradient shards.
     threads: usize,
     out: &'a Path,
+}
+
+/// `--max-seconds`: the loop's wall-clock budget (resumed runs count their earlier seconds).
+#[derive(Clone, Copy)]
+struct TimeBudget {
+    seconds: f64,
+    /// `--steps` given with it: never plan more.
+    max_steps: Option<usize>,
+}
+
+/// Steps timed before a time budget plans the step count; it is planned again every this many.
+const BUDGET_PLAN_EVERY: usize = 10;
+/// The step count a time budget starts with, until the first plan.
+const BUDGET_UNPLANNED_STEPS: usize = 1_000_000;
+
+impl TimeBudget {
+    /// The total step count that ends the loop at the budget, from the mean seconds per step of
+    /// this run so far (periodic evaluations included); at least one more step.
+    fn plan(&self, step: usize, elapsed_s: f64, seconds_per_step: f64) -> usize {
+        let remaining = ((self.seconds - elapsed_s) / seconds_per_step.max(1e-9)).max(0.0);
+        let planned = step + (remaining.min(1e9) as usize).max(1);
+        planned.min(self.max_steps.unwrap_or(usize::MAX).max(step + 1))
+    }
 }
 
 /// What `state.safetensors` restores.
@@ -391,15 +435,19 @@ fn periodic_eval_subset(
     (sub_ids, sub_bytes)
 }
 
-/// The optimization loop; returns the trained model, the total training seconds and whether it
-/// stopped at `--stop-after`.
+/// The optimization loop; returns the trained model, the total training seconds, the steps run
+/// and whether it stopped at `--stop-after`.
 fn train_loop(
     run: &RunInputs,
     resumed: Option<ResumeState>,
     device: &Device,
-) -> Result<(Transformer, f64, bool)> {
+) -> Result<(Transformer, f64, usize, bool)> {
     let c = &run.config.model;
-    let t = &run.config.train;
+    // A time budget replans `t.steps` as it goes.
+    let mut t = run.config.train.clone();
+    if let Some(budget) = &run.budget {
+        t.steps = budget.max_steps.unwrap_or(BUDGET_UNPLANNED_STEPS);
+    }
     let mut rng = Rng::new(t.seed);
     let varmap = model::init_varmap(c, &mut rng, device)?;
     let model = model::from_varmap(&varmap, c, device)?;
@@ -417,7 +465,6 @@ fn train_loop(
     }
     let (eval_ids, eval_bytes) =
         periodic_eval_subset(run.valid_ids, run.valid_bytes, c.seq_len, t.eval_sequences);
-    let log_every = (t.steps / 200).max(1);
     let tokens_per_step = (t.batch_size * c.seq_len) as u64;
     let mut tokens_seen = rows.last().map_or(0, |r| r.tokens_seen);
     let started = Instant::now();
@@ -427,7 +474,7 @@ fn train_loop(
     let mut recent_loss = f64::NAN;
 
     while step < t.steps {
-        let lr = learning_rate(t, step);
+        let lr = learning_rate(&t, step);
         let (inputs, targets) =
             data::sample_batch(run.train_tokens, t.batch_size, c.seq_len, &mut rng);
         let batch = Batch {
@@ -454,6 +501,21 @@ fn train_loop(
         }
         step += 1;
         tokens_seen += tokens_per_step;
+        if let Some(budget) = &run.budget {
+            let done_this_run = step - resumed.as_ref().map_or(0, |s| s.step);
+            let this_run = started.elapsed().as_secs_f64();
+            if elapsed_before + this_run >= budget.seconds {
+                t.steps = step; // the budget is spent: this is the last step
+            } else if done_this_run.is_multiple_of(BUDGET_PLAN_EVERY) {
+                t.steps = budget.plan(
+                    step,
+                    elapsed_before + this_run,
+                    this_run / done_this_run as f64,
+                );
+                progress.set_total(t.steps);
+            }
+        }
+        let log_every = (t.steps / 200).max(1);
         loss_sum += loss_value;
         loss_count += 1;
         recent_loss = if recent_loss.is_nan() {
@@ -514,12 +576,12 @@ fn train_loop(
         if stop_here {
             progress.finish();
             eprintln!("stopped after step {step} (--stop-after); continue with --resume");
-            return Ok((model, elapsed, true));
+            return Ok((model, elapsed, step, true));
         }
     }
     progress.finish();
     let total = elapsed_before + started.elapsed().as_secs_f64();
-    Ok((model, total, false))
+    Ok((model, total, step, false))
 }
 
 /// The batch is cut into this many shards whose gradients are computed on separate threads and
