@@ -405,6 +405,38 @@ pub fn read(name_or_path: &str) -> Result<NamedConfig> {
     Ok(config)
 }
 
+/// The seed's CircuitPython decode speed (tok/s) of every model its logs measured, by the
+/// seed's model name: column `seed_tok_s` of `configs/seed-models.csv` (configs/README.md says
+/// which of the logs' figures that is).
+pub fn seed_tok_per_s() -> Result<std::collections::HashMap<String, f64>> {
+    let path = configs_dir().join("seed-models.csv");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("{}: no column {name}", path.display()))
+    };
+    let (name_at, speed_at) = (column("name")?, column("seed_tok_s")?);
+    let mut speeds = std::collections::HashMap::new();
+    for (i, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.split(',').collect();
+        let (Some(name), Some(speed)) = (fields.get(name_at), fields.get(speed_at)) else {
+            bail!("{} line {}: too few fields", path.display(), i + 2);
+        };
+        if !speed.is_empty() {
+            let speed = speed.parse().with_context(|| {
+                format!("{} line {}: seed_tok_s '{speed}'", path.display(), i + 2)
+            })?;
+            speeds.insert(name.to_string(), speed);
+        }
+    }
+    Ok(speeds)
+}
+
 /// Every named config, sorted by parameter count then name (including those [`load`] rejects
 /// because the trainer cannot run their shape yet).
 pub fn all() -> Result<Vec<NamedConfig>> {
@@ -536,6 +568,16 @@ mod tests {
         let ours = load("stories260k").unwrap();
         assert_eq!(ours.seed_params, None);
         assert_eq!((ours.model.ffn, ours.model.n_kv_heads), (Ffn::Swiglu, 4));
+    }
+
+    #[test]
+    fn seed_speeds_come_from_the_table() {
+        let speeds = seed_tok_per_s().unwrap();
+        // Seed 000's KV-cache figures and seed 001's fastest model (configs/README.md).
+        assert_eq!(speeds["story-1k"], 15.2);
+        assert_eq!(speeds["chat-8k"], 2.8);
+        assert_eq!(speeds["story-ultra-1d-1k"], 32.0);
+        assert!(!speeds.contains_key("stories260k"));
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //!   model shapes are derived and checked), [`sampling`] (sampler flags in engine units),
 //!   [`model_file`] (reading `.smb` files), [`console`] (the firmware's output as the host reads
 //!   it), [`emulator`] (the rp2040js driver), [`data`] (corpus), [`fsio`] (atomic writes),
-//!   [`process`] (threads, allocator).
+//!   [`process`] (threads, allocator), [`plot`] (the reports' SVG charts).
 
 pub mod bench;
 pub mod chat;
@@ -48,6 +48,7 @@ pub mod generate;
 pub mod import;
 pub mod model;
 pub mod model_file;
+pub mod plot;
 pub mod process;
 pub mod sample;
 pub mod sampling;
