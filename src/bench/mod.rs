@@ -184,7 +184,8 @@ impl BenchResult {
         }
     }
 
-    fn peak_ram_bytes(&self) -> Option<u64> {
+    /// Static RAM + arena + peak stack, where the firmware reported them.
+    pub fn peak_ram_bytes(&self) -> Option<u64> {
         Some(self.static_ram_bytes? + self.arena_bytes + self.peak_stack_bytes?)
     }
 
@@ -195,7 +196,7 @@ impl BenchResult {
     /// A board estimate from emulated cycles: rp2040js reads flash with no wait states, so add
     /// the XIP stall of streaming the weights when they do not fit the 16 KiB XIP cache (each
     /// byte at 25 MB/s, the core waiting). Models whose weights fit stay cached after token one.
-    fn board_estimate_tok_per_s(&self) -> Option<f64> {
+    pub fn board_estimate_tok_per_s(&self) -> Option<f64> {
         let (cycles, clock) = (self.decode_cycles_per_token?, self.clock_hz?);
         let stall_s = if self.weight_bytes_per_token > XIP_CACHE_BYTES {
             self.weight_bytes_per_token as f64 / XIP_BYTES_PER_S
