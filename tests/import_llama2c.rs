@@ -101,16 +101,17 @@ fn a_sampled_story_ends_when_the_model_draws_bos_again() {
     let out = dir.join("ckpt");
     let c = out.to_str().unwrap();
     ok(&["import", "llama2c", STORIES, "--out", c]);
-    // Seed 1 at temperature 1 draws BOS as its 113th token (found by running it): run.c's end
-    // of a story.
+    // Seed 1 at temperature 1 draws BOS as its 287th token (found by running it; the draw
+    // depends on the float model's last bits, which the fused ops changed within 1e-5): run.c's
+    // end of a story.
     let sampled = ["generate", c, "--temperature", "1", "--seed", "1", "--ids"];
     let story = ids(&ok(&[&sampled[..], &["-n", "300"]].concat()));
-    assert_eq!(story.len(), 112, "{story:?}");
+    assert_eq!(story.len(), 286, "{story:?}");
     assert!(!story.contains(&1));
-    let on = ids(&ok(&[&sampled[..], &["-n", "150", "--no-stop"]].concat()));
-    assert_eq!(on.len(), 150);
-    assert_eq!(on[..112], story[..]);
-    assert_eq!(on[112], 1, "--no-stop passes BOS on and goes on");
+    let on = ids(&ok(&[&sampled[..], &["-n", "290", "--no-stop"]].concat()));
+    assert_eq!(on.len(), 290);
+    assert_eq!(on[..286], story[..]);
+    assert_eq!(on[286], 1, "--no-stop passes BOS on and goes on");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -159,7 +159,7 @@ fn a_sweep_trains_reports_and_continues_after_a_kill() {
         !results.contains("tiny-head-size,"),
         "the killed sweep recorded the second variant:\n{results}"
     );
-    let first_model = s.runs.join("tiny-plain/model.safetensors");
+    let first_model = s.runs.join("tiny-plain/checkpoint/model.safetensors");
     let first_trained = modified(&first_model);
 
     // The same command continues with the second variant alone.

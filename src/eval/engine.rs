@@ -59,8 +59,18 @@ pub fn score_window(session: &mut Session, window: &[u32]) -> Result<WindowScore
         log_probs: Vec::with_capacity(predicted),
         greedy: Vec::with_capacity(predicted),
     };
+    // A streamed vocabulary (Tiny-LLM's 32000) has no logits vector in the session: the host
+    // asks for every chunk into its own buffer.
+    let mut streamed = Vec::new();
     for (t, &token) in window.iter().enumerate().take(predicted) {
-        let logits = session.feed(token).context("engine forward pass")?;
+        let logits: &[i32] = if session.streams_logits() {
+            session.feed_token(token).context("engine forward pass")?;
+            streamed.resize(session.vocab_size(), 0);
+            session.logits_into(&mut streamed);
+            &streamed
+        } else {
+            session.feed(token).context("engine forward pass")?
+        };
         let target = window[t + 1] as usize;
         score.log_probs.push(log_softmax_at(logits, target));
         score

@@ -41,16 +41,36 @@ pub fn score(model: &Transformer, windows: &[&[u32]], greedy: bool) -> Result<Ve
     Ok(out)
 }
 
+/// Tokens one forward pass scores at most: the memory of a pass grows with it (the logits alone
+/// are `tokens × vocab` floats), so a large validation set is scored in passes of this size.
+pub const CHUNK_TOKENS: usize = 8192;
+
 fn score_on_this_thread(
     model: &Transformer,
     windows: &[&[u32]],
     greedy: bool,
 ) -> Result<Vec<WindowScore>> {
+    score_in_chunks(model, windows, greedy, CHUNK_TOKENS)
+}
+
+/// Scores `windows` in forward passes of equal-length windows, each of at most `chunk_tokens`
+/// tokens (at least one window).
+pub fn score_in_chunks(
+    model: &Transformer,
+    windows: &[&[u32]],
+    greedy: bool,
+    chunk_tokens: usize,
+) -> Result<Vec<WindowScore>> {
     let mut out = Vec::with_capacity(windows.len());
     let mut i = 0;
     while i < windows.len() {
         let len = windows[i].len();
-        let run = windows[i..].iter().take_while(|w| w.len() == len).count();
+        let per_pass = (chunk_tokens / len.max(1)).max(1);
+        let run = windows[i..]
+            .iter()
+            .take(per_pass)
+            .take_while(|w| w.len() == len)
+            .count();
         let flat: Vec<u32> = windows[i..i + run]
             .iter()
             .flat_map(|w| w.iter().copied())
@@ -77,4 +97,43 @@ fn score_on_this_thread(
         i += run;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Ffn, ModelConfig, TokenizerKind};
+    use crate::data::Rng;
+
+    #[test]
+    fn chunked_scoring_equals_one_pass() {
+        let c = ModelConfig {
+            vocab_size: 13,
+            dim: 8,
+            hidden_dim: 12,
+            n_layers: 2,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_size: None,
+            seq_len: 16,
+            ffn: Ffn::Swiglu,
+            tied_embeddings: true,
+            tokenizer: TokenizerKind::Char,
+        };
+        let varmap = crate::model::init_varmap(&c, &mut Rng::new(3), &Device::Cpu).unwrap();
+        let model = crate::model::from_varmap(&varmap, &c, &Device::Cpu).unwrap();
+        let ids: Vec<u32> = (0..150u32).map(|i| (i * 5 + i / 7) % 13).collect();
+        let windows: Vec<&[u32]> = ids.chunks(16).filter(|w| w.len() >= 2).collect();
+        let whole = score_in_chunks(&model, &windows, true, usize::MAX).unwrap();
+        for chunk_tokens in [1, 16, 40] {
+            let chunked = score_in_chunks(&model, &windows, true, chunk_tokens).unwrap();
+            assert_eq!(chunked.len(), whole.len());
+            for (a, b) in chunked.iter().zip(&whole) {
+                assert_eq!(a.greedy, b.greedy);
+                for (x, y) in a.log_probs.iter().zip(&b.log_probs) {
+                    assert!((x - y).abs() < 1e-5, "{chunk_tokens}: {x} vs {y}");
+                }
+            }
+        }
+    }
 }

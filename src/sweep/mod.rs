@@ -113,7 +113,7 @@ pub struct Args {
     /// Where the reports go: `<out>/<family>/` and the cross-family `<out>/README.md`.
     #[arg(long, default_value = "docs/sweeps")]
     pub out: PathBuf,
-    /// Where the variants' checkpoints, model files and logs go (`<runs>/<config>/`).
+    /// Where the variants go: `<runs>/<config>/` holds its `checkpoint/`, `model.smb`, `log.txt`.
     #[arg(long, default_value = "runs/sweep")]
     pub runs: PathBuf,
     /// Discard the rows already in the report directory and start over (needed when they were
@@ -619,19 +619,25 @@ fn run_variant(
     seed: Option<f64>,
 ) -> Result<Row> {
     let valid = validation_file(args)?;
+    // The checkpoint gets a directory of its own (the trainer writes only into an empty one
+    // or a checkpoint); the log, row and model file sit beside it.
+    let checkpoint_dir = dir.join("checkpoint");
     let train_args = train::Args {
         config: Some(spec.to_string()),
         data: args.data.clone(),
         valid: valid.clone(),
-        out: Some(dir.to_path_buf()),
+        out: Some(checkpoint_dir.clone()),
         max_seconds: Some(args.max_seconds),
         threads: args.threads,
+        // The runs directory is the sweep's own: a variant that starts again replaces its run.
+        force: true,
         ..train::Args::default()
     };
-    let trained = train::train(&train_args, dir)?.context("training stopped before the end")?;
-    let checkpoint = crate::checkpoint::load(dir)?;
+    let trained =
+        train::train(&train_args, &checkpoint_dir)?.context("training stopped before the end")?;
+    let checkpoint = crate::checkpoint::load(&checkpoint_dir)?;
     let model = export::export(&checkpoint, Quant::Int8, export::INT4_GROUP)
-        .with_context(|| format!("exporting {}", dir.display()))?;
+        .with_context(|| format!("exporting {}", checkpoint_dir.display()))?;
     fsio::write_atomic(&dir.join("model.smb"), &model)?;
     let corpus = data::load_corpus(&args.data, valid.as_deref())?;
     let scored = eval::evaluate_file(&model, &corpus, Some(args.eval_bytes))?;
@@ -679,6 +685,9 @@ fn bench_args(args: &Args) -> bench::Args {
         json: false,
         max_cycles: 20_000_000_000,
         profile: false,
+        // A second emulator run with the XIP cache model gives the board estimate.
+        xip_miss_cycles: bench::DEFAULT_XIP_MISS_CYCLES,
+        kernels: false,
         timeout_s: 600,
         configs: Vec::new(),
         report: PathBuf::from("docs/benchmarks.md"),

@@ -538,7 +538,10 @@ pub fn write_family(
     s += "\n## All variants\n\n";
     s += &table(rows);
     if !failed.is_empty() {
-        s += "\n## Failed variants\n\n";
+        s += "\n## Failed variants\n\n\
+              Killed by signal 9 is, on Linux, usually the kernel's out-of-memory killer (the \
+              trainer's memory grows with layers × heads × seq_len²); the variant's log is \
+              `<runs>/<name>/log.txt`.\n\n";
         for r in failed {
             let _ = writeln!(s, "- `{}`: {}", r.name, r.status);
         }

@@ -32,7 +32,7 @@ pub mod optim;
 pub mod progress;
 
 use metrics::{loss_svg, metrics_csv, read_metrics, MetricsRow};
-use optim::{learning_rate, AdamW};
+use optim::{learning_rate_in_budget, AdamW};
 use progress::Progress;
 
 /// Prompt of the end-of-training sample.
@@ -60,15 +60,12 @@ pub struct Args {
     /// Continue the checkpoint in --out (bit for bit; --data defaults to the run's own).
     #[arg(long)]
     pub resume: bool,
-    /// Override the config's number of optimizer steps (with --max-seconds: the most steps).
+    /// Replace the checkpoint in --out (without it, train refuses to overwrite a trained model).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Override the config's number of optimizer steps.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Train for this many seconds of the training loop (data loading, tokenizer and the final
-    /// evaluation not counted) instead of a fixed number of steps: the step count is planned
-    /// from the measured step time, so the learning-rate schedule ends with the budget, and the
-    /// loop stops at the budget at the latest. The steps run depend on the machine's speed.
-    #[arg(long)]
-    pub max_seconds: Option<f64>,
     /// Override the config's seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -87,6 +84,19 @@ pub struct Args {
     /// Compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Train for at most this many seconds (the training loop; the final evaluation comes
+    /// after). The cosine schedule decays over the budget (or the steps, whichever ends first);
+    /// a final checkpoint and evaluation follow.
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
+    /// Average the gradients of N batches of --batch-size sequences per optimizer step: an
+    /// effective batch N times larger at the memory of one.
+    #[arg(long)]
+    pub accumulate: Option<usize>,
+    /// Print one JSON object as the last line of stdout (tokens_per_s, steps, train_s, val_bpb,
+    /// peak_rss_bytes, …).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What a finished run reports (also written as `eval.json` in the checkpoint directory).
@@ -95,10 +105,60 @@ pub struct TrainReport {
     pub config: String,
     pub params: usize,
     pub seed_params: Option<usize>,
+    /// Optimizer steps done (the whole run, resumed parts included).
     pub steps: usize,
+    /// Wall seconds of the whole run's training loop, resumed parts and evaluations included.
     pub train_seconds: f64,
+    /// This invocation's throughput: the speed of the loop alone, and what it timed.
+    pub throughput: Throughput,
+    /// Peak resident memory of this process (`VmHWM`), the final evaluation included.
+    pub peak_rss_bytes: Option<u64>,
     pub eval: EvalReport,
     pub sample: String,
+}
+
+/// Training throughput of one invocation, periodic evaluations and checkpoint writes excluded.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Throughput {
+    /// Training tokens per second (`tokens / train_s`).
+    pub tokens_per_s: f64,
+    /// Tokens trained on (inputs of every sequence of every step).
+    pub tokens: u64,
+    /// Seconds of forward, backward and optimizer steps.
+    pub train_s: f64,
+    /// Seconds of periodic evaluations and checkpoint writes inside the loop.
+    pub eval_s: f64,
+}
+
+/// The one-line summary `--json` prints (the interface outside checks read).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JsonSummary {
+    pub config: String,
+    pub params: usize,
+    pub steps: usize,
+    pub tokens_per_s: f64,
+    pub train_s: f64,
+    pub eval_s: f64,
+    pub val_bpb: f64,
+    pub val_loss: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl TrainReport {
+    /// The `--json` line.
+    pub fn summary(&self) -> JsonSummary {
+        JsonSummary {
+            config: self.config.clone(),
+            params: self.params,
+            steps: self.steps,
+            tokens_per_s: self.throughput.tokens_per_s,
+            train_s: self.throughput.train_s,
+            eval_s: self.throughput.eval_s,
+            val_bpb: self.eval.val_bpb,
+            val_loss: self.eval.val_loss,
+            peak_rss_bytes: self.peak_rss_bytes,
+        }
+    }
 }
 
 /// `starmind train`.
@@ -124,6 +184,19 @@ pub fn run(args: Args) -> Result<()> {
         "final val_bpb {:.4} (val_loss {:.4} nats/token; unigram {:.4}, bigram {:.4} bpb)",
         report.eval.val_bpb, report.eval.val_loss, report.eval.unigram_bpb, report.eval.bigram_bpb
     );
+    println!(
+        "{} steps, {:.0} tokens/s over {:.1} s of training ({:.1} s of evaluation and checkpoints); peak RSS {}",
+        report.steps,
+        report.throughput.tokens_per_s,
+        report.throughput.train_s,
+        report.throughput.eval_s,
+        report
+            .peak_rss_bytes
+            .map_or("unknown".to_string(), |b| format!("{:.2} GB", b as f64 / 1e9))
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&report.summary())?);
+    }
     Ok(())
 }
 
@@ -136,12 +209,9 @@ fn config_stem(name: &str) -> String {
 /// Runs (or resumes) training into `out`, then evaluates, samples and plots; `None` when the run
 /// stopped at `--stop-after` (the checkpoint is written, `--resume` continues).
 pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
-    if let Some(budget) = args.max_seconds {
-        if !(budget > 0.0 && budget.is_finite()) {
-            bail!("--max-seconds must be a positive number of seconds, not {budget}");
-        }
-    }
     let device = Device::Cpu;
+    validate_flags(args)?;
+    let has_checkpoint = checkpoint::check_train_dir(out, args.resume, args.force)?;
     let resumed = if args.resume {
         Some(ResumeState::load(out)?)
     } else {
@@ -154,11 +224,18 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
         None => config::load(args.config.as_deref().context("pass --config <name>")?)?,
     };
     apply_overrides(&mut config.train, args);
+    config
+        .train
+        .validate()
+        .with_context(|| format!("config {}", config.name))?;
+    check_memory(&config)?;
     let (data_sources, valid_source) = match (&resumed, args.data.is_empty()) {
         (Some(state), true) => (state.data.clone(), state.valid.clone().map(PathBuf::from)),
         _ => (args.data.clone(), args.valid.clone()),
     };
     let corpus = data::load_corpus(&data_sources, valid_source.as_deref())?;
+    // The sources actually read (the default resolved), so that --resume reads the same text.
+    let data_sources = corpus.sources.clone();
     eprintln!(
         "{}: {} params; {} train / {} validation bytes ({})",
         config.name,
@@ -204,8 +281,8 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
             "sample.txt",
             "eval.json",
         ];
-        if out.join(MODEL_FILE).exists() || out.join(STATE_FILE).exists() {
-            eprintln!("replacing the previous run in {}", out.display());
+        if has_checkpoint {
+            eprintln!("--force: replacing the checkpoint in {}", out.display());
         }
         for file in previous.iter().map(|f| out.join(f)).filter(|p| p.exists()) {
             std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
@@ -246,26 +323,82 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
         data: &data_sources,
         valid_source: valid_source.as_deref(),
         stop_after: args.stop_after,
-        budget: args.max_seconds.map(|seconds| TimeBudget {
-            seconds,
-            max_steps: args.steps,
-        }),
+        max_seconds: args.max_seconds,
         threads: args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         out,
     };
-    let (model, train_seconds, steps, stopped_early) = train_loop(&run, resumed, &device)?;
-    if stopped_early {
+    let outcome = train_loop(&run, resumed, &device)?;
+    if outcome.stopped_early {
         return Ok(None);
     }
-    if steps != config.train.steps {
-        // A time budget chose the step count: the checkpoint's config records what ran.
-        config.train.steps = steps;
-        checkpoint::write_config(out, &config)?;
-    }
-    finish(&config, &model, &tokenizer, &corpus, out, train_seconds).map(Some)
+    finish(&config, &tokenizer, &corpus, out, &outcome).map(Some)
 }
+
+/// The command-line numbers, checked before anything is read or allocated (the config file's
+/// own fields are checked by [`TrainConfig::validate`]).
+fn validate_flags(args: &Args) -> Result<()> {
+    let at_least_one = [
+        ("--steps", args.steps),
+        ("--batch-size", args.batch_size),
+        ("--checkpoint-every", args.checkpoint_every),
+        ("--stop-after", args.stop_after),
+        ("--threads", args.threads),
+    ];
+    for (flag, value) in at_least_one {
+        if value == Some(0) {
+            bail!("{flag} 0: must be at least 1");
+        }
+    }
+    if let Some(lr) = args.learning_rate {
+        if !(lr.is_finite() && lr > 0.0) {
+            bail!("--learning-rate {lr}: must be a finite number > 0");
+        }
+    }
+    if let (Some(stop), Some(steps)) = (args.stop_after, args.steps) {
+        if stop > steps {
+            bail!("--stop-after {stop}: must be at most --steps {steps}");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a run whose training step or evaluation would not fit this computer's memory
+/// ([`crate::budget`]), before the corpus is read or a tensor allocated.
+fn check_memory(config: &NamedConfig) -> Result<()> {
+    let (m, t) = (&config.model, &config.train);
+    let step = crate::budget::train_memory(m, t.batch_size, m.seq_len);
+    let available = crate::budget::available_memory_bytes().unwrap_or(u64::MAX);
+    // The estimate is linear in the batch: the largest batch that fits.
+    let per_row = crate::budget::train_memory(m, 1, m.seq_len)
+        .activation_bytes
+        .max(1);
+    let fits = available.saturating_sub(step.parameter_bytes) / per_row;
+    let suggestion = match fits {
+        1.. if fits < t.batch_size as u64 => {
+            format!("try --batch-size {fits} (or a smaller model)")
+        }
+        _ => "choose a smaller model (dim, n_layers, seq_len, vocab_size)".to_string(),
+    };
+    let what = format!(
+        "training {} at batch {} × seq_len {}",
+        config.name, t.batch_size, m.seq_len
+    );
+    crate::budget::check_memory(&what, &step, &suggestion)?;
+    let tokens = crate::budget::eval_tokens_in_flight(EVAL_WINDOWS, m.seq_len);
+    let eval = crate::budget::eval_memory(m, tokens);
+    let what = format!("evaluating {} ({tokens} tokens per pass)", config.name);
+    crate::budget::check_memory(
+        &what,
+        &eval,
+        "choose a smaller model (seq_len, n_heads, vocab_size)",
+    )
+}
+
+/// Validation windows scored per forward pass, periodic and final (as [`finish`] and
+/// [`train_loop`] pass them).
+const EVAL_WINDOWS: usize = 256;
 
 fn apply_overrides(train: &mut TrainConfig, args: &Args) {
     if let Some(steps) = args.steps {
@@ -283,17 +416,20 @@ fn apply_overrides(train: &mut TrainConfig, args: &Args) {
     if let Some(every) = args.checkpoint_every {
         train.checkpoint_every = every;
     }
+    if let Some(n) = args.accumulate {
+        train.accumulate = n.max(1);
+    }
 }
 
 /// Final evaluation over the whole validation split, sample, loss curve, `eval.json`.
 fn finish(
     config: &NamedConfig,
-    model: &Transformer,
     tokenizer: &Tokenizer,
     corpus: &Corpus,
     out: &Path,
-    train_seconds: f64,
+    outcome: &LoopOutcome,
 ) -> Result<TrainReport> {
+    let model = &outcome.model;
     let t0 = Instant::now();
     let report = eval::evaluate(
         tokenizer,
@@ -329,8 +465,10 @@ fn finish(
         config: config.name.clone(),
         params: config.model.param_count(),
         seed_params: config.seed_params,
-        steps: config.train.steps,
-        train_seconds,
+        steps: outcome.steps,
+        train_seconds: outcome.elapsed_s,
+        throughput: outcome.throughput,
+        peak_rss_bytes: process::peak_rss_bytes(),
         eval: report,
         sample,
     };
@@ -349,33 +487,11 @@ struct RunInputs<'a> {
     data: &'a [String],
     valid_source: Option<&'a Path>,
     stop_after: Option<usize>,
-    budget: Option<TimeBudget>,
+    /// Wall-clock budget of the loop (`--max-seconds`).
+    max_seconds: Option<f64>,
     /// Threads for the gradient shards.
     threads: usize,
     out: &'a Path,
-}
-
-/// `--max-seconds`: the loop's wall-clock budget (resumed runs count their earlier seconds).
-#[derive(Clone, Copy)]
-struct TimeBudget {
-    seconds: f64,
-    /// `--steps` given with it: never plan more.
-    max_steps: Option<usize>,
-}
-
-/// Steps timed before a time budget plans the step count; it is planned again every this many.
-const BUDGET_PLAN_EVERY: usize = 10;
-/// The step count a time budget starts with, until the first plan.
-const BUDGET_UNPLANNED_STEPS: usize = 1_000_000;
-
-impl TimeBudget {
-    /// The total step count that ends the loop at the budget, from the mean seconds per step of
-    /// this run so far (periodic evaluations included); at least one more step.
-    fn plan(&self, step: usize, elapsed_s: f64, seconds_per_step: f64) -> usize {
-        let remaining = ((self.seconds - elapsed_s) / seconds_per_step.max(1e-9)).max(0.0);
-        let planned = step + (remaining.min(1e9) as usize).max(1);
-        planned.min(self.max_steps.unwrap_or(usize::MAX).max(step + 1))
-    }
 }
 
 /// What `state.safetensors` restores.
@@ -435,19 +551,26 @@ fn periodic_eval_subset(
     (sub_ids, sub_bytes)
 }
 
-/// The optimization loop; returns the trained model, the total training seconds, the steps run
-/// and whether it stopped at `--stop-after`.
+/// What [`train_loop`] hands on.
+struct LoopOutcome {
+    model: Transformer,
+    /// Steps done in the whole run.
+    steps: usize,
+    /// Wall seconds of the whole run's loop.
+    elapsed_s: f64,
+    throughput: Throughput,
+    /// Stopped at `--stop-after`.
+    stopped_early: bool,
+}
+
+/// The optimization loop: until the config's steps, `--stop-after` or `--max-seconds`.
 fn train_loop(
     run: &RunInputs,
     resumed: Option<ResumeState>,
     device: &Device,
-) -> Result<(Transformer, f64, usize, bool)> {
+) -> Result<LoopOutcome> {
     let c = &run.config.model;
-    // A time budget replans `t.steps` as it goes.
-    let mut t = run.config.train.clone();
-    if let Some(budget) = &run.budget {
-        t.steps = budget.max_steps.unwrap_or(BUDGET_UNPLANNED_STEPS);
-    }
+    let t = &run.config.train;
     let mut rng = Rng::new(t.seed);
     let varmap = model::init_varmap(c, &mut rng, device)?;
     let model = model::from_varmap(&varmap, c, device)?;
@@ -465,25 +588,37 @@ fn train_loop(
     }
     let (eval_ids, eval_bytes) =
         periodic_eval_subset(run.valid_ids, run.valid_bytes, c.seq_len, t.eval_sequences);
-    let tokens_per_step = (t.batch_size * c.seq_len) as u64;
+    let log_every = (t.steps / 200).max(1);
+    let accumulate = t.accumulate.max(1);
+    let tokens_per_step = (accumulate * t.batch_size * c.seq_len) as u64;
     let mut tokens_seen = rows.last().map_or(0, |r| r.tokens_seen);
     let started = Instant::now();
     let mut progress = Progress::new(t.steps, step);
     let (mut loss_sum, mut loss_count) = (0f64, 0usize);
     let mut last_checkpoint = resumed.as_ref().map(|s| s.step);
     let mut recent_loss = f64::NAN;
+    let mut eval_s = 0.0;
+    let mut out_of_time = false;
 
-    while step < t.steps {
-        let lr = learning_rate(&t, step);
-        let (inputs, targets) =
-            data::sample_batch(run.train_tokens, t.batch_size, c.seq_len, &mut rng);
-        let batch = Batch {
-            inputs: &inputs,
-            targets: &targets,
-            rows: t.batch_size,
-            seq_len: c.seq_len,
-        };
-        let (loss_value, grads) = batch_gradients(&model, optimizer.vars(), &batch, run.threads)?;
+    while step < t.steps && !out_of_time {
+        let budget_used = run
+            .max_seconds
+            .map_or(0.0, |s| started.elapsed().as_secs_f64() / s.max(1e-9));
+        let lr = learning_rate_in_budget(t, step, budget_used);
+        let (mut loss_value, mut grads) = (0f64, Vec::<Vec<f32>>::new());
+        for _ in 0..accumulate {
+            let (inputs, targets) =
+                data::sample_batch(run.train_tokens, t.batch_size, c.seq_len, &mut rng);
+            let batch = Batch {
+                inputs: &inputs,
+                targets: &targets,
+                rows: t.batch_size,
+                seq_len: c.seq_len,
+            };
+            let (loss, g) = batch_gradients(&model, optimizer.vars(), &batch, run.threads)?;
+            accumulate_into(&mut grads, g, 1.0 / accumulate as f32);
+            loss_value += loss / accumulate as f64;
+        }
         if !loss_value.is_finite() {
             progress.finish();
             diverged(run, step + 1, "loss", loss_value, lr, last_checkpoint)?;
@@ -501,21 +636,6 @@ fn train_loop(
         }
         step += 1;
         tokens_seen += tokens_per_step;
-        if let Some(budget) = &run.budget {
-            let done_this_run = step - resumed.as_ref().map_or(0, |s| s.step);
-            let this_run = started.elapsed().as_secs_f64();
-            if elapsed_before + this_run >= budget.seconds {
-                t.steps = step; // the budget is spent: this is the last step
-            } else if done_this_run.is_multiple_of(BUDGET_PLAN_EVERY) {
-                t.steps = budget.plan(
-                    step,
-                    elapsed_before + this_run,
-                    this_run / done_this_run as f64,
-                );
-                progress.set_total(t.steps);
-            }
-        }
-        let log_every = (t.steps / 200).max(1);
         loss_sum += loss_value;
         loss_count += 1;
         recent_loss = if recent_loss.is_nan() {
@@ -525,8 +645,13 @@ fn train_loop(
         };
 
         let stop_here = run.stop_after == Some(step);
-        let is_eval = step % t.eval_every.max(1) == 0 || step == t.steps;
-        let is_checkpoint = step % t.checkpoint_every.max(1) == 0 || step == t.steps || stop_here;
+        out_of_time = run
+            .max_seconds
+            .is_some_and(|s| started.elapsed().as_secs_f64() >= s);
+        let last = step == t.steps || out_of_time;
+        let is_eval = step % t.eval_every.max(1) == 0 || last;
+        let is_checkpoint = step % t.checkpoint_every.max(1) == 0 || last || stop_here;
+        let eval_started = Instant::now();
         let elapsed = elapsed_before + started.elapsed().as_secs_f64();
         if step % log_every == 0 || is_eval || is_checkpoint {
             let mut row = MetricsRow {
@@ -563,25 +688,66 @@ fn train_loop(
         } else if is_eval {
             fsio::write_atomic(&run.out.join(METRICS_FILE), metrics_csv(&rows).as_bytes())?;
         }
+        eval_s += eval_started.elapsed().as_secs_f64();
         let this_run = started.elapsed().as_secs_f64();
         let done_this_run = step - resumed.as_ref().map_or(0, |s| s.step);
-        let tokens_per_s = done_this_run as f64 * tokens_per_step as f64 / this_run.max(1e-9);
-        let eta = this_run / done_this_run as f64 * (t.steps - step) as f64;
+        let tokens_per_s =
+            done_this_run as f64 * tokens_per_step as f64 / (this_run - eval_s).max(1e-9);
+        let mut eta = this_run / done_this_run as f64 * (t.steps - step) as f64;
+        if let Some(budget) = run.max_seconds {
+            eta = eta.min((budget - this_run).max(0.0));
+        }
         progress.update(
             step,
             &format!("loss {recent_loss:.4} | {:.0} tok/s", tokens_per_s),
             eta,
             is_eval,
         );
-        if stop_here {
-            progress.finish();
-            eprintln!("stopped after step {step} (--stop-after); continue with --resume");
-            return Ok((model, elapsed, step, true));
+        if stop_here || out_of_time {
+            break;
         }
     }
     progress.finish();
-    let total = elapsed_before + started.elapsed().as_secs_f64();
-    Ok((model, total, step, false))
+    let this_run = started.elapsed().as_secs_f64();
+    let done_this_run = step - resumed.as_ref().map_or(0, |s| s.step);
+    let tokens = done_this_run as u64 * tokens_per_step;
+    let train_s = (this_run - eval_s).max(0.0);
+    let stopped_early = run.stop_after == Some(step);
+    if stopped_early {
+        eprintln!("stopped after step {step} (--stop-after); continue with --resume");
+    } else if out_of_time {
+        eprintln!(
+            "--max-seconds {}: stopped at step {step} of {}",
+            run.max_seconds.unwrap_or_default(),
+            t.steps
+        );
+    }
+    Ok(LoopOutcome {
+        model,
+        steps: step,
+        elapsed_s: elapsed_before + this_run,
+        throughput: Throughput {
+            tokens_per_s: tokens as f64 / train_s.max(1e-9),
+            tokens,
+            train_s,
+            eval_s,
+        },
+        stopped_early,
+    })
+}
+
+/// `acc += weight · g`, element by element (`acc` empty: `weight · g`).
+fn accumulate_into(acc: &mut Vec<Vec<f32>>, g: Vec<Vec<f32>>, weight: f32) {
+    if acc.is_empty() {
+        *acc = g
+            .into_iter()
+            .map(|v| v.into_iter().map(|x| x * weight).collect())
+            .collect();
+        return;
+    }
+    for (a, v) in acc.iter_mut().zip(g) {
+        a.iter_mut().zip(v).for_each(|(a, x)| *a += x * weight);
+    }
 }
 
 /// The batch is cut into this many shards whose gradients are computed on separate threads and
@@ -615,7 +781,7 @@ fn batch_gradients(
         let y = Tensor::from_slice(&batch.targets[lo * t..hi * t], rows * t, &Device::Cpu)?;
         let logits = model.forward(&x)?;
         let vocab = logits.dim(2)?;
-        let loss = candle_nn::loss::cross_entropy(&logits.reshape((rows * t, vocab))?, &y)?;
+        let loss = model::loss::cross_entropy(&logits.reshape((rows * t, vocab))?, &y)?;
         let value = loss.to_scalar::<f32>()? as f64;
         let grads = loss.backward()?;
         let flat = vars

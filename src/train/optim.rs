@@ -139,11 +139,20 @@ impl AdamW {
 /// Learning rate for the update that takes the model from `step` to `step + 1`: linear warmup
 /// to the peak, then cosine down to the floor at the last step.
 pub fn learning_rate(train: &TrainConfig, step: usize) -> f64 {
+    learning_rate_in_budget(train, step, 0.0)
+}
+
+/// [`learning_rate`] under a wall-clock budget of which the share `budget_used` (0..1) is
+/// spent: the cosine follows whichever of the steps and the budget is further along, so it
+/// reaches the floor when the budget ends.
+pub fn learning_rate_in_budget(train: &TrainConfig, step: usize, budget_used: f64) -> f64 {
     if step < train.warmup_steps {
         return train.learning_rate * (step + 1) as f64 / train.warmup_steps as f64;
     }
     let span = train.steps.saturating_sub(train.warmup_steps).max(1) as f64;
-    let progress = ((step - train.warmup_steps) as f64 / span).min(1.0);
+    let progress = ((step - train.warmup_steps) as f64 / span)
+        .max(budget_used)
+        .min(1.0);
     train.min_learning_rate
         + 0.5
             * (train.learning_rate - train.min_learning_rate)
@@ -168,5 +177,9 @@ mod tests {
         assert!((learning_rate(&t, 10) - 1.0).abs() < 1e-12);
         assert!(learning_rate(&t, 50) < 1.0 && learning_rate(&t, 50) > 0.1);
         assert!((learning_rate(&t, 100) - 0.1).abs() < 1e-12);
+        // A budget further along than the steps takes over; one behind them does not.
+        assert!((learning_rate_in_budget(&t, 20, 1.0) - 0.1).abs() < 1e-12);
+        assert!(learning_rate_in_budget(&t, 20, 0.5) < learning_rate(&t, 20));
+        assert_eq!(learning_rate_in_budget(&t, 60, 0.1), learning_rate(&t, 60));
     }
 }

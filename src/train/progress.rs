@@ -51,14 +51,6 @@ impl Progress {
         }
     }
 
-    /// A new step count (a time budget replanned it).
-    pub fn set_total(&mut self, total: usize) {
-        self.total = total;
-        if let Some(bar) = &self.bar {
-            bar.set_length(total as u64);
-        }
-    }
-
     /// A line above the bar.
     pub fn println(&self, line: &str) {
         match &self.bar {

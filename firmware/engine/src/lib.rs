@@ -23,9 +23,13 @@
 //! story::tell(&model, &mut session, run.prompt(), &run.story(), &mut ids, &mut uart)?;
 //! ```
 //!
-//! One step of the story loop is `Sampler::sample(logits)` (integer top-k/top-p on the Q16.16
-//! logits), then `Session::feed(id)` (one forward pass); `Model::token_bytes(id)` is the token's
-//! raw UTF-8 piece (it may split a character for BPE).
+//! One step of the story loop is `Session::sample(&mut sampler)` (integer top-k/top-p on the
+//! Q16.16 logits), then `Session::feed_token(id)` (one forward pass); `Model::token_bytes(id)` is
+//! the token's raw UTF-8 piece (it may split a character for BPE). A vocabulary above
+//! [`forward::STREAMED_VOCAB`] (Tiny-LLM's 32000 on a 16 MB board) never holds all its logits:
+//! `Session::sample` runs the classifier [`forward::LOGITS_CHUNK_ROWS`] rows at a time from flash
+//! and the sampler consumes each chunk ([`sampler::Stream`]), drawing the same token as from the
+//! whole vector.
 //!
 //! Everything else public is for the host and tests. Costs: `parse` reads the whole file once
 //! (CRC, ≈10 cycles/byte); `feed` is one forward pass (matrix-vector products dominate: one `i32`
@@ -49,6 +53,7 @@ pub mod budget;
 pub mod checksum;
 pub mod format;
 pub mod forward;
+pub mod kernel_bench;
 pub mod kernels;
 pub mod run_config;
 pub mod sampler;

@@ -176,7 +176,9 @@ pub fn tell<L: Listener>(
 
     session.reset();
     listener.prefill_starts();
-    let mut logits = session.prefill(&ids[..len]).map_err(StoryError::Prefill)?;
+    session
+        .prefill_tokens(&ids[..len])
+        .map_err(StoryError::Prefill)?;
     listener.prefilled(len);
     let prompt_tokens = len;
 
@@ -187,7 +189,8 @@ pub fn tell<L: Listener>(
             break End::TokenLimit;
         }
         listener.sample_starts();
-        let next = sampler.sample(logits);
+        // The logits of the last token fed (a large vocabulary streams them chunk by chunk).
+        let next = session.sample(&mut sampler);
         if config.stop_at_end_of_text && next == eot {
             break End::EndOfText;
         }
@@ -196,7 +199,7 @@ pub fn tell<L: Listener>(
             break End::Stopped;
         }
         if !session.is_full() {
-            logits = session.feed(next).map_err(StoryError::Feed)?;
+            session.feed_token(next).map_err(StoryError::Feed)?;
             if config.when_full == WhenFull::Slide {
                 // `ids[..len]` is the context fed so far.
                 *ids.get_mut(len).ok_or(StoryError::Feed(too_small))? = next;
@@ -212,7 +215,9 @@ pub fn tell<L: Listener>(
                 ids.copy_within(len + 1 - keep..len + 1, 0);
                 len = keep;
                 session.reset();
-                logits = session.prefill(&ids[..len]).map_err(StoryError::Prefill)?;
+                session
+                    .prefill_tokens(&ids[..len])
+                    .map_err(StoryError::Prefill)?;
             }
         }
     };

@@ -1,18 +1,30 @@
 //! The float decoder-only transformer (candle), exactly the numerics of docs/ARCHITECTURE.md.
 //!
 //! One struct per block, each built from a [`VarBuilder`] whose paths are the checkpoint tensor
-//! names (`layers.0.attention.wq.weight`, …). Every operation is an ordinary differentiable
-//! tensor op: candle's fused softmax / RMSNorm / RoPE kernels have no backward pass.
+//! names (`layers.0.attention.wq.weight`, …). The matrix products are candle's; attention
+//! (with RoPE and the causal mask), RMSNorm, SwiGLU and the training loss are fused ops with
+//! their own backward ([`attention`], [`norm`], [`activation`], [`loss`]; inner loops in
+//! [`kernels`]): as compositions of small tensor ops they kept a `[b, h, t, t]` score tensor per
+//! layer and cost more in op overhead than in arithmetic (candle's own fused kernels have no
+//! backward pass). Each fused op's tests compare it with the plain composition, forward and
+//! backward.
 
 use crate::config::{Ffn, ModelConfig};
 use crate::data::Rng;
-use candle_core::{DType, Device, Module, Result, Tensor, Var, D};
+use candle_core::{DType, Device, Module, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use std::sync::Arc;
+
+pub mod activation;
+pub mod attention;
+pub mod kernels;
+pub mod loss;
+pub mod norm;
+
+use attention::{Heads, RopeTable};
 
 /// RMSNorm epsilon (ARCHITECTURE.md).
 pub const RMS_NORM_EPS: f64 = 1e-5;
-/// RoPE base (ARCHITECTURE.md).
-const ROPE_THETA: f32 = 10000.0;
 
 /// A bias-free linear layer with a `[out, in]` weight, applied to the last dimension.
 #[derive(Debug, Clone)]
@@ -40,7 +52,7 @@ impl Module for Linear {
     }
 }
 
-/// `y = x / sqrt(mean(x²) + eps) · g`.
+/// `y = x / sqrt(mean(x²) + eps) · g` ([`norm::rms_norm`]).
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor,
@@ -56,83 +68,19 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let inv_rms = (mean_square + RMS_NORM_EPS)?.sqrt()?.recip()?;
-        x.broadcast_mul(&inv_rms)?.broadcast_mul(&self.weight)
+        norm::rms_norm(x, &self.weight)
     }
 }
 
-/// RoPE tables for interleaved pairs, tiled over the heads of a `[.., t, heads·head_size]` tensor:
-/// `rope(x) = x·cos + (x·R)·sin`, where `R` maps each pair (a, b) to (−b, a). An odd head size
-/// leaves its last element alone (cos 1, sin 0, no partner in `R`).
-#[derive(Debug, Clone)]
-pub struct Rope {
-    /// `[seq_len, width]` per head-tiled position tables.
-    cos: Tensor,
-    sin: Tensor,
-    /// `[width, width]` pair rotation (entries 0, ±1, so the product is exact).
-    rotate: Tensor,
-}
-
-impl Rope {
-    /// Tables for `n_heads` heads of `head_size`, positions `0..seq_len`.
-    pub fn new(head_size: usize, n_heads: usize, seq_len: usize, device: &Device) -> Result<Self> {
-        let width = head_size * n_heads;
-        let mut cos = vec![1f32; seq_len * width];
-        let mut sin = vec![0f32; seq_len * width];
-        let mut rotate = vec![0f32; width * width];
-        for pos in 0..seq_len {
-            for head in 0..n_heads {
-                for j in 0..head_size / 2 {
-                    // llama2.c: freq = 1 / 10000^(2j / head_size), computed in f32.
-                    let freq = 1.0 / ROPE_THETA.powf((2 * j) as f32 / head_size as f32);
-                    let angle = pos as f32 * freq;
-                    let i = pos * width + head * head_size + 2 * j;
-                    cos[i] = angle.cos();
-                    cos[i + 1] = angle.cos();
-                    sin[i] = angle.sin();
-                    sin[i + 1] = angle.sin();
-                }
-            }
-        }
-        for head in 0..n_heads {
-            for j in 0..head_size / 2 {
-                let a = head * head_size + 2 * j;
-                // out[a] = −x[a+1], out[a+1] = x[a]: (x·R)[col] = Σ_row x[row]·R[row, col].
-                rotate[(a + 1) * width + a] = -1.0;
-                rotate[a * width + a + 1] = 1.0;
-            }
-        }
-        Ok(Rope {
-            cos: Tensor::from_vec(cos, (seq_len, width), device)?,
-            sin: Tensor::from_vec(sin, (seq_len, width), device)?,
-            rotate: Tensor::from_vec(rotate, (width, width), device)?,
-        })
-    }
-
-    /// Rotates `x: [b, t, width]` at positions `0..t`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, width) = x.dims3()?;
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
-        let swapped = x
-            .reshape((b * t, width))?
-            .matmul(&self.rotate)?
-            .reshape((b, t, width))?;
-        x.broadcast_mul(&cos)? + swapped.broadcast_mul(&sin)?
-    }
-}
-
-/// Causal multi-head attention with RoPE and grouped key/value heads.
+/// Causal multi-head attention with RoPE and grouped key/value heads
+/// ([`attention::causal_attention`]).
 #[derive(Debug, Clone)]
 pub struct Attention {
     wq: Linear,
     wk: Linear,
     wv: Linear,
     wo: Linear,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_size: usize,
+    heads: Heads,
 }
 
 impl Attention {
@@ -142,45 +90,22 @@ impl Attention {
             wk: Linear::new(vb.pp("wk"), c.kv_dim(), c.dim)?,
             wv: Linear::new(vb.pp("wv"), c.kv_dim(), c.dim)?,
             wo: Linear::new(vb.pp("wo"), c.dim, c.q_dim())?,
-            n_heads: c.n_heads,
-            n_kv_heads: c.n_kv_heads,
-            head_size: c.head_size(),
+            heads: Heads {
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_size: c.head_size(),
+            },
         })
     }
 
-    /// `x: [b, t, dim]` → `[b, t, dim]`; `mask: [t, t]` (0 or −∞). The heads are
-    /// `n_heads · head_size` wide, which `wo` projects back to `dim`.
-    fn forward(&self, x: &Tensor, rope_q: &Rope, rope_k: &Rope, mask: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let q = rope_q.forward(&self.wq.forward(x)?)?;
-        let k = rope_k.forward(&self.wk.forward(x)?)?;
+    /// `x: [b, t, dim]` → `[b, t, dim]`, positions `0..t`; the heads are `n_heads · head_size`
+    /// wide, which `wo` projects back to `dim`.
+    fn forward(&self, x: &Tensor, rope: &Arc<RopeTable>) -> Result<Tensor> {
+        let q = self.wq.forward(x)?;
+        let k = self.wk.forward(x)?;
         let v = self.wv.forward(x)?;
-        // [b, t, heads·hs] → [b, heads, t, hs]
-        let heads = |x: Tensor, n: usize| {
-            x.reshape((b, t, n, self.head_size))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = heads(q, self.n_heads)?;
-        let k = self.repeat_kv(heads(k, self.n_kv_heads)?)?;
-        let v = self.repeat_kv(heads(v, self.n_kv_heads)?)?;
-        let scores = (q.matmul(&k.t()?)? / (self.head_size as f64).sqrt())?.broadcast_add(mask)?;
-        let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let q_dim = self.n_heads * self.head_size;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, q_dim))?;
+        let y = attention::causal_attention(&q, &k, &v, self.heads, rope)?;
         self.wo.forward(&y)
-    }
-
-    /// Query head h uses kv head h / (n_heads / n_kv_heads).
-    fn repeat_kv(&self, x: Tensor) -> Result<Tensor> {
-        let repeats = self.n_heads / self.n_kv_heads;
-        if repeats == 1 {
-            return Ok(x);
-        }
-        let (b, n_kv, t, hs) = x.dims4()?;
-        x.unsqueeze(2)?
-            .expand((b, n_kv, repeats, t, hs))?
-            .reshape((b, n_kv * repeats, t, hs))
     }
 }
 
@@ -207,10 +132,9 @@ impl FeedForward {
 
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.w1.forward(x)?.silu()?;
         let hidden = match &self.w3 {
-            None => gate,
-            Some(w3) => (gate * w3.forward(x)?)?,
+            None => self.w1.forward(x)?.silu()?,
+            Some(w3) => activation::swiglu(&self.w1.forward(x)?, &w3.forward(x)?)?,
         };
         self.w2.forward(&hidden)
     }
@@ -235,13 +159,10 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope_q: &Rope, rope_k: &Rope, mask: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attention.forward(
-            &self.attention_norm.forward(x)?,
-            rope_q,
-            rope_k,
-            mask,
-        )?)?;
+    fn forward(&self, x: &Tensor, rope: &Arc<RopeTable>) -> Result<Tensor> {
+        let x = (x + self
+            .attention
+            .forward(&self.attention_norm.forward(x)?, rope)?)?;
         &x + self.feed_forward.forward(&self.ffn_norm.forward(&x)?)?
     }
 }
@@ -255,17 +176,13 @@ pub struct Transformer {
     norm: RmsNorm,
     /// `None` when tied to `tok_embeddings`.
     output: Option<Tensor>,
-    rope_q: Rope,
-    rope_k: Rope,
-    /// `[seq_len, seq_len]`: 0 on and below the diagonal, −∞ above.
-    causal_mask: Tensor,
+    rope: Arc<RopeTable>,
 }
 
 impl Transformer {
     /// Builds the model from tensors named as in the checkpoint (see [`init_varmap`]).
     pub fn new(vb: VarBuilder, config: &ModelConfig) -> Result<Self> {
         let c = config;
-        let device = vb.device().clone();
         let layers = (0..c.n_layers)
             .map(|l| Block::new(vb.pp(format!("layers.{l}")), c))
             .collect::<Result<Vec<_>>>()?;
@@ -274,18 +191,13 @@ impl Transformer {
         } else {
             Some(vb.get((c.vocab_size, c.dim), "output.weight")?)
         };
-        let mask: Vec<f32> = (0..c.seq_len)
-            .flat_map(|i| (0..c.seq_len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
-            .collect();
         Ok(Transformer {
             config: c.clone(),
             tok_embeddings: vb.get((c.vocab_size, c.dim), "tok_embeddings.weight")?,
             layers,
             norm: RmsNorm::new(vb.pp("norm"), c.dim)?,
             output,
-            rope_q: Rope::new(c.head_size(), c.n_heads, c.seq_len, &device)?,
-            rope_k: Rope::new(c.head_size(), c.n_kv_heads, c.seq_len, &device)?,
-            causal_mask: Tensor::from_vec(mask, (c.seq_len, c.seq_len), &device)?,
+            rope: Arc::new(RopeTable::new(c.head_size(), c.seq_len)),
         })
     }
 
@@ -306,9 +218,8 @@ impl Transformer {
             .tok_embeddings
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, self.config.dim))?;
-        let mask = self.causal_mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &self.rope_q, &self.rope_k, &mask)?;
+            x = layer.forward(&x, &self.rope)?;
         }
         let h = self.norm.forward(&x)?.reshape((b * t, self.config.dim))?;
         let head = self.output.as_ref().unwrap_or(&self.tok_embeddings);
