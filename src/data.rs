@@ -59,9 +59,11 @@ pub fn load_corpus(data: &[String], valid: Option<&Path>) -> Result<Corpus> {
         return match hub {
             Ok(corpus) => Ok(corpus),
             Err(err) if valid.is_none() => {
+                // One line: why (the hub's own error, without the "could not fetch" wrapper
+                // and its advice), then what happens instead.
                 eprintln!(
-                    "{:#}: training on the bundled TinyStories sample instead ({SAMPLE_SOURCE}); pass --data <file> for your own text",
-                    err
+                    "{}: training on the bundled TinyStories sample instead ({SAMPLE_SOURCE}); pass --data <file> for your own text",
+                    err.root_cause()
                 );
                 load_sources(&[SAMPLE_SOURCE.to_string()], None)
             }
