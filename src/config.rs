@@ -292,6 +292,7 @@ impl ModelConfig {
             group_size: 0,
             eot_id,
             unk_id: unk_id.unwrap_or(NO_TOKEN),
+            head_size: self.head_size,
         }
     }
 
@@ -300,24 +301,24 @@ impl ModelConfig {
         self.engine_config(0, None)
     }
 
-    /// Elements per attention head: the config's explicit `head_size` when set, else the
-    /// engine's derivation (`dim / n_heads`).
+    /// Elements per attention head: the config's explicit `head_size` when set, else
+    /// `dim / n_heads` (the engine's [`EngineConfig::head_size`]).
     pub fn head_size(&self) -> usize {
-        self.head_size.unwrap_or_else(|| self.shape().head_size())
+        self.shape().head_size()
     }
 
     /// Width of the query (and attention output) vectors: `n_heads · head_size`.
     pub fn q_dim(&self) -> usize {
-        self.head_size() * self.n_heads
+        self.shape().q_dim()
     }
 
     /// Rows of the key and value projections: `n_kv_heads · head_size`.
     pub fn kv_dim(&self) -> usize {
-        self.head_size() * self.n_kv_heads
+        self.shape().kv_dim()
     }
 
-    /// Checks the rules every config file meets, including shapes the trainer and the integer
-    /// engine cannot run yet (an attention width other than `dim`, see [`Self::validate`]).
+    /// Checks the rules every config file meets (see [`Self::validate`] for the engine's
+    /// bounds on top).
     pub fn validate_shape(&self) -> Result<()> {
         let positive = [
             ("vocab_size", self.vocab_size),
@@ -371,19 +372,11 @@ impl ModelConfig {
     }
 
     /// Checks the shape rules the trainer and the integer engine rely on: [`Self::validate_shape`],
-    /// and an attention exactly `dim` wide (`n_heads · head_size = dim`).
+    /// then the engine's own rules (sizes within its bounds), so a config that trains is one
+    /// the device runs. An explicit `head_size` makes the attention `n_heads · head_size` wide,
+    /// whatever `dim` is.
     pub fn validate(&self) -> Result<()> {
         self.validate_shape()?;
-        if self.q_dim() != self.dim {
-            bail!(
-                "attention width n_heads·head_size = {}·{} = {} differs from dim {}: the trainer and the integer engine do not support that yet",
-                self.n_heads,
-                self.head_size(),
-                self.q_dim(),
-                self.dim
-            );
-        }
-        // Then the engine's own rules, so a config that trains is one the device runs.
         Ok(self.shape().validate_shape()?)
     }
 
@@ -433,7 +426,7 @@ impl From<&EngineConfig> for ModelConfig {
                 format::TokenizerKind::Bpe => TokenizerKind::Bpe,
                 format::TokenizerKind::None => TokenizerKind::None,
             },
-            head_size: None,
+            head_size: c.head_size,
         }
     }
 }
@@ -486,6 +479,38 @@ pub fn parse(text: &str) -> Result<NamedConfig> {
     config.model.validate_shape()?;
     config.train.validate()?;
     Ok(config)
+}
+
+/// The seed's CircuitPython decode speed (tok/s) of every model its logs measured, by the
+/// seed's model name: column `seed_tok_s` of `configs/seed-models.csv` (configs/README.md says
+/// which of the logs' figures that is).
+pub fn seed_tok_per_s() -> Result<std::collections::HashMap<String, f64>> {
+    let path = configs_dir().join("seed-models.csv");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("{}: no column {name}", path.display()))
+    };
+    let (name_at, speed_at) = (column("name")?, column("seed_tok_s")?);
+    let mut speeds = std::collections::HashMap::new();
+    for (i, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.split(',').collect();
+        let (Some(name), Some(speed)) = (fields.get(name_at), fields.get(speed_at)) else {
+            bail!("{} line {}: too few fields", path.display(), i + 2);
+        };
+        if !speed.is_empty() {
+            let speed = speed.parse().with_context(|| {
+                format!("{} line {}: seed_tok_s '{speed}'", path.display(), i + 2)
+            })?;
+            speeds.insert(name.to_string(), speed);
+        }
+    }
+    Ok(speeds)
 }
 
 /// Every named config, sorted by parameter count then name (including those [`load`] rejects
@@ -622,6 +647,16 @@ mod tests {
     }
 
     #[test]
+    fn seed_speeds_come_from_the_table() {
+        let speeds = seed_tok_per_s().unwrap();
+        // Seed 000's KV-cache figures and seed 001's fastest model (configs/README.md).
+        assert_eq!(speeds["story-1k"], 15.2);
+        assert_eq!(speeds["chat-8k"], 2.8);
+        assert_eq!(speeds["story-ultra-1d-1k"], 32.0);
+        assert!(!speeds.contains_key("stories260k"));
+    }
+
+    #[test]
     fn aliases_load_the_renamed_configs() {
         for (old, new) in ALIASES {
             assert_eq!(load(old).unwrap().name, *new);
@@ -692,10 +727,6 @@ mod tests {
         for (what, shape, seed, all) in cases {
             assert_eq!(shape.seed_param_count(), seed, "{what}: seed count");
             assert_eq!(shape.param_count(), all, "{what}: full count");
-            shape.validate_shape().unwrap();
-            if shape.head_size.is_some() {
-                continue; // the engine has no explicit head_size yet (validate refuses these)
-            }
             shape.validate().unwrap();
             let engine = shape.engine_config(0, Some(1));
             assert_eq!(ModelConfig::from(&engine), shape, "{what}: round trip");
@@ -733,14 +764,20 @@ mod tests {
             err.contains("not a multiple of n_heads") && err.contains("head_size"),
             "{err}"
         );
-        // ... and with one it is a valid config that the trainer cannot run yet.
+        // ... and with one it is a valid config: an attention 3·2 = 6 wide.
         fibonacci.head_size = Some(2);
-        fibonacci.validate_shape().unwrap();
-        let err = fibonacci.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("n_heads·head_size = 3·2 = 6 differs from dim 8"),
-            "{err}"
-        );
+        fibonacci.validate().unwrap();
+        assert_eq!((fibonacci.q_dim(), fibonacci.kv_dim()), (6, 6));
+        // More heads than dimensions (story-heads-64): 64 heads of 1.
+        let mut heads_64 = model(64, 16, 64, 1, 64, 64);
+        heads_64.head_size = Some(1);
+        heads_64.validate().unwrap();
+        assert_eq!(heads_64.q_dim(), 64);
+        // The engine's bounds hold for the attention width too.
+        let mut too_wide = model(64, 16, 64, 1, 64, 64);
+        too_wide.head_size = Some(257);
+        let err = too_wide.validate().unwrap_err().to_string();
+        assert!(err.contains("head_size must be at most 256"), "{err}");
         // An explicit head_size equal to dim / n_heads is the plain shape.
         let mut explicit = good.clone();
         explicit.head_size = Some(4);

@@ -29,7 +29,7 @@ pub fn run(args: Args) -> Result<()> {
                     "seed_params": c.model.seed_param_count(),
                     "seed_stated_params": c.seed_params,
                     "families": c.families,
-                    // false: a shape the trainer cannot run yet (see `config::ModelConfig::validate`).
+                    // false: a shape beyond the engine's bounds (`config::ModelConfig::validate`).
                     "trainable": c.model.validate().is_ok(),
                     "model": c.model,
                 })
@@ -78,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     crate::outln!(
         "\nparams: every trainable weight; seed-cnt: the seed's convention (no RMSNorm gains); \
-         heads H×S: H heads of size S, an attention H·S wide (the trainer runs only H·S = dim yet). Aliases: {}.",
+         heads H×S: H heads of size S, an attention H·S wide projected back to dim. Aliases: {}.",
         config::ALIASES
             .iter()
             .map(|(old, new)| format!("{old} → {new}"))

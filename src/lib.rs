@@ -19,6 +19,8 @@
 //!
 //! Modules by row, as docs/ARCHITECTURE.md draws them; a module imports only from the rows
 //! below its own (no cycles, nothing upward):
+//! - studies: [`sweep`] (train, export, eval and bench every config of a seed study, and its
+//!   report);
 //! - checkpoints in and out: [`train`], [`import`] (llama2.c and Hugging Face models),
 //!   [`export`], [`generate`] (a model file with the engine, a checkpoint with the float model);
 //! - measuring: [`eval`] (bits per byte of a checkpoint or a model file; train and export use it);
@@ -31,7 +33,8 @@
 //!   [`model_file`] (reading `.smb` files), [`console`] (the firmware's output as the host reads
 //!   it), [`emulator`] (the rp2040js driver), [`data`] (corpus), [`fsio`] (atomic writes),
 //!   [`process`] (threads, allocator), [`budget`] (memory and file sizes checked before
-//!   allocating), [`hub`] (Hugging Face hub files with timeouts).
+//!   allocating), [`hub`] (Hugging Face hub files with timeouts), [`plot`] (the reports' SVG
+//!   charts).
 
 pub mod bench;
 pub mod budget;
@@ -51,9 +54,11 @@ pub mod hub;
 pub mod import;
 pub mod model;
 pub mod model_file;
+pub mod plot;
 pub mod process;
 pub mod sample;
 pub mod sampling;
+pub mod sweep;
 pub mod tokenizer;
 pub mod train;
 pub mod uf2;

@@ -1,7 +1,7 @@
 //! The `starmind` command line: clap structs and dispatch to the library (`starmind::*::run`).
 
 use clap::{Parser, Subcommand};
-use starmind::{bench, chat, configs, eval, export, flash, generate, import, train};
+use starmind::{bench, chat, configs, eval, export, flash, generate, import, sweep, train};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,9 @@ enum Command {
     Bench(bench::Args),
     /// Type prompts, read the stories a board (or the emulated board) tells, as it tells them.
     Chat(chat::Args),
+    /// Train, export, score and bench every config of a seed study (equal training time each)
+    /// and write its report (docs/sweeps/<family>/).
+    Sweep(sweep::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Flash(args) => flash::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Sweep(args) => sweep::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

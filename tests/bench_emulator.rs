@@ -243,6 +243,54 @@ fn the_firmware_reports_a_missing_or_corrupt_model_and_waits() {
 }
 
 #[test]
+fn explicit_head_sizes_are_bit_exact_on_the_emulated_board() {
+    if !emulator_available() {
+        return;
+    }
+    // Attentions narrower (3 heads of 2 on 8 dims: story-1k-fibonacci) and wider (32 heads of 1
+    // on 16 dims: story-heads-32) than dim, with wo projecting back.
+    let dir = scratch("bench_emulator_head_size");
+    for (dim, heads, head_size) in [(8, 3, 2), (16, 32, 1)] {
+        let shape = starmind::config::ModelConfig {
+            vocab_size: 48,
+            dim,
+            hidden_dim: 32,
+            n_layers: 2,
+            n_heads: heads,
+            n_kv_heads: heads,
+            head_size: Some(head_size),
+            seq_len: 64,
+            ffn: starmind::config::Ffn::Plain,
+            tied_embeddings: true,
+            tokenizer: starmind::config::TokenizerKind::Char,
+        };
+        let bytes = starmind::bench::synthetic::model_file(&shape, 7).unwrap();
+        let config = starmind_engine::Model::parse(&bytes).unwrap().config();
+        assert_eq!(
+            (config.head_size, config.q_dim()),
+            (Some(head_size), heads * head_size)
+        );
+        let model = dir.join(format!("heads-{heads}x{head_size}.smb"));
+        std::fs::write(&model, bytes).unwrap();
+        let output = run_in(
+            &dir,
+            &[
+                "bench",
+                model.to_str().unwrap(),
+                "--emulator",
+                "--check",
+                "--json",
+                "-n",
+                "16",
+            ],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(json["bit_exact"], true, "{heads}×{head_size}: {json}");
+    }
+}
+
+#[test]
 fn trained_int4_model_is_bit_exact_on_the_emulated_board() {
     if !emulator_available() {
         return;

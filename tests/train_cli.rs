@@ -403,6 +403,44 @@ fn kill_during_checkpointing_never_leaves_a_broken_checkpoint() {
 }
 
 #[test]
+fn an_explicit_head_size_trains_and_exports() {
+    // story-1k-fibonacci's attention: 3 heads of 2 on 8 dims (6 wide, wo back to 8).
+    let s = Scratch::new("head-size");
+    let (train, valid) = (
+        slice(&s, "train.txt", 100_000),
+        slice(&s, "valid.txt", 10_000),
+    );
+    let config = s.path("heads.json");
+    std::fs::write(
+        &config,
+        r#"{"name": "heads", "model": {"vocab_size": 48, "dim": 8, "hidden_dim": 16, "n_layers": 1,
+        "n_heads": 3, "n_kv_heads": 3, "head_size": 2, "seq_len": 32, "ffn": "plain",
+        "tied_embeddings": true, "tokenizer": "char"},
+        "train": {"steps": 6, "batch_size": 8, "warmup_steps": 2, "eval_every": 3, "eval_sequences": 4}}"#,
+    )
+    .unwrap();
+    let out = s.path("run");
+    ok(&mut train_cmd(&config, &train, &valid, &out));
+    let smb = s.path("heads.smb");
+    ok(bin().arg("export").arg(&out).arg("-o").arg(&smb));
+    let bytes = std::fs::read(&smb).unwrap();
+    let model = starmind_engine::Model::parse(&bytes).unwrap();
+    assert_eq!(model.config().head_size, Some(2));
+    assert_eq!((model.layer(0).wq.rows, model.layer(0).wo.cols), (6, 6));
+    let output = ok(bin()
+        .arg("eval")
+        .arg(&smb)
+        .arg("--data")
+        .arg(&train)
+        .arg("--valid")
+        .arg(&valid)
+        .arg("--json"));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let bpb = report["val_bpb"].as_f64().unwrap();
+    assert!(bpb > 1.0 && bpb < 8.0, "{report}");
+}
+
+#[test]
 fn max_seconds_stops_in_time_and_json_is_the_last_line() {
     let s = Scratch::new("budget");
     let (train, valid) = (

@@ -206,7 +206,9 @@ impl BenchResult {
         }
     }
 
-    fn peak_ram_bytes(&self) -> Option<u64> {
+    /// Static RAM (+ the model when it runs from SRAM) + arena + peak stack, where the
+    /// firmware reported them.
+    pub fn peak_ram_bytes(&self) -> Option<u64> {
         let model_copy = if self.model_in_sram == Some(true) {
             self.model_flash_bytes
         } else {
@@ -221,7 +223,7 @@ impl BenchResult {
 
     /// Decode tok/s with the emulator's XIP cache model (flash stalls simulated), or the
     /// measured figure on a board; `None` for a zero-wait-only emulator run and the host.
-    fn board_estimate_tok_per_s(&self) -> Option<f64> {
+    pub fn board_estimate_tok_per_s(&self) -> Option<f64> {
         let clock = self.clock_hz? as f64;
         match self.target {
             Target::Emulator => Some(clock / self.xip_decode_cycles_per_token?.max(1) as f64),

@@ -11,15 +11,6 @@ use anyhow::Context as _;
 use super::{bench_model, kernels, profile_lines, synthetic, Args, BenchResult, EMULATOR_CAVEATS};
 use crate::config;
 
-/// tok/s the seed experiment measured in CircuitPython on a Pico (with KV cache).
-const CIRCUITPYTHON_TOK_PER_S: [(&str, f64); 5] = [
-    ("story-1k", 15.2),
-    ("story-3k", 7.7),
-    ("story-4k", 6.2),
-    ("chat-8k", 2.8),
-    ("chat-10k", 2.2),
-];
-
 /// `starmind bench --configs … --emulator`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -50,8 +41,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     eprintln!("kernel micro-benchmarks in rp2040js…");
     let kernel_rows = kernels::measure(args)?;
+    let seed = config::seed_tok_per_s()?;
+    let seed_tok_per_s = |name: &str| seed.get(name).copied();
     let svg_path = args.report.with_extension("svg");
-    crate::fsio::write_atomic(&svg_path, chart(&rows).as_bytes())?;
+    crate::fsio::write_atomic(&svg_path, chart(&rows, &seed_tok_per_s).as_bytes())?;
     let svg_name = svg_path
         .file_name()
         .unwrap_or_default()
@@ -59,17 +52,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .into_owned();
     crate::fsio::write_atomic(
         &args.report,
-        markdown(&rows, &kernel_rows, args, &svg_name).as_bytes(),
+        markdown(&rows, &kernel_rows, args, &svg_name, &seed_tok_per_s).as_bytes(),
     )?;
     eprintln!("wrote {} and {}", args.report.display(), svg_path.display());
     Ok(())
-}
-
-fn seed_tok_per_s(name: &str) -> Option<f64> {
-    CIRCUITPYTHON_TOK_PER_S
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|&(_, v)| v)
 }
 
 /// Trains `name` for `steps` steps and exports it (int8), with this very binary; the
@@ -112,11 +98,15 @@ fn trained_model(
     std::fs::read(&smb).with_context(|| format!("reading {}", smb.display()))
 }
 
+/// The seed's CircuitPython tok/s of a config, where its logs measured one.
+type SeedSpeed<'a> = &'a dyn Fn(&str) -> Option<f64>;
+
 fn markdown(
     rows: &[(String, BenchResult)],
     kernel_rows: &[kernels::KernelRow],
     args: &Args,
     svg: &str,
+    seed_tok_per_s: SeedSpeed,
 ) -> String {
     let mut s = String::from("# Benchmarks: starmind on the RP2040\n\n");
     let _ = writeln!(
@@ -231,77 +221,43 @@ fn markdown(
 }
 
 /// Log-log scatter of decode tok/s against parameters: starmind (emulated) and CircuitPython.
-fn chart(rows: &[(String, BenchResult)]) -> String {
-    let (w, h, left, right, top, bottom) = (640.0, 400.0, 70.0, 20.0, 30.0, 50.0);
-    let points: Vec<(f64, f64, bool, &str)> = rows
-        .iter()
-        .flat_map(|(name, r)| {
-            let ours = (r.params as f64, r.decode_tok_per_s, true, name.as_str());
-            let seed = seed_tok_per_s(name).map(|v| (r.params as f64, v, false, name.as_str()));
-            std::iter::once(ours).chain(seed)
-        })
-        .collect();
-    let log = |v: f64| v.max(1e-9).log10();
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y, _, _) in &points {
-        x0 = x0.min(log(x).floor());
-        x1 = x1.max(log(x).ceil());
-        y0 = y0.min(log(y).floor());
-        y1 = y1.max(log(y).ceil());
+fn chart(rows: &[(String, BenchResult)], seed_tok_per_s: SeedSpeed) -> String {
+    use crate::plot::{Axis, Chart, Marker, Point, Scale, Series};
+    let point = |params: u64, tok_per_s: f64, name: &str| Point {
+        x: params as f64,
+        y: tok_per_s,
+        label: Some(name.to_string()),
+    };
+    Chart {
+        title: "decode tokens/s vs parameters (log-log)".into(),
+        x: Axis {
+            label: "parameters".into(),
+            scale: Scale::Log,
+        },
+        y: Axis {
+            label: "tok/s".into(),
+            scale: Scale::Log,
+        },
+        series: vec![
+            Series {
+                name: "starmind (rp2040js, 125 MHz)".into(),
+                colour: "#d62728",
+                marker: Marker::Dot,
+                points: rows
+                    .iter()
+                    .map(|(name, r)| point(r.params, r.decode_tok_per_s, name))
+                    .collect(),
+            },
+            Series {
+                name: "CircuitPython (seed, Pico)".into(),
+                colour: "#1f77b4",
+                marker: Marker::Dot,
+                points: rows
+                    .iter()
+                    .filter_map(|(name, r)| Some(point(r.params, seed_tok_per_s(name)?, name)))
+                    .collect(),
+            },
+        ],
     }
-    if points.is_empty() {
-        (x0, x1, y0, y1) = (2.0, 5.0, 0.0, 4.0);
-    }
-    x1 = x1.max(x0 + 1.0);
-    y1 = y1.max(y0 + 1.0);
-    let px = |x: f64| left + (log(x) - x0) / (x1 - x0) * (w - left - right);
-    let py = |y: f64| h - bottom - (log(y) - y0) / (y1 - y0) * (h - top - bottom);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"18\" text-anchor=\"middle\">decode tokens/s vs parameters (log-log)</text>\n",
-        w / 2.0
-    );
-    for e in x0 as i32..=x1 as i32 {
-        let x = px(10f64.powi(e));
-        let _ = writeln!(s, "<line x1=\"{x}\" y1=\"{top}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">1e{e}</text>", h - bottom, h - bottom + 16.0);
-    }
-    for e in y0 as i32..=y1 as i32 {
-        let y = py(10f64.powi(e));
-        let _ = writeln!(s, "<line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">1e{e}</text>", w - right, left - 6.0, y + 4.0);
-    }
-    let _ = writeln!(
-        s,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">parameters</text>",
-        w / 2.0,
-        h - 12.0
-    );
-    let _ = writeln!(s, "<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">tok/s</text>", h / 2.0, h / 2.0);
-    for &(x, y, ours, name) in &points {
-        let colour = if ours { "#d62728" } else { "#1f77b4" };
-        let _ = writeln!(
-            s,
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\">{name}</text>",
-            px(x),
-            py(y),
-            px(x) + 7.0,
-            py(y) - 7.0
-        );
-    }
-    // Legend, bottom right (the points run from top left to bottom right, above it).
-    let legend = [
-        ("#d62728", "starmind (rp2040js, 125 MHz)"),
-        ("#1f77b4", "CircuitPython (seed, Pico)"),
-    ];
-    for (row, (colour, label)) in legend.iter().enumerate() {
-        let (x, y) = (w - right - 185.0, h - bottom - 40.0 + 18.0 * row as f64);
-        let _ = writeln!(
-            s,
-            "<circle cx=\"{x}\" cy=\"{y}\" r=\"5\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\">{label}</text>",
-            x + 10.0,
-            y + 4.0
-        );
-    }
-    s += "</svg>\n";
-    s
+    .svg()
 }

@@ -20,15 +20,15 @@ pub fn model_file(m: &ModelConfig, seed: u64) -> anyhow::Result<Vec<u8>> {
             })
             .collect()
     };
-    let kv_dim = m.kv_dim();
+    let (q_dim, kv_dim) = (m.q_dim(), m.kv_dim());
     let swiglu = matches!(m.ffn, Ffn::Swiglu);
     let layers = (0..m.n_layers)
         .map(|_| FloatLayer {
             attention_norm: vec![1.0; m.dim],
-            wq: random(m.dim * m.dim),
+            wq: random(q_dim * m.dim),
             wk: random(kv_dim * m.dim),
             wv: random(kv_dim * m.dim),
-            wo: random(m.dim * m.dim),
+            wo: random(m.dim * q_dim),
             ffn_norm: vec![1.0; m.dim],
             w1: random(m.hidden_dim * m.dim),
             w2: random(m.dim * m.hidden_dim),

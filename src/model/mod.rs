@@ -86,10 +86,10 @@ pub struct Attention {
 impl Attention {
     fn new(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
         Ok(Attention {
-            wq: Linear::new(vb.pp("wq"), c.dim, c.dim)?,
+            wq: Linear::new(vb.pp("wq"), c.q_dim(), c.dim)?,
             wk: Linear::new(vb.pp("wk"), c.kv_dim(), c.dim)?,
             wv: Linear::new(vb.pp("wv"), c.kv_dim(), c.dim)?,
-            wo: Linear::new(vb.pp("wo"), c.dim, c.dim)?,
+            wo: Linear::new(vb.pp("wo"), c.dim, c.q_dim())?,
             heads: Heads {
                 n_heads: c.n_heads,
                 n_kv_heads: c.n_kv_heads,
@@ -98,7 +98,8 @@ impl Attention {
         })
     }
 
-    /// `x: [b, t, dim]` → `[b, t, dim]`, positions `0..t`.
+    /// `x: [b, t, dim]` → `[b, t, dim]`, positions `0..t`; the heads are `n_heads · head_size`
+    /// wide, which `wo` projects back to `dim`.
     fn forward(&self, x: &Tensor, rope: &Arc<RopeTable>) -> Result<Tensor> {
         let q = self.wq.forward(x)?;
         let k = self.wk.forward(x)?;
@@ -236,10 +237,10 @@ pub fn tensor_shapes(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     for l in 0..c.n_layers {
         let p = format!("layers.{l}");
         shapes.push((format!("{p}.attention_norm.weight"), vec![c.dim]));
-        shapes.push((format!("{p}.attention.wq.weight"), vec![c.dim, c.dim]));
+        shapes.push((format!("{p}.attention.wq.weight"), vec![c.q_dim(), c.dim]));
         shapes.push((format!("{p}.attention.wk.weight"), vec![c.kv_dim(), c.dim]));
         shapes.push((format!("{p}.attention.wv.weight"), vec![c.kv_dim(), c.dim]));
-        shapes.push((format!("{p}.attention.wo.weight"), vec![c.dim, c.dim]));
+        shapes.push((format!("{p}.attention.wo.weight"), vec![c.dim, c.q_dim()]));
         shapes.push((format!("{p}.ffn_norm.weight"), vec![c.dim]));
         shapes.push((
             format!("{p}.feed_forward.w1.weight"),
@@ -356,14 +357,14 @@ mod tests {
             for l in 0..c.n_layers {
                 let p = |n: &str| &w[&format!("layers.{l}.{n}.weight")];
                 let h = rmsnorm(&x, p("attention_norm"));
-                let mut q = matvec(p("attention.wq"), &h, c.dim);
+                let mut q = matvec(p("attention.wq"), &h, c.q_dim());
                 let mut k = matvec(p("attention.wk"), &h, c.kv_dim());
                 let v = matvec(p("attention.wv"), &h, c.kv_dim());
                 rope(&mut q, pos);
                 rope(&mut k, pos);
                 kcache[l].push(k);
                 vcache[l].push(v);
-                let mut att_out = vec![0f32; c.dim];
+                let mut att_out = vec![0f32; c.q_dim()];
                 for head in 0..c.n_heads {
                     let kvh = head / (c.n_heads / c.n_kv_heads);
                     let qh = &q[head * hs..(head + 1) * hs];
@@ -450,6 +451,13 @@ mod tests {
         check_against_reference(config(9, 3, 3, Ffn::Plain, true)); // odd head size 3
         check_against_reference(config(4, 4, 4, Ffn::Plain, true)); // head size 1: no rotation
         check_against_reference(config(18, 3, 3, Ffn::Plain, true)); // chat-10k's shape
+                                                                     // Explicit head sizes: an attention narrower (3·2 on 8) and wider (8·3 on 4) than dim.
+        let mut narrow = config(8, 3, 3, Ffn::Plain, true);
+        narrow.head_size = Some(2);
+        check_against_reference(narrow);
+        let mut wide = config(4, 8, 4, Ffn::Swiglu, false);
+        wide.head_size = Some(3);
+        check_against_reference(wide);
     }
 
     #[test]

@@ -102,6 +102,7 @@ mod tests {
             group_size: 0,
             eot_id: 0,
             unk_id: crate::format::NO_TOKEN,
+            head_size: None,
         }
     }
 

@@ -49,6 +49,8 @@ pub mod header {
     pub const EOT_ID: usize = 64;
     pub const UNK_ID: usize = 68;
     pub const N_SECTIONS: usize = 72;
+    /// Explicit head size, 0 for `dim / n_heads` (every file before it existed).
+    pub const HEAD_SIZE: usize = 76;
 }
 
 /// Byte offsets of the fields of a section table entry (each a little-endian `u32`).
@@ -62,7 +64,7 @@ mod entry {
 pub const ALIGN: usize = 4;
 /// Upper bound on `dim`, `hidden_dim` and `seq_len`: keeps every `i32` accumulator exact.
 pub const MAX_DIM: usize = 4096;
-/// Upper bound on `dim / n_heads`: keeps the query·key sums (12-bit × 12-bit) exact in `i32`.
+/// Upper bound on the head size: keeps the query·key sums (12-bit × 12-bit) exact in `i32`.
 pub const MAX_HEAD_SIZE: usize = 256;
 /// Upper bound on the vocabulary (merges store ids as `u16`).
 pub const MAX_VOCAB: usize = 65_535;
@@ -128,12 +130,21 @@ pub struct Config {
     pub eot_id: u32,
     /// `<unk>` ([`NO_TOKEN`] when absent).
     pub unk_id: u32,
+    /// Elements per attention head when it is not `dim / n_heads` (header word 0 = `None`): the
+    /// attention is then `n_heads · head_size` wide ([`Config::q_dim`]) and `wo` projects it
+    /// back to `dim`.
+    pub head_size: Option<usize>,
 }
 
 impl Config {
-    /// Elements per attention head.
+    /// Elements per attention head: the explicit `head_size`, else `dim / n_heads`.
     pub fn head_size(&self) -> usize {
-        self.dim / self.n_heads.max(1)
+        self.head_size.unwrap_or(self.dim / self.n_heads.max(1))
+    }
+    /// Width of the queries and of the attention output: `n_heads · head_size` (`dim` unless
+    /// the head size is explicit).
+    pub fn q_dim(&self) -> usize {
+        self.head_size() * self.n_heads
     }
     /// Rows of the key and value projections.
     pub fn kv_dim(&self) -> usize {
@@ -171,7 +182,7 @@ impl Config {
 
     /// Checks the shape rules the forward pass relies on (the host's model configs are checked
     /// by this very function): every size positive and within the `MAX_*` bounds, `dim` a
-    /// multiple of `n_heads`, `n_heads` of `n_kv_heads`.
+    /// multiple of `n_heads` unless the head size is explicit, `n_heads` of `n_kv_heads`.
     pub fn validate_shape(&self) -> Result<(), FormatError> {
         let dims = [
             self.dim,
@@ -195,8 +206,17 @@ impl Config {
                 "n_layers must be positive and at most 64",
             ));
         }
-        if !self.dim.is_multiple_of(self.n_heads) {
-            return Err(FormatError::BadConfig("dim is not a multiple of n_heads"));
+        match self.head_size {
+            None if !self.dim.is_multiple_of(self.n_heads) => {
+                return Err(FormatError::BadConfig("dim is not a multiple of n_heads"))
+            }
+            Some(0) => return Err(FormatError::BadConfig("head_size must be positive")),
+            Some(hs) if hs > MAX_HEAD_SIZE || hs * self.n_heads > MAX_DIM => {
+                return Err(FormatError::BadConfig(
+                    "head_size must be at most 256 and n_heads·head_size at most 4096",
+                ))
+            }
+            _ => {}
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(FormatError::BadConfig(
@@ -473,7 +493,8 @@ pub fn section_bytes(config: &Config, section_tag: u32) -> Option<usize> {
         tag::ROPE => c.seq_len.checked_mul(c.head_size() / 2)?.checked_mul(8),
         tag::TOKEN_EMBEDDING => matrix_bytes(c.vocab_size, c.dim, Quant::Int8, 0),
         tag::ATTENTION_NORM | tag::FFN_NORM | tag::FINAL_NORM => Some(norm),
-        tag::WQ | tag::WO => layer_matrix(c.dim, c.dim),
+        tag::WQ => layer_matrix(c.q_dim(), c.dim),
+        tag::WO => layer_matrix(c.dim, c.q_dim()),
         tag::WK | tag::WV => layer_matrix(c.kv_dim(), c.dim),
         tag::W1 => layer_matrix(c.hidden_dim, c.dim),
         tag::W2 => layer_matrix(c.dim, c.hidden_dim),
@@ -926,14 +947,14 @@ impl<'a> Model<'a> {
     pub fn layer(&self, l: usize) -> LayerWeights<'a> {
         let c = &self.config;
         let at = |position| index::layer(l, position);
-        let (dim, kv, hidden, q) = (c.dim, c.kv_dim(), c.hidden_dim, c.quant);
+        let (dim, q_dim, kv, hidden, q) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim, c.quant);
         let w3_rows = if c.ffn == FfnKind::Swiglu { hidden } else { 0 };
         LayerWeights {
             attention_norm: self.section(at(in_layer::ATTENTION_NORM)),
-            wq: self.matrix(at(in_layer::WQ), dim, dim, q),
+            wq: self.matrix(at(in_layer::WQ), q_dim, dim, q),
             wk: self.matrix(at(in_layer::WK), kv, dim, q),
             wv: self.matrix(at(in_layer::WV), kv, dim, q),
-            wo: self.matrix(at(in_layer::WO), dim, dim, q),
+            wo: self.matrix(at(in_layer::WO), dim, q_dim, q),
             ffn_norm: self.section(at(in_layer::FFN_NORM)),
             w1: self.matrix(at(in_layer::W1), hidden, dim, q),
             w2: self.matrix(at(in_layer::W2), dim, hidden, q),
@@ -980,6 +1001,10 @@ fn read_config(bytes: &[u8]) -> Result<Config, FormatError> {
         group_size: word(header::GROUP_SIZE) as usize,
         eot_id: word(header::EOT_ID),
         unk_id: word(header::UNK_ID),
+        head_size: match word(header::HEAD_SIZE) {
+            0 => None,
+            n => Some(n as usize),
+        },
     })
 }
 
@@ -1167,6 +1192,7 @@ mod writer {
             (header::EOT_ID, c.eot_id),
             (header::UNK_ID, c.unk_id),
             (header::N_SECTIONS, n as u32),
+            (header::HEAD_SIZE, c.head_size.unwrap_or(0) as u32),
         ];
         for (at, v) in fields {
             put(&mut out, at, v);

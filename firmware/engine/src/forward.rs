@@ -99,6 +99,9 @@ pub fn streams_logits(config: &Config) -> bool {
 /// Sizes of the activation buffers and KV cache for a context length, in elements.
 struct Layout {
     dim: usize,
+    /// Queries and attention output: `n_heads · head_size` (`dim` unless the head size is
+    /// explicit).
+    q_dim: usize,
     kv_dim: usize,
     hidden: usize,
     ctx: usize,
@@ -113,7 +116,7 @@ struct Layout {
 
 impl Layout {
     fn new(c: &Config, ctx: usize) -> Layout {
-        let (dim, kv_dim, hidden) = (c.dim, c.kv_dim(), c.hidden_dim);
+        let (dim, q_dim, kv_dim, hidden) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
         // The logits buffer: the whole vocabulary, or one chunk of it when streamed.
         let vocab = if streams_logits(c) {
             LOGITS_CHUNK_ROWS
@@ -121,16 +124,20 @@ impl Layout {
             c.vocab_size
         };
         let kv_positions = c.n_layers * ctx;
-        let words = 4 * dim
+        // x, xb2: dim; xb: dim or the attention output; q: q_dim; xq: any matmul input.
+        let words = 2 * dim
+            + dim.max(q_dim)
+            + q_dim
             + 2 * kv_dim
             + 2 * hidden
             + ctx
             + vocab
-            + dim.max(hidden)
+            + dim.max(hidden).max(q_dim)
             + 2 * STEP_WORDS * kv_positions;
         let kv_elems = 2 * kv_positions * kv_dim;
         Layout {
             dim,
+            q_dim,
             kv_dim,
             hidden,
             ctx,
@@ -163,7 +170,7 @@ impl<'a> Model<'a> {
 pub struct State<'a> {
     /// Residual stream (Q16.16, `dim`).
     x: &'a mut [i32],
-    /// Normalised input / attention output (`dim`).
+    /// Normalised input (`dim`) / attention output (`q_dim`).
     xb: &'a mut [i32],
     /// Output of a projection before the residual add (`dim`).
     xb2: &'a mut [i32],
@@ -241,16 +248,16 @@ impl<'a> State<'a> {
         let kv_positions = layout.kv_positions;
         Ok(State {
             x: take(&mut words, layout.dim),
-            xb: take(&mut words, layout.dim),
+            xb: take(&mut words, layout.dim.max(layout.q_dim)),
             xb2: take(&mut words, layout.dim),
-            q: take(&mut words, layout.dim),
+            q: take(&mut words, layout.q_dim),
             k: take(&mut words, layout.kv_dim),
             v: take(&mut words, layout.kv_dim),
             hb: take(&mut words, layout.hidden),
             hb2: take(&mut words, layout.hidden),
             att: take(&mut words, layout.ctx),
             logits: take(&mut words, layout.vocab),
-            xq: take(&mut words, layout.dim.max(layout.hidden)),
+            xq: take(&mut words, layout.dim.max(layout.hidden).max(layout.q_dim)),
             key_steps: take(&mut words, STEP_WORDS * kv_positions),
             value_steps: take(&mut words, STEP_WORDS * kv_positions),
             key_cache: take(&mut kv, kv_positions * layout.kv_dim),
@@ -544,7 +551,7 @@ fn forward(
     token: u32,
     pos: usize,
 ) -> Multiplier {
-    let (dim, kv_dim, hs) = (c.dim, c.kv_dim(), c.head_size());
+    let (dim, q_dim, kv_dim, hs) = (c.dim, c.q_dim(), c.kv_dim(), c.head_size());
     let kv_per_q = c.n_heads / c.n_kv_heads; // query heads sharing one key/value head
     let pairs = hs / 2;
     let rope_at_pos = model
@@ -568,8 +575,8 @@ fn forward(
         let w = model.layer(l);
 
         // Attention: h = rmsnorm(x); q, k, v = wq·h, wk·h, wv·h.
-        rmsnorm(s.xb, s.x, w.attention_norm);
-        let max_abs = quantize_act(s.xb, &mut s.xq[..dim]);
+        rmsnorm(&mut s.xb[..dim], s.x, w.attention_norm);
+        let max_abs = quantize_act(&s.xb[..dim], &mut s.xq[..dim]);
         let step = step_q16(max_abs, ACT_LEVELS);
         matmul(s.q, &w.wq, &s.xq[..dim], step);
         matmul(s.k, &w.wk, &s.xq[..dim], step);
@@ -609,7 +616,7 @@ fn forward(
             value_steps,
         };
         attention(
-            s.xb,
+            &mut s.xb[..q_dim],
             s.q,
             &cache,
             &mut s.att[..=pos],
@@ -619,14 +626,14 @@ fn forward(
         );
 
         // x = x + wo·(att·v)
-        quantize_and_matmul(s.xb2, &w.wo, s.xb, s.xq);
+        quantize_and_matmul(s.xb2, &w.wo, &s.xb[..q_dim], s.xq);
         for (x, &d) in s.x.iter_mut().zip(s.xb2.iter()) {
             *x = x.saturating_add(d);
         }
 
         // FFN: x = x + w2·(silu(w1·h) [⊙ w3·h]), h = rmsnorm(x).
-        rmsnorm(s.xb, s.x, w.ffn_norm);
-        let max_abs = quantize_act(s.xb, &mut s.xq[..dim]);
+        rmsnorm(&mut s.xb[..dim], s.x, w.ffn_norm);
+        let max_abs = quantize_act(&s.xb[..dim], &mut s.xq[..dim]);
         let step = step_q16(max_abs, ACT_LEVELS);
         matmul(s.hb, &w.w1, &s.xq[..dim], step);
         match c.ffn {
@@ -645,8 +652,8 @@ fn forward(
     }
 
     // The classifier's input: rmsnorm(x), quantised (the caller multiplies by `output`).
-    rmsnorm(s.xb, s.x, model.final_norm());
-    let max_abs = quantize_act(s.xb, &mut s.xq[..dim]);
+    rmsnorm(&mut s.xb[..dim], s.x, model.final_norm());
+    let max_abs = quantize_act(&s.xb[..dim], &mut s.xq[..dim]);
     step_q16(max_abs, ACT_LEVELS)
 }
 

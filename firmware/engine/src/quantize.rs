@@ -172,7 +172,7 @@ pub fn quantize_model(m: &FloatModel, quant: Quant, group_size: usize) -> ModelS
     config.quant = quant;
     config.group_size = if quant == Quant::Int4 { group_size } else { 0 };
     let c = &config;
-    let (dim, kv, hidden) = (c.dim, c.kv_dim(), c.hidden_dim);
+    let (dim, q_dim, kv, hidden) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
     let matrix = |w: &[f32], rows: usize, cols: usize| match quant {
         Quant::Int8 => quantize_int8(w, rows, cols),
         Quant::Int4 => quantize_int4(w, rows, cols, group_size),
@@ -183,10 +183,10 @@ pub fn quantize_model(m: &FloatModel, quant: Quant, group_size: usize) -> ModelS
         .map(|l| {
             [
                 norm_q16(&l.attention_norm),
-                matrix(&l.wq, dim, dim),
+                matrix(&l.wq, q_dim, dim),
                 matrix(&l.wk, kv, dim),
                 matrix(&l.wv, kv, dim),
-                matrix(&l.wo, dim, dim),
+                matrix(&l.wo, dim, q_dim),
                 norm_q16(&l.ffn_norm),
                 matrix(&l.w1, hidden, dim),
                 matrix(&l.w2, dim, hidden),

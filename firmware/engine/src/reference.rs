@@ -80,14 +80,14 @@ impl<'m> FloatSession<'m> {
             .collect();
         for (l, w) in m.layers.iter().enumerate() {
             let h = rmsnorm(&x, &w.attention_norm);
-            let mut q = matmul(&w.wq, &h, dim);
+            let mut q = matmul(&w.wq, &h, c.q_dim());
             let mut k = matmul(&w.wk, &h, kv_dim);
             let v = matmul(&w.wv, &h, kv_dim);
             rope(&mut q, hs, pos);
             rope(&mut k, hs, pos);
             self.key_cache[l].extend_from_slice(&k);
             self.value_cache[l].extend_from_slice(&v);
-            let mut out = std::vec![0f64; dim];
+            let mut out = std::vec![0f64; c.q_dim()];
             let kv_per_q = c.n_heads / c.n_kv_heads;
             for h in 0..c.n_heads {
                 let qh = &q[h * hs..(h + 1) * hs];

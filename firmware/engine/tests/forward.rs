@@ -14,6 +14,11 @@ fn compare(cfg: starmind_engine::Config, quant: Quant, seed: u64, steps: usize) 
     let float = random_model(cfg, seed);
     let file = write_model(&quantize_model(&float, quant, 32)).expect("write");
     let model = Model::parse(&file).expect("parse");
+    assert_eq!(
+        model.config().head_size,
+        cfg.head_size,
+        "the header's head_size"
+    );
     let mut arena = vec![0u8; Model::arena_bytes(&model.config(), cfg.seq_len)];
     let mut session = Session::new(&model, cfg.seq_len, &mut arena).expect("session");
     let mut reference = FloatSession::new(&float);
@@ -48,6 +53,11 @@ fn compare(cfg: starmind_engine::Config, quant: Quant, seed: u64, steps: usize) 
     )
 }
 
+fn with_head_size(mut cfg: starmind_engine::Config, head_size: usize) -> starmind_engine::Config {
+    cfg.head_size = Some(head_size);
+    cfg
+}
+
 #[test]
 fn int8_matches_float_reference() {
     let shapes = [
@@ -57,6 +67,11 @@ fn int8_matches_float_reference() {
         config(96, 64, 172, 3, 8, 4, 48, FfnKind::Swiglu, false), // stories260K-like, GQA
         config(32, 1, 64, 1, 1, 1, 16, FfnKind::Plain, true), // head size 1
         config(40, 6, 20, 1, 2, 1, 16, FfnKind::Swiglu, true), // odd head size 3
+        // Explicit head sizes: 3 heads of 2 on 8 dims (story-1k-fibonacci), 32 heads of 1 on
+        // 16 (story-heads-32), 8 query / 4 kv heads of 6 on 12 (wider than dim, GQA).
+        with_head_size(config(55, 8, 21, 1, 3, 3, 32, FfnKind::Plain, true), 2),
+        with_head_size(config(64, 16, 64, 1, 32, 32, 32, FfnKind::Plain, true), 1),
+        with_head_size(config(48, 12, 24, 2, 8, 4, 24, FfnKind::Swiglu, false), 6),
     ];
     for (i, cfg) in shapes.iter().enumerate() {
         let (max_err, std, agree) = compare(*cfg, Quant::Int8, 1 + i as u64, 48);

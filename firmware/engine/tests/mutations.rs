@@ -94,7 +94,8 @@ fn extra_bytes_and_bad_header_fields_are_refused() {
 fn bad_configurations_are_refused() {
     let file = golden("story-1k.smb");
     // (header offset, value): vocab 0, dim 0, hidden 0, layers 0, heads 0, kv heads 0, seq_len 0,
-    // huge dims, heads not dividing dim, unknown enums, eot out of range, wrong section count.
+    // huge dims, heads not dividing dim, unknown enums, eot out of range, wrong section count,
+    // a head size the sections do not have.
     let cases = [
         (16, 0),
         (20, 0),
@@ -119,6 +120,10 @@ fn bad_configurations_are_refused() {
         (72, u32::MAX),
         (20, 16),
         (40, 65),
+        // head_size: too large, or another width than the sections have.
+        (76, 257),
+        (76, u32::MAX),
+        (76, 3),
     ];
     for (at, value) in cases {
         let mut bytes = file.clone();

@@ -56,6 +56,7 @@ pub fn config(
         group_size: 0,
         eot_id: 0,
         unk_id: 1,
+        head_size: None,
     }
 }
 
@@ -70,9 +71,10 @@ pub fn char_vocab(vocab: usize) -> Vec<Vec<u8>> {
 /// A random float model with weights of trained-model-like magnitude.
 pub fn random_model(config: Config, seed: u64) -> FloatModel {
     let mut rng = Rng(seed.max(1));
-    let (d, h, kv, v) = (
+    let (d, h, q, kv, v) = (
         config.dim,
         config.hidden_dim,
+        config.q_dim(),
         config.kv_dim(),
         config.vocab_size,
     );
@@ -80,10 +82,10 @@ pub fn random_model(config: Config, seed: u64) -> FloatModel {
     let layers = (0..config.n_layers)
         .map(|_| FloatLayer {
             attention_norm: norm(&mut rng),
-            wq: rng.vec(d * d, 1.0 / (d as f64).sqrt()),
+            wq: rng.vec(q * d, 1.0 / (d as f64).sqrt()),
             wk: rng.vec(kv * d, 1.0 / (d as f64).sqrt()),
             wv: rng.vec(kv * d, 1.0 / (d as f64).sqrt()),
-            wo: rng.vec(d * d, 0.5 / (d as f64).sqrt()),
+            wo: rng.vec(d * q, 0.5 / (q as f64).sqrt()),
             ffn_norm: norm(&mut rng),
             w1: rng.vec(h * d, 1.0 / (d as f64).sqrt()),
             w2: rng.vec(d * h, 0.5 / (h as f64).sqrt()),
