@@ -31,6 +31,90 @@ pub const STATE_FILE: &str = "state.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const METRICS_FILE: &str = "metrics.csv";
+/// Every file a checkpoint directory may hold (what `train` writes), for the checks that keep a
+/// command from writing over its own checkpoint.
+pub const FILES: &[&str] = &[
+    MODEL_FILE,
+    STATE_FILE,
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    METRICS_FILE,
+    "loss.svg",
+    "sample.txt",
+    "eval.json",
+];
+
+/// What `train --out <dir>` may do with `dir`: refuses a directory that holds a checkpoint
+/// unless `resume` (continue it) or `force` (replace it), and a non-empty directory that is not
+/// a checkpoint (a user's own folder) always. Our own stale temp files do not count. Returns
+/// whether `dir` holds a checkpoint.
+pub fn check_train_dir(dir: &Path, resume: bool, force: bool) -> Result<bool> {
+    let entries: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with(crate::fsio::TEMP_PREFIX))
+            .collect(),
+        Err(_) if !dir.exists() => {
+            if resume {
+                bail!(
+                    "--resume: {} does not exist (no checkpoint to continue)",
+                    dir.display()
+                );
+            }
+            return Ok(false);
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("--out {}: not a directory", dir.display()))
+        }
+    };
+    let is_checkpoint = [MODEL_FILE, STATE_FILE, CONFIG_FILE]
+        .iter()
+        .any(|f| entries.iter().any(|e| e == f));
+    if entries.is_empty() {
+        if resume {
+            bail!(
+                "--resume: {} is empty (no checkpoint to continue)",
+                dir.display()
+            );
+        }
+        return Ok(false);
+    }
+    if !is_checkpoint {
+        let mut shown: Vec<&str> = entries.iter().map(String::as_str).take(3).collect();
+        if entries.len() > 3 {
+            shown.push("…");
+        }
+        bail!(
+            "--out {} is a non-empty directory that is not a starmind checkpoint ({}): refusing to write into it; choose a new or empty directory",
+            dir.display(),
+            shown.join(", ")
+        );
+    }
+    if !resume && !force {
+        let step = std::fs::File::open(dir.join(MODEL_FILE))
+            .ok()
+            .and_then(|f| {
+                let mut head = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut head).ok()?;
+                metadata(&head).ok()?.get("step").cloned()
+            });
+        let what = match step {
+            Some(step) => format!("a checkpoint (step {step})"),
+            None => "a checkpoint".to_string(),
+        };
+        bail!(
+            "--out {} already holds {what}: pass --resume to continue it, --force to replace it, or choose another --out",
+            dir.display()
+        );
+    }
+    Ok(true)
+}
+
+/// The paths of [`FILES`] in `dir`.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    FILES.iter().map(|f| dir.join(f)).collect()
+}
 
 /// A finished (or intermediate) checkpoint, loaded for evaluation or export.
 pub struct Checkpoint {
@@ -64,8 +148,11 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         );
     }
     let model_path = dir.join(MODEL_FILE);
+    // f32 weights plus a safetensors header: anything far larger is not this config's checkpoint
+    // (and must not be read into memory whole).
+    let expected_bytes = 4 * config.model.param_count() as u64;
     let bytes =
-        std::fs::read(&model_path).with_context(|| format!("reading {}", model_path.display()))?;
+        crate::budget::read_bounded(&model_path, expected_bytes + expected_bytes / 8 + (1 << 20))?;
     let step = metadata(&bytes)
         .with_context(|| format!("reading {}", model_path.display()))?
         .get("step")
@@ -73,6 +160,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         .unwrap_or(0);
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .with_context(|| format!("reading {}", model_path.display()))?;
+    check_finite(&tensors).with_context(|| format!("checkpoint {}", dir.display()))?;
     let model = model_from_tensors(&tensors, &config).with_context(|| {
         format!(
             "checkpoint {}: weights do not match {CONFIG_FILE}",
@@ -86,6 +174,26 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         tensors,
         step,
     })
+}
+
+/// Refuses weights holding NaN or an infinity (a run that diverged, a damaged file): evaluating or
+/// exporting them would print NaN or write a model of garbage.
+pub fn check_finite(tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let values = tensors[name]
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "tensor {name} holds {} at element {i}: the weights are not finite (training diverged or the file is damaged)",
+                values[i]
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The model over fixed tensors (no gradients).

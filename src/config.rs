@@ -109,6 +109,53 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Checks every field (named as in the config file) before a run allocates anything.
+    pub fn validate(&self) -> Result<()> {
+        let at_least_one = [
+            ("train.steps (--steps)", self.steps),
+            ("train.batch_size (--batch-size)", self.batch_size),
+            ("train.eval_every", self.eval_every),
+            (
+                "train.checkpoint_every (--checkpoint-every)",
+                self.checkpoint_every,
+            ),
+        ];
+        for (name, value) in at_least_one {
+            if value == 0 {
+                bail!("{name} is 0: must be at least 1");
+            }
+        }
+        let lr = self.learning_rate;
+        if !(lr.is_finite() && lr > 0.0) {
+            bail!("train.learning_rate (--learning-rate) {lr}: must be a finite number > 0");
+        }
+        let min_lr = self.min_learning_rate;
+        if !(min_lr.is_finite() && (0.0..=lr).contains(&min_lr)) {
+            bail!("train.min_learning_rate {min_lr}: must be in [0, learning_rate {lr}]");
+        }
+        for (name, value) in [
+            ("train.weight_decay", self.weight_decay),
+            ("train.grad_clip", self.grad_clip),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                bail!("{name} {value}: must be a finite number ≥ 0");
+            }
+        }
+        if self.batch_size > MAX_BATCH {
+            bail!(
+                "train.batch_size (--batch-size) {}: must be at most {MAX_BATCH}",
+                self.batch_size
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Largest batch (sequences per step) accepted; the memory check ([`crate::budget`]) usually
+/// refuses far smaller ones.
+pub const MAX_BATCH: usize = 1 << 20;
+
 /// A study of the seed experiment that a config belongs to (`starmind configs --family`): a
 /// parameter scale of seeds 000/001, or one of seed 001's extreme phases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -286,6 +333,23 @@ impl ModelConfig {
                 bail!("{name} must be positive");
             }
         }
+        // Far above any model this project trains or imports: keeps every size computed from a
+        // config exact (no overflow), and a shape that could never be allocated a clear refusal.
+        let limits = [
+            ("vocab_size", self.vocab_size, 1 << 20),
+            ("dim", self.dim, 1 << 16),
+            ("hidden_dim", self.hidden_dim, 1 << 20),
+            ("n_layers", self.n_layers, 1024),
+            ("n_heads", self.n_heads, 1 << 12),
+            ("n_kv_heads", self.n_kv_heads, 1 << 12),
+            ("seq_len", self.seq_len, 1 << 20),
+            ("head_size", self.head_size.unwrap_or(1), 1 << 16),
+        ];
+        for (name, value, limit) in limits {
+            if value > limit {
+                bail!("{name} {value} is too large: must be at most {limit}");
+            }
+        }
         match self.head_size {
             Some(0) => bail!("head_size must be positive"),
             Some(_) => {}
@@ -412,12 +476,15 @@ pub fn read(name_or_path: &str) -> Result<NamedConfig> {
     }
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let config: NamedConfig = serde_json::from_str(&text)
-        .with_context(|| format!("parsing config {}", path.display()))?;
-    config
-        .model
-        .validate_shape()
-        .with_context(|| format!("config {}", path.display()))?;
+    parse(&text).with_context(|| format!("config {}", path.display()))
+}
+
+/// A config file's text: parsed, then checked with [`ModelConfig::validate_shape`] and
+/// [`TrainConfig::validate`]. Never panics on any text (fuzzed: `fuzz/fuzz_targets/config_json.rs`).
+pub fn parse(text: &str) -> Result<NamedConfig> {
+    let config: NamedConfig = serde_json::from_str(text).context("parsing the JSON")?;
+    config.model.validate_shape()?;
+    config.train.validate()?;
     Ok(config)
 }
 

@@ -35,10 +35,10 @@ pub fn run(args: Args) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "{:<28} {:>9} {:>9} {:>6} {:>4} {:>6} {:>6} {:>5} {:>5} {:>7} {:>5}  families",
         "name",
         "params",
@@ -51,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
         "kv",
         "seq_len",
         "tok"
-    );
+    )?;
     for c in &configs {
         let m = &c.model;
         let families: Vec<&str> = c.families.iter().map(|f| f.as_str()).collect();
@@ -60,7 +60,7 @@ pub fn run(args: Args) -> Result<()> {
             Some(size) => format!("{}×{size}", m.n_heads),
             None => m.n_heads.to_string(),
         };
-        println!(
+        crate::outln!(
             "{:<28} {:>9} {:>9} {:>6} {:>4} {:>6} {:>6} {:>5} {:>5} {:>7} {:>5}  {}",
             c.name,
             m.param_count(),
@@ -74,9 +74,9 @@ pub fn run(args: Args) -> Result<()> {
             m.seq_len,
             format!("{:?}", m.tokenizer).to_lowercase(),
             families.join(" ")
-        );
+        )?;
     }
-    println!(
+    crate::outln!(
         "\nparams: every trainable weight; seed-cnt: the seed's convention (no RMSNorm gains); \
          heads H×S: H heads of size S, an attention H·S wide (the trainer runs only H·S = dim yet). Aliases: {}.",
         config::ALIASES
@@ -84,6 +84,6 @@ pub fn run(args: Args) -> Result<()> {
             .map(|(old, new)| format!("{old} → {new}"))
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    )?;
     Ok(())
 }

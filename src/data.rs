@@ -8,13 +8,27 @@
 //! has a validation file) that file is the validation split and all of `--data` trains; otherwise
 //! the last [`HELD_OUT_PERCENT`] % of the training text, starting at a line boundary, is held out.
 
+use crate::hub::HubFile;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-/// Default `--data`: the TinyStories dataset on the Hugging Face hub.
+/// Default `--data`: the TinyStories dataset on the Hugging Face hub (a documented slice of it,
+/// [`HUB_PREFIX_BYTES`]), and when the hub cannot be reached the bundled sample.
 pub const DEFAULT_DATASET: &str = "roneneldan/TinyStories";
 /// Share of the training text held out for validation when no validation file is given.
 pub const HELD_OUT_PERCENT: usize = 5;
+/// `--data` name of the sample of TinyStories bundled with starmind
+/// (`datasets/tinystories-sample`, embedded in the binary): 600 KB of training and 133 KB of
+/// validation stories, enough for the small configs and available with no network.
+pub const SAMPLE_SOURCE: &str = "sample:tinystories";
+/// Bytes fetched of the default dataset's (train, validation) files: the first 16 MiB of the
+/// 1.9 GB `TinyStories-train.txt` and the first 1 MiB of `TinyStories-valid.txt`, each cut
+/// after its last whole story. `--data roneneldan/TinyStories:TinyStories-train.txt` fetches a
+/// whole file.
+pub const HUB_PREFIX_BYTES: (u64, u64) = (16 << 20, 1 << 20);
+
+const SAMPLE_TRAIN_GZ: &[u8] = include_bytes!("../datasets/tinystories-sample/train.txt.gz");
+const SAMPLE_VALID_GZ: &[u8] = include_bytes!("../datasets/tinystories-sample/valid.txt.gz");
 
 /// Training and validation text.
 #[derive(Debug, Clone)]
@@ -23,6 +37,9 @@ pub struct Corpus {
     pub valid: String,
     /// Where the two came from, for logs and metrics.
     pub description: String,
+    /// The `--data` sources this corpus was read from (the default resolved: the hub dataset
+    /// or [`SAMPLE_SOURCE`]), to record with a checkpoint.
+    pub sources: Vec<String>,
 }
 
 /// Files a hub dataset provides: (train file, validation file).
@@ -33,41 +50,75 @@ fn hub_files(dataset: &str) -> Option<(&'static str, &'static str)> {
     }
 }
 
-/// Loads `--data` sources (local files, or hub datasets `owner/name` / `owner/name:file.txt`) and
-/// `--valid`, and splits them.
+/// Loads `--data` sources (local files, hub datasets `owner/name` / `owner/name:file.txt`, or
+/// [`SAMPLE_SOURCE`]) and `--valid`, and splits them. With no sources: [`DEFAULT_DATASET`],
+/// and the bundled sample when the hub cannot be reached (said in one line).
 pub fn load_corpus(data: &[String], valid: Option<&Path>) -> Result<Corpus> {
-    let sources: Vec<String> = if data.is_empty() {
-        vec![DEFAULT_DATASET.to_string()]
-    } else {
-        data.to_vec()
-    };
-    let mut train = String::new();
-    let mut hub_valid: Option<PathBuf> = None;
-    let mut names = Vec::new();
-    for source in &sources {
-        let path = Path::new(source);
-        let file = if path.exists() {
-            path.to_path_buf()
-        } else if looks_like_dataset_id(source) {
-            let (train_file, valid_file) = fetch_dataset(source)?;
-            if hub_valid.is_none() {
-                hub_valid = valid_file;
+    if data.is_empty() {
+        let hub = load_sources(&[DEFAULT_DATASET.to_string()], valid);
+        return match hub {
+            Ok(corpus) => Ok(corpus),
+            Err(err) if valid.is_none() => {
+                // One line: why (the hub's own error, without the "could not fetch" wrapper
+                // and its advice), then what happens instead.
+                eprintln!(
+                    "{}: training on the bundled TinyStories sample instead ({SAMPLE_SOURCE}); pass --data <file> for your own text",
+                    err.root_cause()
+                );
+                load_sources(&[SAMPLE_SOURCE.to_string()], None)
             }
-            train_file
+            Err(err) => Err(err),
+        };
+    }
+    load_sources(data, valid)
+}
+
+fn load_sources(sources: &[String], valid: Option<&Path>) -> Result<Corpus> {
+    check_distinct(sources, valid)?;
+    let mut train = String::new();
+    let mut own_valid: Option<(String, String)> = None;
+    let mut names = Vec::new();
+    for source in sources {
+        let path = Path::new(source);
+        if source == SAMPLE_SOURCE {
+            append(&mut train, gunzip(SAMPLE_TRAIN_GZ)?);
+            if own_valid.is_none() {
+                own_valid = Some((
+                    gunzip(SAMPLE_VALID_GZ)?,
+                    format!("{SAMPLE_SOURCE} (validation)"),
+                ));
+            }
+            names.push(format!("{SAMPLE_SOURCE} (bundled)"));
+        } else if path.exists() {
+            append(&mut train, read_text(path)?);
+            names.push(path.display().to_string());
+        } else if looks_like_dataset_id(source) {
+            let (train_file, valid_file, prefix) = fetch_dataset(source)?;
+            let mut text = read_text(&train_file)?;
+            if prefix {
+                cut_after_last_story(&mut text);
+            }
+            append(&mut train, text);
+            if own_valid.is_none() {
+                if let Some(file) = valid_file {
+                    let mut text = read_text(&file)?;
+                    if prefix {
+                        cut_after_last_story(&mut text);
+                    }
+                    own_valid = Some((text, file.display().to_string()));
+                }
+            }
+            names.push(train_file.display().to_string());
         } else {
             bail!("--data {source}: no such file, and not a Hugging Face dataset id (owner/name)");
-        };
-        append_text(&mut train, &file)?;
-        names.push(file.display().to_string());
-    }
-    let valid_path = valid.map(Path::to_path_buf).or(hub_valid);
-    let (train, valid, split) = match valid_path {
-        Some(path) => {
-            let mut valid = String::new();
-            append_text(&mut valid, &path)?;
-            let split = format!("validation file {}", path.display());
-            (train, valid, split)
         }
+    }
+    let own_valid = match valid {
+        Some(path) => Some((read_text(path)?, path.display().to_string())),
+        None => own_valid,
+    };
+    let (train, valid, split) = match own_valid {
+        Some((valid, name)) => (train, valid, format!("validation file {name}")),
         None => {
             let (train_part, valid_part) = split_tail(&train, HELD_OUT_PERCENT);
             let split = format!("last {HELD_OUT_PERCENT}% of the training text held out");
@@ -85,19 +136,72 @@ pub fn load_corpus(data: &[String], valid: Option<&Path>) -> Result<Corpus> {
         train,
         valid,
         description: format!("train {}; {split}", names.join(" + ")),
+        sources: sources.to_vec(),
     })
 }
 
-/// Appends a UTF-8 file, keeping a newline between files.
-fn append_text(out: &mut String, path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8(bytes)
-        .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+/// Refuses the same file given twice (as `--data` twice, or as `--data` and `--valid`): the
+/// text would count double, and the held-out tail of one copy would sit inside the other, so
+/// validation would score text the model trained on.
+fn check_distinct(sources: &[String], valid: Option<&Path>) -> Result<()> {
+    let mut seen: Vec<(&str, PathBuf)> = Vec::new();
+    for source in sources {
+        let key = match Path::new(source).canonicalize() {
+            Ok(canonical) => canonical,
+            Err(_) => PathBuf::from(source), // a hub id or the sample: compared by name
+        };
+        if let Some((first, _)) = seen.iter().find(|(_, k)| *k == key) {
+            bail!(
+                "--data {source} and --data {first} are the same text: give each file once (validation would overlap training)"
+            );
+        }
+        seen.push((source, key));
+    }
+    if let Some(valid) = valid {
+        if let Some((first, _)) = seen
+            .iter()
+            .find(|(s, _)| crate::fsio::same_file(Path::new(s), valid))
+        {
+            bail!(
+                "--valid {} is also --data {first}: the validation text must not be training text",
+                valid.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Drops a partial story at the end of a file prefix: everything after the last
+/// `<|endoftext|>` marker (the hub's files separate stories with it).
+fn cut_after_last_story(text: &mut String) {
+    const END: &str = crate::tokenizer::END_OF_TEXT;
+    if let Some(i) = text.rfind(END) {
+        text.truncate(i + END.len());
+        text.push('\n');
+    }
+}
+
+fn gunzip(bytes: &[u8]) -> Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes), &mut text)
+        .context("decompressing the bundled sample")?;
+    Ok(text)
+}
+
+/// A UTF-8 text file (a regular file that fits the available memory; a device or pipe is
+/// refused before anything is read).
+fn read_text(path: &Path) -> Result<String> {
+    let limit = crate::budget::available_memory_bytes().unwrap_or(u64::MAX) / 2;
+    let bytes = crate::budget::read_bounded(path, limit)?;
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
+}
+
+/// Appends `text`, keeping a newline between sources.
+fn append(out: &mut String, text: String) {
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
     out.push_str(&text);
-    Ok(())
 }
 
 /// `owner/name` or `owner/name:file`: the shape of a hub dataset id.
@@ -115,54 +219,30 @@ fn looks_like_dataset_id(source: &str) -> bool {
     ok(owner) && ok(name) && !source.starts_with('.')
 }
 
-/// Train file (and validation file, if the dataset has one) of a hub dataset, from the hf-hub
-/// cache (`$HF_HOME/hub`) or downloaded into it. Honours `HF_HUB_OFFLINE` and `HF_ENDPOINT`.
-fn fetch_dataset(source: &str) -> Result<(PathBuf, Option<PathBuf>)> {
+/// Train file, validation file (if the dataset has one) and whether they are prefixes
+/// ([`HUB_PREFIX_BYTES`]) of a hub dataset, from the hf-hub cache (`$HF_HOME/hub`) or
+/// downloaded into it ([`crate::hub`]). Honours `HF_HUB_OFFLINE` and `HF_ENDPOINT`.
+fn fetch_dataset(source: &str) -> Result<(PathBuf, Option<PathBuf>, bool)> {
     let (id, file) = match source.split_once(':') {
         Some((id, file)) => (id, Some(file)),
         None => (source, None),
     };
-    let (train_file, valid_file) = match (file, hub_files(id)) {
-        (Some(file), _) => (file.to_string(), None),
-        (None, Some((train, valid))) => (train.to_string(), Some(valid.to_string())),
-        (None, None) => bail!("dataset {id}: name the file to use, e.g. --data {id}:train.txt"),
+    let hint = "pass --data <file> with a local copy of the text (e.g. --data stories.txt)";
+    let get = |file: HubFile| {
+        file.get()
+            .map_err(anyhow::Error::new)
+            .with_context(|| format!("could not fetch {}: {hint}", file.describe()))
     };
-    let get = |filename: &str| fetch_file(id, filename);
-    let train = get(&train_file)?;
-    let valid = valid_file.as_deref().map(get).transpose()?;
-    Ok((train, valid))
-}
-
-fn fetch_file(id: &str, filename: &str) -> Result<PathBuf> {
-    let cache = hf_hub::Cache::from_env();
-    if let Some(path) = cache.dataset(id.to_string()).get(filename) {
-        return Ok(path);
+    match (file, hub_files(id)) {
+        (Some(file), _) => Ok((get(HubFile::dataset(id, file))?, None, false)),
+        (None, Some((train, valid))) => {
+            let (train_bytes, valid_bytes) = HUB_PREFIX_BYTES;
+            let train = get(HubFile::dataset(id, train).prefix(train_bytes))?;
+            let valid = get(HubFile::dataset(id, valid).prefix(valid_bytes))?;
+            Ok((train, Some(valid), true))
+        }
+        (None, None) => bail!("dataset {id}: name the file to use, e.g. --data {id}:train.txt"),
     }
-    let offline = std::env::var("HF_HUB_OFFLINE")
-        .is_ok_and(|v| !v.is_empty() && v != "0" && v.to_lowercase() != "false");
-    if offline {
-        bail!(
-            "the Hugging Face hub is unreachable (HF_HUB_OFFLINE is set) and {id}/{filename} is not in the cache {}: \
-             pass --data <file> with a local copy of the text (e.g. --data ../shared/datasets/tinystories/train.txt)",
-            cache.path().display()
-        );
-    }
-    eprintln!(
-        "fetching {filename} of dataset {id} from the Hugging Face hub into {}",
-        cache.path().display()
-    );
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .build()
-        .context("setting up the Hugging Face hub client")?;
-    api.dataset(id.to_string())
-        .get(filename)
-        .with_context(|| {
-            format!(
-                "could not fetch {id}/{filename}: the Hugging Face hub is unreachable; pass --data \
-                 <file> with a local copy of the text (e.g. --data ../shared/datasets/tinystories/train.txt)"
-            )
-        })
 }
 
 /// Splits off the last `percent` % of `text`, moved forward to the next line start.
@@ -264,6 +344,29 @@ mod tests {
         assert_eq!(train.len() + valid.len(), text.len());
         assert!(train.ends_with('\n'));
         assert!(!valid.is_empty() && valid.len() <= text.len() / 20 + 1);
+    }
+
+    #[test]
+    fn the_bundled_sample_is_the_documented_text() {
+        // Sizes and story counts as datasets/README.md states them.
+        let train = gunzip(SAMPLE_TRAIN_GZ).unwrap();
+        let valid = gunzip(SAMPLE_VALID_GZ).unwrap();
+        assert_eq!((train.len(), valid.len()), (611_290, 135_336));
+        let end = crate::tokenizer::END_OF_TEXT;
+        assert_eq!(
+            (train.matches(end).count(), valid.matches(end).count()),
+            (829, 178)
+        );
+        assert!(SAMPLE_TRAIN_GZ.len() + SAMPLE_VALID_GZ.len() <= 1 << 20);
+        let corpus = load_corpus(&[SAMPLE_SOURCE.to_string()], None).unwrap();
+        assert_eq!((corpus.train, corpus.valid), (train, valid));
+    }
+
+    #[test]
+    fn a_prefix_ends_after_its_last_whole_story() {
+        let mut text = "one.\n<|endoftext|>\ntwo.\n<|endoftext|>\nthree is cu".to_string();
+        cut_after_last_story(&mut text);
+        assert_eq!(text, "one.\n<|endoftext|>\ntwo.\n<|endoftext|>\n");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct Args {
     /// With --compare or --compare-ids: print the comparison as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Replace the output file if it exists (never the checkpoint's own files).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Columns per int4 group by default.
@@ -65,10 +68,13 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Board::PICO
     };
-    let checkpoint = checkpoint::load(&args.checkpoint)?;
     if args.group_size == 0 || args.group_size > 256 {
-        bail!("--group-size must be in 1..=256");
+        bail!("--group-size {} must be in 1..=256", args.group_size);
     }
+    let mut inputs = checkpoint::files(&args.checkpoint);
+    inputs.extend(args.compare.iter().chain(&args.compare_ids).cloned());
+    crate::fsio::check_output("-o", &args.output, &inputs, args.force)?;
+    let checkpoint = checkpoint::load(&args.checkpoint)?;
     let bytes = export(&checkpoint, quant, args.group_size)
         .with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
     let config = Model::parse(&bytes)
@@ -79,7 +85,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--context {context} must be in 1..={}", config.seq_len);
     }
     let budget = Budget::new(&config, bytes.len(), context);
-    print_budget(&budget, &board);
+    print_budget(&budget, &board)?;
     if !board.fits(&budget) {
         bail!(
             "the model does not fit the {} board: flash {} of {} bytes, RAM {} of {} bytes (context {context}); \
@@ -92,12 +98,12 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     crate::fsio::write_atomic(&args.output, &bytes)?;
-    println!(
+    crate::outln!(
         "wrote {} ({} bytes, {:?})",
         args.output.display(),
         bytes.len(),
         quant
-    );
+    )?;
     if let Some(path) = &args.compare_ids {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -109,9 +115,9 @@ pub fn run(args: Args) -> Result<()> {
         let report = crate::eval::compare::compare_ids(&checkpoint, &bytes, &ids)
             .with_context(|| format!("comparing on the ids of {}", path.display()))?;
         if args.json {
-            println!("{}", serde_json::to_string(&report)?);
+            crate::outln!("{}", serde_json::to_string(&report)?)?;
         } else {
-            println!(
+            crate::outln!(
                 "float {:.4} bits/token, {:?} {:.4} bits/token ({:+.2} %), greedy next-token agreement {:.2} % over {} positions",
                 report.float_bits_per_token,
                 quant,
@@ -119,7 +125,7 @@ pub fn run(args: Args) -> Result<()> {
                 100.0 * report.relative_change,
                 100.0 * report.greedy_agreement,
                 report.positions
-            );
+            )?;
         }
     }
     if let Some(valid) = &args.compare {
@@ -131,9 +137,9 @@ pub fn run(args: Args) -> Result<()> {
         };
         let report = crate::eval::compare::compare(&checkpoint, &bytes, text)?;
         if args.json {
-            println!("{}", serde_json::to_string(&report)?);
+            crate::outln!("{}", serde_json::to_string(&report)?)?;
         } else {
-            println!(
+            crate::outln!(
                 "float bpb {:.4}, {:?} bpb {:.4} ({:+.2} %), greedy next-token agreement {:.2} % over {} positions",
                 report.float_bpb,
                 quant,
@@ -141,29 +147,31 @@ pub fn run(args: Args) -> Result<()> {
                 100.0 * report.bpb_relative_change,
                 100.0 * report.greedy_agreement,
                 report.positions
-            );
+            )?;
         }
     }
     Ok(())
 }
 
-fn print_budget(b: &Budget, board: &Board) {
-    println!(
+fn print_budget(b: &Budget, board: &Board) -> Result<()> {
+    crate::outln!(
         "budget for board {} (context {}):",
-        board.name, b.context_len
-    );
-    println!(
+        board.name,
+        b.context_len
+    )?;
+    crate::outln!(
         "  flash  model file      {:>9} B of {:>9} B after firmware",
         b.flash_bytes,
         board.model_flash_bytes()
-    );
-    println!(
+    )?;
+    crate::outln!(
         "  RAM    arena           {:>9} B of {:>9} B after firmware (activations {} B, KV cache {} B)",
         b.arena_bytes,
         board.arena_ram_bytes(),
         b.activation_bytes,
         b.kv_cache_bytes
-    );
+    )?;
+    Ok(())
 }
 
 /// Quantises a loaded checkpoint into model file bytes.

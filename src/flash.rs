@@ -32,8 +32,12 @@ pub struct Args {
     #[arg(long)]
     pub uf2: Option<PathBuf>,
     /// Copy the UF2 image onto this mounted RPI-RP2 drive (hold BOOTSEL while plugging in).
+    /// Without --uf2, --uf2-drive and --probe, a mounted RPI-RP2 drive is found by itself.
     #[arg(long, value_name = "MOUNT")]
     pub uf2_drive: Option<PathBuf>,
+    /// With --uf2: replace the file if it exists (never the model file itself).
+    #[arg(long)]
+    pub force: bool,
     /// Debug probe to use, as VID:PID[:serial] (hex); needed when several are connected.
     #[arg(long, value_name = "VID:PID[:SERIAL]")]
     pub probe: Option<String>,
@@ -60,6 +64,8 @@ pub enum ModeArg {
     Bench,
     Story,
     Interactive,
+    /// Time each kernel on synthetic data (`starmind bench --kernels`); the model is not used.
+    Kernels,
 }
 
 impl RunArgs {
@@ -69,10 +75,11 @@ impl RunArgs {
             ModeArg::Bench => Mode::Bench,
             ModeArg::Story => Mode::Story,
             ModeArg::Interactive => Mode::Interactive,
+            ModeArg::Kernels => Mode::Kernels,
         };
         let s = &self.sampling;
         let tokens = match mode {
-            Mode::Bench => s.bench_tokens(),
+            Mode::Bench | Mode::Kernels => s.bench_tokens(),
             Mode::Story | Mode::Interactive => s.story_tokens(),
         };
         let model_bytes = u32::try_from(model_bytes).context("model file exceeds 4 GiB")?;
@@ -97,13 +104,39 @@ pub fn segments(model: &[u8], run: &RunArgs, board: Board) -> anyhow::Result<Vec
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let run = &args.run;
+    run.sampling.validate(run.mode == ModeArg::Bench)?;
+    if let Some(path) = &args.uf2 {
+        crate::fsio::check_output("--uf2", path, std::slice::from_ref(&args.model), args.force)?;
+    }
     let model = crate::model_file::read(&args.model)?;
     let segments = segments(&model, &args.run, args.board)?;
-    if args.uf2.is_some() || args.uf2_drive.is_some() {
+    // No probe asked for and none chosen: a board in BOOTSEL mode mounted as a drive is what a
+    // Pico owner has (like `picotool load` / `elf2uf2-rs -d`).
+    let mut drive = args.uf2_drive.clone();
+    if args.uf2.is_none() && drive.is_none() && args.probe.is_none() {
+        let found = find_bootsel_drives();
+        match found.len() {
+            0 => {}
+            1 => {
+                eprintln!("found a board in BOOTSEL mode at {}", found[0].display());
+                drive = found.into_iter().next();
+            }
+            _ => bail!(
+                "several RP2040 bootloader drives are mounted; choose one with --uf2-drive:\n{}",
+                found
+                    .iter()
+                    .map(|d| format!("  {}", d.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
+    }
+    if args.uf2.is_some() || drive.is_some() {
         let image = uf2::write(&segments);
         uf2::check(&image, &segments).context("checking the UF2 image")?;
         if let Some(path) = &args.uf2 {
-            std::fs::write(path, &image).with_context(|| format!("writing {}", path.display()))?;
+            crate::fsio::write_atomic(path, &image)?;
             eprintln!(
                 "wrote {} ({} bytes: firmware {} + config + model {} bytes, mode {:?})",
                 path.display(),
@@ -113,7 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.run.mode
             );
         }
-        if let Some(drive) = &args.uf2_drive {
+        if let Some(drive) = &drive {
             copy_to_drive(&image, drive)?;
         }
         return Ok(());
@@ -122,6 +155,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     write_with_probe(&mut session, &segments)?;
     eprintln!("flashed; the board is running (mode {:?})", args.run.mode);
     Ok(())
+}
+
+/// Environment variable listing the candidate mount points (separated by `:`) instead of the
+/// usual places: for tests, and for unusual mount setups.
+pub const BOOTSEL_DIRS_ENV: &str = "STARMIND_BOOTSEL_DIRS";
+
+/// Mounted RP2040 bootloader drives: directories holding an `INFO_UF2.TXT` whose `Board-ID` is
+/// `RPI-RP2` (or named `RPI-RP2`), among `$STARMIND_BOOTSEL_DIRS`, else `/media/*/*`,
+/// `/run/media/*/*`, `/mnt/*` and `/Volumes/*` (where desktop systems mount USB drives).
+pub fn find_bootsel_drives() -> Vec<PathBuf> {
+    let candidates: Vec<PathBuf> = match std::env::var_os(BOOTSEL_DIRS_ENV) {
+        Some(list) => std::env::split_paths(&list).collect(),
+        None => {
+            let children = |dir: &Path| -> Vec<PathBuf> {
+                std::fs::read_dir(dir)
+                    .map(|e| e.flatten().map(|e| e.path()).collect())
+                    .unwrap_or_default()
+            };
+            let mut all = Vec::new();
+            for base in ["/media", "/run/media"] {
+                for user in children(Path::new(base)) {
+                    all.extend(children(&user));
+                }
+            }
+            all.extend(children(Path::new("/mnt")));
+            all.extend(children(Path::new("/Volumes")));
+            all
+        }
+    };
+    let mut drives: Vec<PathBuf> = candidates
+        .into_iter()
+        .filter(|dir| is_rp2040_bootloader(dir))
+        .collect();
+    drives.sort();
+    drives.dedup();
+    drives
+}
+
+/// Whether `dir` is the RP2040's bootloader drive (its `INFO_UF2.TXT` names board `RPI-RP2`;
+/// an RP2350's says `RP2350` and would not run this firmware).
+fn is_rp2040_bootloader(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string(dir.join("INFO_UF2.TXT")) else {
+        return false;
+    };
+    let named = dir.file_name().is_some_and(|n| n == "RPI-RP2");
+    info.contains("Board-ID: RPI-RP2") || (named && !info.contains("RP2350"))
 }
 
 fn copy_to_drive(image: &[u8], drive: &Path) -> anyhow::Result<()> {

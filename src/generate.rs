@@ -40,21 +40,24 @@ pub struct Args {
     /// Print the generated token ids (space-separated) instead of text.
     #[arg(long)]
     pub ids: bool,
-    /// Generate on past the end of the story: a checkpoint's float model otherwise stops at its
-    /// end-of-text id (llama2.c: BOS; Hugging Face: eos_token_id or BOS).
+    /// Generate on past the end of the story: otherwise generation stops when the model draws
+    /// its end-of-text id (`<|endoftext|>`; llama2.c: BOS; Hugging Face: eos_token_id or BOS).
     #[arg(long)]
     pub no_stop: bool,
 }
 
-/// Generates `n` tokens after `prompt` with the engine's story loop; returns the ids (prompt
-/// excluded). The story starts with the prompt alone (`<|endoftext|>` when it is empty), runs on
-/// past `<|endoftext|>`, and when the context fills keeps its last half and goes on. `emit` sees
-/// each token's bytes as it is drawn.
+/// Generates up to `n` tokens after `prompt` with the engine's story loop; returns the ids
+/// (prompt excluded). The story starts with the prompt alone, or after `<|endoftext|>` when the
+/// prompt is empty (a new story, as stories follow it in the training text); with
+/// `stop_at_end_of_text` it ends when the model draws `<|endoftext|>` (which is not passed on),
+/// else it runs on past it. When the context
+/// fills it keeps its last half and goes on. `emit` sees each token's bytes as it is drawn.
 pub fn generate(
     model: &Model,
     prompt: &[u8],
     n: usize,
     sampler: SamplerConfig,
+    stop_at_end_of_text: bool,
     emit: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<Vec<u32>> {
     let config = model.config();
@@ -62,7 +65,7 @@ pub fn generate(
     let story = StoryConfig {
         sampler,
         max_tokens: n,
-        stop_at_end_of_text: false,
+        stop_at_end_of_text,
         start: Start::PromptOnly,
         when_full: WhenFull::Slide,
     };
@@ -191,9 +194,15 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if args.ids {
-        let ids = generate(&model, args.prompt.as_bytes(), args.tokens, sampler, |_| {
-            Ok(())
-        })?;
+        let stop = !args.no_stop;
+        let ids = generate(
+            &model,
+            args.prompt.as_bytes(),
+            args.tokens,
+            sampler,
+            stop,
+            |_| Ok(()),
+        )?;
         let text: Vec<String> = ids.iter().map(u32::to_string).collect();
         writeln!(out, "{}", text.join(" "))?;
         return Ok(());
@@ -204,6 +213,7 @@ pub fn run(args: Args) -> Result<()> {
         args.prompt.as_bytes(),
         args.tokens,
         sampler,
+        !args.no_stop,
         |piece| {
             out.write_all(piece)?;
             out.flush()?;

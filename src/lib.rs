@@ -30,9 +30,11 @@
 //!   model shapes are derived and checked), [`sampling`] (sampler flags in engine units),
 //!   [`model_file`] (reading `.smb` files), [`console`] (the firmware's output as the host reads
 //!   it), [`emulator`] (the rp2040js driver), [`data`] (corpus), [`fsio`] (atomic writes),
-//!   [`process`] (threads, allocator).
+//!   [`process`] (threads, allocator), [`budget`] (memory and file sizes checked before
+//!   allocating), [`hub`] (Hugging Face hub files with timeouts).
 
 pub mod bench;
+pub mod budget;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
@@ -45,6 +47,7 @@ pub mod export;
 pub mod flash;
 pub mod fsio;
 pub mod generate;
+pub mod hub;
 pub mod import;
 pub mod model;
 pub mod model_file;

@@ -47,3 +47,33 @@ fn status_kib(field: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// `println!` that returns the write error instead of panicking: a closed stdout
+/// (`starmind configs | head`) ends the command cleanly (`main` treats a broken pipe as done).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` that returns the write error instead of panicking (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        write!(stdout, $($arg)*).and_then(|()| stdout.flush())
+    }};
+}
+
+/// Whether `err` is (caused by) writing to a closed pipe: the reader is gone (`| head`), which
+/// ends a command's output, not an error worth reporting.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -3,6 +3,7 @@
 //! with the same numbers.
 
 use anyhow::{bail, Result};
+use starmind_engine::run_config::{MAX_BENCH_TOKENS, MAX_PROMPT_BYTES};
 use starmind_engine::SamplerConfig;
 
 /// The engine's sampler settings from the command-line values: temperature × 256 (Q8) and
@@ -15,10 +16,10 @@ pub fn sampler_config(
     seed: u64,
 ) -> Result<SamplerConfig> {
     if !(0.0..=100.0).contains(&temperature) {
-        bail!("--temperature must be in 0..=100");
+        bail!("--temperature {temperature}: must be in 0..=100");
     }
     if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 {
-        bail!("--top-p must be in (0, 1]");
+        bail!("--top-p {top_p}: must be in (0, 1]");
     }
     Ok(SamplerConfig {
         temperature_q8: (temperature * 256.0).round() as u32,
@@ -70,6 +71,26 @@ impl SamplingArgs {
     /// Tokens a story or interactive answer generates at most.
     pub fn story_tokens(&self) -> u32 {
         self.story.tokens.unwrap_or(1024)
+    }
+
+    /// Checks every flag before anything is read or run: the sampler ([`sampler_config`]), the
+    /// prompt's length and `-n` (a bench: 1..=512, the most the firmware reports; a story: ≥ 1).
+    /// `flash` and `bench` refuse what they cannot do, as `generate` does, rather than clamp it.
+    pub fn validate(&self, bench: bool) -> Result<()> {
+        self.sampler()?;
+        if self.prompt.len() > MAX_PROMPT_BYTES {
+            bail!(
+                "--prompt is {} bytes: must be at most {MAX_PROMPT_BYTES}",
+                self.prompt.len()
+            );
+        }
+        match (bench, self.story.tokens) {
+            (_, Some(0)) => bail!("--tokens (-n) 0: must be at least 1"),
+            (true, Some(n)) if n as usize > MAX_BENCH_TOKENS => {
+                bail!("--tokens (-n) {n}: a bench generates at most {MAX_BENCH_TOKENS} tokens")
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The sampler settings in the engine's units ([`sampler_config`]).

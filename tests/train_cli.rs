@@ -274,19 +274,29 @@ fn huge_learning_rate_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn unreachable_hub_names_the_problem_and_data_flag() {
+    // An explicit hub dataset that cannot be had is an error (the bundled sample stands in only
+    // for the default, see tests/harden_cli.rs).
     let s = Scratch::new("offline");
     let hf_home = s.path("hf-home");
     std::fs::create_dir_all(&hf_home).unwrap();
+    let explicit = [
+        "train",
+        "--config",
+        "story-1k",
+        "--data",
+        "roneneldan/TinyStories",
+        "--out",
+    ];
     // Offline mode with an empty cache.
     let output = run(bin()
-        .args(["train", "--config", "story-1k", "--out"])
+        .args(explicit)
         .arg(s.path("a"))
         .env("HF_HOME", &hf_home)
         .env("HF_HUB_OFFLINE", "1"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("unreachable") && stderr.contains("--data"),
+        stderr.contains("offline") && stderr.contains("--data <file>"),
         "{stderr}"
     );
     // Online mode, but the endpoint is a closed port on this machine.
@@ -295,7 +305,7 @@ fn unreachable_hub_names_the_problem_and_data_flag() {
         listener.local_addr().unwrap().port()
     };
     let output = run(bin()
-        .args(["train", "--config", "story-1k", "--out"])
+        .args(explicit)
         .arg(s.path("b"))
         .env("HF_HOME", &hf_home)
         .env_remove("HF_HUB_OFFLINE")
@@ -303,13 +313,15 @@ fn unreachable_hub_names_the_problem_and_data_flag() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("unreachable") && stderr.contains("--data"),
+        stderr.contains("cannot reach the hub") && stderr.contains("--data <file>"),
         "{stderr}"
     );
+    assert!(!stderr.contains("../shared"), "{stderr}");
     // eval takes the same data path (the directory exists; its data must come from the hub).
     let output = run(bin()
         .arg("eval")
         .arg(&hf_home)
+        .args(["--data", "roneneldan/TinyStories"])
         .env("HF_HOME", &hf_home)
         .env("HF_HUB_OFFLINE", "1"));
     assert!(!output.status.success());

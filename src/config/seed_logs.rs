@@ -14,7 +14,7 @@ const TABLE_COLUMNS: &str = "name,config,families,vocab,dim,hidden,layers,heads,
                              claimed_params,seed_tok_s,other_tok_s,upstream,lines";
 
 /// Configs that are ours, not the seed's.
-const OURS: &[&str] = &["stories260k"];
+const OURS: &[&str] = &["stories260k", "story-flagship"];
 
 /// A speed a log line states beside a model's name that belongs to another model:
 /// (model, line, tok/s, why).

@@ -116,21 +116,25 @@ impl EvalReport {
 /// Prints a report as one JSON object or as a short table.
 pub fn print_report(report: &EvalReport, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(report)?);
+        crate::outln!("{}", serde_json::to_string(report)?)?;
     } else {
-        println!(
+        crate::outln!(
             "val_loss    {:.4} nats/token over {} tokens",
-            report.val_loss, report.tokens
-        );
-        println!(
+            report.val_loss,
+            report.tokens
+        )?;
+        crate::outln!(
             "val_bpb     {:.4} bits/byte over {} bytes ({} <unk>)",
-            report.val_bpb, report.bytes, report.unk_tokens
-        );
-        println!(
+            report.val_bpb,
+            report.bytes,
+            report.unk_tokens
+        )?;
+        crate::outln!(
             "unigram_bpb {:.4}  (byte model, add-one, fitted on {} training bytes)",
-            report.unigram_bpb, report.train_bytes
-        );
-        println!("bigram_bpb  {:.4}", report.bigram_bpb);
+            report.unigram_bpb,
+            report.train_bytes
+        )?;
+        crate::outln!("bigram_bpb  {:.4}", report.bigram_bpb)?;
     }
     Ok(())
 }
@@ -138,6 +142,9 @@ pub fn print_report(report: &EvalReport, json: bool) -> Result<()> {
 /// `starmind eval`.
 pub fn run(args: Args) -> Result<()> {
     crate::process::tune_allocator();
+    if args.batch == 0 {
+        bail!("--batch 0: must be at least 1");
+    }
     if !args.checkpoint.exists() {
         bail!(
             "{} does not exist: pass a checkpoint directory (from `starmind train`) or a model file (from `starmind export`)",
@@ -173,6 +180,19 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn eval_checkpoint(dir: &Path, corpus: &Corpus, args: &Args) -> Result<EvalReport> {
+    let config = crate::checkpoint::read_config(dir)?;
+    let m = &config.model;
+    crate::budget::check_memory(
+        &format!(
+            "scoring {} windows of {} tokens per pass with {}",
+            args.batch, m.seq_len, config.name
+        ),
+        &crate::budget::eval_memory(
+            m,
+            crate::budget::eval_tokens_in_flight(args.batch, m.seq_len),
+        ),
+        "try a smaller --batch",
+    )?;
     let checkpoint = crate::checkpoint::load(dir)?;
     crate::process::single_threaded_matmuls();
     eprintln!(

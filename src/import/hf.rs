@@ -98,61 +98,21 @@ impl Files {
             Files::Hub { .. } => format!(
                 "{} has no {name} on {} (not found: no such repository or file, or a private or gated one)",
                 self.describe(),
-                endpoint()
+                crate::hub::endpoint()
             ),
         })
     }
 }
 
-fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .is_ok_and(|v| !v.is_empty() && v != "0" && v.to_lowercase() != "false")
-}
-
-fn endpoint() -> String {
-    std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into())
-}
-
-/// `name` of hub model `id` from the hf-hub cache, else downloaded into it. Not found (404 or
-/// 401, which the hub answers for a missing or private repository) is `Ok(None)`; offline with
-/// no cached copy, an unreachable hub and a bad answer are errors that say which.
+/// `name` of hub model `id` from the hf-hub cache, else downloaded into it ([`crate::hub`]: with
+/// timeouts). Not found (404 or 401, which the hub answers for a missing or private repository)
+/// is `Ok(None)`; offline with no cached copy, an unreachable hub and a bad answer are errors
+/// that say which.
 fn hub_get(id: &str, revision: &str, name: &str) -> Result<Option<PathBuf>> {
-    use hf_hub::{Repo, RepoType};
-    let repo = Repo::with_revision(id.to_string(), RepoType::Model, revision.to_string());
-    let cache = hf_hub::Cache::from_env();
-    if let Some(path) = cache.repo(repo.clone()).get(name) {
-        return Ok(Some(path));
-    }
-    if offline() {
-        bail!(
-            "offline (HF_HUB_OFFLINE is set) and {id}/{name} (revision {revision}) is not in the hf-hub cache {}: \
-             run once with network access, or pass a local directory with the model's files",
-            cache.path().display()
-        );
-    }
-    let endpoint = endpoint();
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .build()
-        .context("setting up the Hugging Face hub client")?;
-    eprintln!(
-        "fetching {id}/{name} from {endpoint} into {}",
-        cache.path().display()
-    );
-    match api.repo(repo).get(name) {
+    match crate::hub::HubFile::model(id, revision, name).get() {
         Ok(path) => Ok(Some(path)),
-        Err(hf_hub::api::sync::ApiError::RequestError(err)) => match *err {
-            ureq::Error::Status(404 | 401, _) => Ok(None),
-            ureq::Error::Status(code, response) => bail!(
-                "the hub at {endpoint} answered HTTP {code} {} for {id}/{name}",
-                response.status_text()
-            ),
-            ureq::Error::Transport(t) => bail!(
-                "cannot reach the hub at {endpoint} for {id}/{name} ({t}); set HF_HUB_OFFLINE=1 to use only the cache {}",
-                cache.path().display()
-            ),
-        },
-        Err(err) => bail!("bad answer from the hub at {endpoint} for {id}/{name}: {err}"),
+        Err(crate::hub::HubError::NotFound { .. }) => Ok(None),
+        Err(err) => Err(err.into()),
     }
 }
 

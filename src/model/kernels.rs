@@ -33,25 +33,43 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// `Σ a[i]·b[i]`, one vector of partial sums; lengths a multiple of [`LANES`] go without a
-/// scalar tail.
+/// `Σ a[i]·b[i]`, two vectors of partial sums (so that consecutive additions do not wait on
+/// each other); lengths a multiple of [`LANES`] go without a scalar tail.
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; LANES];
-    let mut chunks_a = a.chunks_exact(LANES);
-    let mut chunks_b = b.chunks_exact(LANES);
-    for (x, y) in (&mut chunks_a).zip(&mut chunks_b) {
+    let (mut acc0, mut acc1) = ([0f32; LANES], [0f32; LANES]);
+    let mut i = 0;
+    while i + 2 * LANES <= n {
+        let (x0, y0) = (lanes(a, i), lanes(b, i));
+        let (x1, y1) = (lanes(a, i + LANES), lanes(b, i + LANES));
         for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+            acc0[l] += x0[l] * y0[l];
+            acc1[l] += x1[l] * y1[l];
         }
+        i += 2 * LANES;
+    }
+    if i + LANES <= n {
+        let (x0, y0) = (lanes(a, i), lanes(b, i));
+        for l in 0..LANES {
+            acc0[l] += x0[l] * y0[l];
+        }
+        i += LANES;
     }
     let mut tail = 0f32;
-    for (x, y) in chunks_a.remainder().iter().zip(chunks_b.remainder()) {
-        tail += x * y;
+    for j in i..n {
+        tail += a[j] * b[j];
     }
-    horizontal_sum(acc) + tail
+    for l in 0..LANES {
+        acc0[l] += acc1[l];
+    }
+    horizontal_sum(acc0) + tail
+}
+
+/// The vector `x[i..i + LANES]`.
+#[inline(always)]
+fn lanes(x: &[f32], i: usize) -> &[f32; LANES] {
+    x[i..i + LANES].try_into().expect("a whole vector")
 }
 
 /// `Σ x[i]`, one vector of partial sums.
@@ -65,6 +83,32 @@ pub fn sum(x: &[f32]) -> f32 {
         }
     }
     horizontal_sum(acc) + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `out[d] = Σ_j p[j] · mt[d·tp + j]` for every row d of `mt` (`out.len()` rows), over
+/// `j < p.len()` (a multiple of [`LANES`]): one vector of partial sums per row in `acc`
+/// (`out.len() · LANES`), updated row after row, so no addition waits on the one before.
+#[inline(always)]
+pub fn rows_dot(p: &[f32], mt: &[f32], tp: usize, acc: &mut [f32], out: &mut [f32]) {
+    acc.fill(0.0);
+    for (c, pc) in p.chunks_exact(LANES).enumerate() {
+        let pc: [f32; LANES] = pc.try_into().expect("a whole vector");
+        for (d, a) in acc.chunks_exact_mut(LANES).enumerate() {
+            // Values in locals, not through the slices: the compiler then keeps them in one
+            // vector register (through the slices it did not, measured).
+            let m: [f32; LANES] = mt[d * tp + c * LANES..][..LANES]
+                .try_into()
+                .expect("a whole vector");
+            let mut v: [f32; LANES] = (&*a).try_into().expect("a whole vector");
+            for l in 0..LANES {
+                v[l] += pc[l] * m[l];
+            }
+            a.copy_from_slice(&v);
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc.chunks_exact(LANES)) {
+        *o = horizontal_sum(a.try_into().expect("a whole vector"));
+    }
 }
 
 /// The lanes of a vector added pairwise (a fixed order).
@@ -99,13 +143,17 @@ pub fn exp(x: f32) -> f32 {
     // 1.5·2^23: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let rounded = x * LOG2_E + ROUND;
+    let n = rounded - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // n as an integer is in the low mantissa bits of `rounded` (integer arithmetic, where a
+    // float-to-int cast would check for saturation element by element).
+    let n_int = rounded.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
     p * scale
 }
 

@@ -60,6 +60,9 @@ pub struct Args {
     /// Continue the checkpoint in --out (bit for bit; --data defaults to the run's own).
     #[arg(long)]
     pub resume: bool,
+    /// Replace the checkpoint in --out (without it, train refuses to overwrite a trained model).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// Override the config's number of optimizer steps.
     #[arg(long)]
     pub steps: Option<usize>,
@@ -207,6 +210,8 @@ fn config_stem(name: &str) -> String {
 /// stopped at `--stop-after` (the checkpoint is written, `--resume` continues).
 pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
     let device = Device::Cpu;
+    validate_flags(args)?;
+    let has_checkpoint = checkpoint::check_train_dir(out, args.resume, args.force)?;
     let resumed = if args.resume {
         Some(ResumeState::load(out)?)
     } else {
@@ -219,11 +224,18 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
         None => config::load(args.config.as_deref().context("pass --config <name>")?)?,
     };
     apply_overrides(&mut config.train, args);
+    config
+        .train
+        .validate()
+        .with_context(|| format!("config {}", config.name))?;
+    check_memory(&config)?;
     let (data_sources, valid_source) = match (&resumed, args.data.is_empty()) {
         (Some(state), true) => (state.data.clone(), state.valid.clone().map(PathBuf::from)),
         _ => (args.data.clone(), args.valid.clone()),
     };
     let corpus = data::load_corpus(&data_sources, valid_source.as_deref())?;
+    // The sources actually read (the default resolved), so that --resume reads the same text.
+    let data_sources = corpus.sources.clone();
     eprintln!(
         "{}: {} params; {} train / {} validation bytes ({})",
         config.name,
@@ -269,8 +281,8 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
             "sample.txt",
             "eval.json",
         ];
-        if out.join(MODEL_FILE).exists() || out.join(STATE_FILE).exists() {
-            eprintln!("replacing the previous run in {}", out.display());
+        if has_checkpoint {
+            eprintln!("--force: replacing the checkpoint in {}", out.display());
         }
         for file in previous.iter().map(|f| out.join(f)).filter(|p| p.exists()) {
             std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
@@ -323,6 +335,70 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
     }
     finish(&config, &tokenizer, &corpus, out, &outcome).map(Some)
 }
+
+/// The command-line numbers, checked before anything is read or allocated (the config file's
+/// own fields are checked by [`TrainConfig::validate`]).
+fn validate_flags(args: &Args) -> Result<()> {
+    let at_least_one = [
+        ("--steps", args.steps),
+        ("--batch-size", args.batch_size),
+        ("--checkpoint-every", args.checkpoint_every),
+        ("--stop-after", args.stop_after),
+        ("--threads", args.threads),
+    ];
+    for (flag, value) in at_least_one {
+        if value == Some(0) {
+            bail!("{flag} 0: must be at least 1");
+        }
+    }
+    if let Some(lr) = args.learning_rate {
+        if !(lr.is_finite() && lr > 0.0) {
+            bail!("--learning-rate {lr}: must be a finite number > 0");
+        }
+    }
+    if let (Some(stop), Some(steps)) = (args.stop_after, args.steps) {
+        if stop > steps {
+            bail!("--stop-after {stop}: must be at most --steps {steps}");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a run whose training step or evaluation would not fit this computer's memory
+/// ([`crate::budget`]), before the corpus is read or a tensor allocated.
+fn check_memory(config: &NamedConfig) -> Result<()> {
+    let (m, t) = (&config.model, &config.train);
+    let step = crate::budget::train_memory(m, t.batch_size, m.seq_len);
+    let available = crate::budget::available_memory_bytes().unwrap_or(u64::MAX);
+    // The estimate is linear in the batch: the largest batch that fits.
+    let per_row = crate::budget::train_memory(m, 1, m.seq_len)
+        .activation_bytes
+        .max(1);
+    let fits = available.saturating_sub(step.parameter_bytes) / per_row;
+    let suggestion = match fits {
+        1.. if fits < t.batch_size as u64 => {
+            format!("try --batch-size {fits} (or a smaller model)")
+        }
+        _ => "choose a smaller model (dim, n_layers, seq_len, vocab_size)".to_string(),
+    };
+    let what = format!(
+        "training {} at batch {} × seq_len {}",
+        config.name, t.batch_size, m.seq_len
+    );
+    crate::budget::check_memory(&what, &step, &suggestion)?;
+    let tokens = crate::budget::eval_tokens_in_flight(EVAL_WINDOWS, m.seq_len);
+    let eval = crate::budget::eval_memory(m, tokens);
+    let what = format!("evaluating {} ({tokens} tokens per pass)", config.name);
+    crate::budget::check_memory(
+        &what,
+        &eval,
+        "choose a smaller model (seq_len, n_heads, vocab_size)",
+    )
+}
+
+/// Validation windows scored per forward pass, periodic and final (as [`finish`] and
+/// [`train_loop`] pass them).
+const EVAL_WINDOWS: usize = 256;
 
 fn apply_overrides(train: &mut TrainConfig, args: &Args) {
     if let Some(steps) = args.steps {
