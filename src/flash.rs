@@ -64,6 +64,8 @@ pub enum ModeArg {
     Bench,
     Story,
     Interactive,
+    /// Time each kernel on synthetic data (`starmind bench --kernels`); the model is not used.
+    Kernels,
 }
 
 impl RunArgs {
@@ -73,10 +75,11 @@ impl RunArgs {
             ModeArg::Bench => Mode::Bench,
             ModeArg::Story => Mode::Story,
             ModeArg::Interactive => Mode::Interactive,
+            ModeArg::Kernels => Mode::Kernels,
         };
         let s = &self.sampling;
         let tokens = match mode {
-            Mode::Bench => s.bench_tokens(),
+            Mode::Bench | Mode::Kernels => s.bench_tokens(),
             Mode::Story | Mode::Interactive => s.story_tokens(),
         };
         let model_bytes = u32::try_from(model_bytes).context("model file exceeds 4 GiB")?;

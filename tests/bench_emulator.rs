@@ -305,3 +305,21 @@ fn interactive_mode_answers_a_prompt_typed_over_uart() {
         "one answer, then the next prompt:\n{stdout}"
     );
 }
+
+/// The XIP cache model's hit/miss accounting (scripts/emulator/xip-cache.test.mjs, node's test
+/// runner): sequential sweeps, LRU eviction, thrashing, the uncached aliases.
+#[test]
+fn xip_cache_model_counts_hits_and_misses() {
+    if !emulator_available() {
+        return;
+    }
+    let output = Command::new("node")
+        .arg("--test")
+        .arg(emulator_dir().join("xip-cache.test.mjs"))
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", stderr(&output));
+    assert!(stdout.contains("# fail 0"), "{stdout}");
+    assert!(!stdout.contains("# pass 0"), "{stdout}");
+}

@@ -88,7 +88,7 @@ fn run_for(cmd: &mut Command, limit: Duration) -> Output {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    run_for(cmd, Duration::from_secs(300))
+    run_for(cmd, Duration::from_secs(900))
 }
 
 fn ok(cmd: &mut Command) -> Output {
@@ -612,7 +612,7 @@ fn generate_with_the_default_prompt_stops_at_end_of_text_unless_no_stop() {
             "--data",
             "sample:tinystories",
         ])
-        .args(["--steps", "300", "--out"])
+        .args(["--steps", "300", "--batch-size", "16", "--out"])
         .arg(&out));
     let smb = s.path("story.smb");
     ok(bin().arg("export").arg(&out).arg("-o").arg(&smb));

@@ -16,7 +16,8 @@ pub fn config_json(data: &[u8]) {
     let _ = named.stop_ids();
     let t = &named.train;
     let _ = budget::train_memory(m, t.batch_size, m.seq_len).total_bytes();
-    let _ = budget::eval_memory(m, 256, m.seq_len).total_bytes();
+    let tokens = budget::eval_tokens_in_flight(256, m.seq_len);
+    let _ = budget::eval_memory(m, tokens).total_bytes();
     let _ = serde_json::to_string(&named);
 }
 

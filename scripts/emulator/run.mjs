@@ -4,6 +4,7 @@
 //
 // usage: node run.mjs (--firmware fw.bin [--load OFFSET:FILE]... | --uf2 image.uf2)
 //                     [--max-cycles N] [--input TEXT | --interactive] [--profile FILE] [--verbose]
+//                     [--xip-miss-cycles N]
 //   OFFSET is a byte offset from the flash base 0x10000000 (e.g. 0x3F000 config, 0x40000 model).
 //   --uf2 loads every block of a `starmind flash --uf2` image instead (firmware, config, model).
 //   --input TEXT is typed into UART0 RX once the firmware has booted (interactive mode).
@@ -15,17 +16,22 @@
 //   ended and every line has had its story. No cycle limit unless --max-cycles is given.
 //   --profile FILE writes `pc count` lines (cycles attributed to each instruction address), for
 //   finding where the cycles go: map them to functions with the firmware ELF's symbols.
+//   --xip-miss-cycles N models the 16 KiB 2-way XIP cache (xip-cache.mjs, its assumptions there)
+//   and stalls the core N cycles on every miss, so the firmware's clock sees a board's flash
+//   (56 = QSPI clock divider 2); 0 (the default) keeps rp2040js's zero-wait flash.
 //
 // We step the core ourselves and count cycles (Simulator.execute() assumes 125 MHz and counts
 // none): executing an instruction advances the clock by its cycles at 125 MHz; a waiting core
 // (WFI) jumps to the next timer alarm.
 //
-// Last stdout line: `STARMIND-EMULATOR status=<s> cycles=<n> wall_s=<t> emulated_mhz=<f>`.
+// Last stdout line: `STARMIND-EMULATOR status=<s> cycles=<n> wall_s=<t> emulated_mhz=<f>`, with
+// ` xip_miss_cycles=<n> xip_hits=<n> xip_misses=<n> xip_stall_cycles=<n>` when the cache is on.
 // Exit status: 0 done, 1 usage or I/O error, 2 fault, 3 cycle limit, 4 firmware error line,
 // 5 firmware went idle without finishing.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Simulator } from 'rp2040js';
+import { XipCache, attachXipCache } from './xip-cache.mjs';
 
 const FLASH_BASE = 0x10000000;
 const VECTOR_TABLE = 0x10000100; // after the 256-byte boot2
@@ -35,7 +41,7 @@ const NANOS_PER_CYCLE = 1e9 / CLOCK_HZ;
 const EXIT = { done: 0, usage: 1, fault: 2, cycle_limit: 3, firmware_error: 4, idle: 5 };
 
 function parseArgs(argv) {
-  const args = { loads: [], maxCycles: null, verbose: false, firmware: null, uf2: null, profile: null, input: null, interactive: false };
+  const args = { loads: [], maxCycles: null, verbose: false, firmware: null, uf2: null, profile: null, input: null, interactive: false, xipMissCycles: 0 };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--firmware') args.firmware = argv[++i];
@@ -48,11 +54,13 @@ function parseArgs(argv) {
     else if (arg === '--uf2') args.uf2 = argv[++i];
     else if (arg === '--input') args.input = argv[++i];
     else if (arg === '--interactive') args.interactive = true;
+    else if (arg === '--xip-miss-cycles') args.xipMissCycles = Number(argv[++i]);
     else throw new Error(`unknown argument ${arg}`);
   }
   if (!args.firmware === !args.uf2) throw new Error('give --firmware or --uf2');
   if (args.interactive && args.input !== null) throw new Error('give --input or --interactive, not both');
   args.maxCycles ??= args.interactive ? Infinity : 20e9;
+  if (!Number.isInteger(args.xipMissCycles) || args.xipMissCycles < 0) throw new Error('--xip-miss-cycles wants a whole number ≥ 0');
   for (const { offset, file } of args.loads) {
     if (!Number.isInteger(offset) || offset < 0 || !file) throw new Error('--load wants OFFSET:FILE');
   }
@@ -135,6 +143,11 @@ async function main() {
     }
   };
 
+  // Stall cycles of the XIP misses of the instruction being executed (added to its cycles).
+  let stalled = 0;
+  const xip = args.xipMissCycles > 0 ? new XipCache(args.xipMissCycles) : null;
+  if (xip) attachXipCache(core, xip, (cycles) => { stalled += cycles; });
+
   const profile = args.profile ? new Map() : null;
   const started = process.hrtime.bigint();
   let cycles = 0;
@@ -151,7 +164,8 @@ async function main() {
         cycles += Math.round(nanos / NANOS_PER_CYCLE);
       } else {
         const pc = profile ? core.PC : 0;
-        const spent = core.executeInstruction();
+        stalled = 0;
+        const spent = core.executeInstruction() + stalled;
         clock.tick(spent * NANOS_PER_CYCLE);
         cycles += spent;
         if (profile) profile.set(pc, (profile.get(pc) ?? 0) + spent);
@@ -179,8 +193,11 @@ async function main() {
   chat?.close();
   const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
   const mhz = cycles / wallSeconds / 1e6;
+  const xipFields = xip
+    ? ` xip_miss_cycles=${xip.missCycles} xip_hits=${xip.hits} xip_misses=${xip.misses} xip_stall_cycles=${xip.stallCycles}`
+    : '';
   console.log(
-    `STARMIND-EMULATOR status=${status} cycles=${cycles} wall_s=${wallSeconds.toFixed(2)} emulated_mhz=${mhz.toFixed(1)}`,
+    `STARMIND-EMULATOR status=${status} cycles=${cycles} wall_s=${wallSeconds.toFixed(2)} emulated_mhz=${mhz.toFixed(1)}${xipFields}`,
   );
   if (profile) {
     const lines = [...profile].sort((a, b) => a[0] - b[0]).map(([pc, n]) => `${hex(pc)} ${n}`);

@@ -12,7 +12,7 @@ use crate::uf2::{self, Board};
 /// What rp2040js does not model; stated wherever emulator numbers are reported.
 pub const EMULATOR_CAVEATS: [&str; 5] = [
     "one core only (the firmware uses core 0 alone, as on the board)",
-    "flash reads take no wait states: no XIP cache misses or QSPI timing, so weight streaming is optimistic",
+    "rp2040js reads flash with no wait states (the zero-wait figures); the XIP figures come from the driver's model of the 16 KiB 2-way XIP cache (8-byte lines, LRU, a fixed stall per missed line, no prefetch: scripts/emulator/xip-cache.mjs)",
     "DMA takes no simulated time",
     "UART takes no simulated time (no baud-rate delay)",
     "stock Simulator.execute() assumes 125 MHz; our driver counts core.cycles itself",
@@ -26,6 +26,27 @@ pub struct EmulatorRun {
     pub mhz: f64,
     /// With `--profile`: (function, cycles), most first.
     pub profile: Vec<(String, u64)>,
+    /// With the XIP cache model on: its counts over the whole run.
+    pub xip: Option<XipStats>,
+    /// Everything the firmware printed (UART0), then the driver's summary line.
+    pub stdout: String,
+}
+
+/// What the driver's XIP cache model counted (`--xip-miss-cycles`), whole run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct XipStats {
+    /// Stall charged per missed 8-byte line.
+    pub miss_cycles: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub stall_cycles: u64,
+}
+
+impl XipStats {
+    /// Share of flash reads that hit the cache.
+    pub fn hit_rate(&self) -> f64 {
+        self.hits as f64 / (self.hits + self.misses).max(1) as f64
+    }
 }
 
 /// The committed firmware's function symbols (`address size name`), from scripts/build-firmware.sh.
@@ -68,13 +89,34 @@ fn profile_by_function(pcs: &str) -> Vec<(String, u64)> {
 }
 
 /// Boots the firmware in bench mode in rp2040js (the very UF2 image `starmind flash --uf2`
-/// writes); returns the firmware's bench line and what the driver measured.
+/// writes); returns the firmware's bench line and what the driver measured. `xip_miss_cycles`
+/// > 0 turns on the driver's XIP cache model with that stall per missed line.
 pub fn run(
     model_bytes: &[u8],
     run: &RunArgs,
     max_cycles: u64,
     profile: bool,
+    xip_miss_cycles: u64,
 ) -> anyhow::Result<(String, EmulatorRun)> {
+    let emulated = run_firmware(model_bytes, run, max_cycles, profile, xip_miss_cycles)?;
+    let bench = emulated
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("STARMIND-BENCH"))
+        .context("no STARMIND-BENCH line")?
+        .to_string();
+    Ok((bench, emulated))
+}
+
+/// Boots the firmware with the config block `run` asks for and `model_bytes` at the model
+/// address, until it prints `STARMIND-DONE`; fails on a fault, an error line or the cycle limit.
+pub fn run_firmware(
+    model_bytes: &[u8],
+    run: &RunArgs,
+    max_cycles: u64,
+    profile: bool,
+    xip_miss_cycles: u64,
+) -> anyhow::Result<EmulatorRun> {
     let mut command = crate::emulator::driver()?;
     // The emulator boots the very UF2 image `starmind flash --uf2` would write (16 MiB of flash,
     // so big models can be benched too).
@@ -87,7 +129,9 @@ pub fn run(
         .arg("--uf2")
         .arg(&image)
         .arg("--max-cycles")
-        .arg(max_cycles.to_string());
+        .arg(max_cycles.to_string())
+        .arg("--xip-miss-cycles")
+        .arg(xip_miss_cycles.to_string());
     let profile_path = work.path().join("profile.txt");
     if profile {
         command.arg("--profile").arg(&profile_path);
@@ -124,10 +168,6 @@ pub fn run(
             tail(&stderr)
         );
     }
-    let bench = stdout
-        .lines()
-        .find(|l| l.starts_with("STARMIND-BENCH"))
-        .context("no STARMIND-BENCH line")?;
     let emulator = stdout
         .lines()
         .find(|l| l.starts_with("STARMIND-EMULATOR"))
@@ -139,12 +179,29 @@ pub fn run(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     let profile = profile_by_function(&pcs);
-    Ok((
-        bench.to_string(),
-        EmulatorRun {
-            cycles,
-            mhz,
-            profile,
-        },
-    ))
+    let count = |key: &str| line_field(emulator, key).and_then(|v| v.parse::<u64>().ok());
+    let xip = match (
+        count("xip_miss_cycles"),
+        count("xip_hits"),
+        count("xip_misses"),
+        count("xip_stall_cycles"),
+    ) {
+        (Some(miss_cycles), Some(hits), Some(misses), Some(stall_cycles)) => Some(XipStats {
+            miss_cycles,
+            hits,
+            misses,
+            stall_cycles,
+        }),
+        _ => None,
+    };
+    if xip_miss_cycles > 0 && xip.is_none() {
+        bail!("the emulator driver reported no XIP cache counts: {emulator}");
+    }
+    Ok(EmulatorRun {
+        cycles,
+        mhz,
+        profile,
+        xip,
+        stdout: stdout.into_owned(),
+    })
 }

@@ -29,6 +29,7 @@ use crate::uf2::Board;
 pub mod board;
 pub mod emulator;
 pub mod host;
+pub mod kernels;
 pub mod report;
 pub mod synthetic;
 
@@ -37,8 +38,9 @@ pub use emulator::EMULATOR_CAVEATS;
 /// Flash bandwidth of the RP2040's XIP path with its cache missing every line: 133 MHz-class
 /// QSPI flash at 125 MHz / 2 clock divider ≈ 25 MB/s of streamed weights.
 const XIP_BYTES_PER_S: f64 = 25e6;
-/// The RP2040's XIP cache.
-const XIP_CACHE_BYTES: u64 = 16 * 1024;
+/// Default stall of the emulator's XIP cache model per missed 8-byte line: 28 QSPI clocks
+/// (address + mode 8, wait 4, data 16) at clock divider 2 (scripts/emulator/xip-cache.mjs).
+pub const DEFAULT_XIP_MISS_CYCLES: u64 = 56;
 
 /// Arguments of `starmind bench`.
 #[derive(clap::Args)]
@@ -73,6 +75,14 @@ pub struct Args {
     /// Emulator: also report where the cycles go (per firmware function, whole run).
     #[arg(long)]
     pub profile: bool,
+    /// Emulator: run a second time with the XIP cache model (16 KiB, 2-way, 8-byte lines) and
+    /// this stall in cycles per missed line; 0 = only rp2040js's zero-wait flash.
+    #[arg(long, default_value_t = DEFAULT_XIP_MISS_CYCLES, value_name = "CYCLES")]
+    pub xip_miss_cycles: u64,
+    /// Time each kernel (matvec, attention, norms, sampler) in the firmware instead of a model:
+    /// cycles per call and per MAC (needs --emulator, --serial or --probe; no model file).
+    #[arg(long)]
+    pub kernels: bool,
     /// Seconds to wait for the board's bench line on --serial.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
@@ -99,6 +109,9 @@ pub struct Args {
 
 /// `starmind bench`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.kernels {
+        return kernels::run(&args);
+    }
     args.sampling.validate(true)?;
     if !args.configs.is_empty() {
         return report::run(&args);
@@ -155,6 +168,11 @@ pub struct BenchResult {
     pub emulator_mhz: Option<f64>,
     /// Emulator with --profile: (function, cycles), most first.
     pub profile: Vec<(String, u64)>,
+    /// Emulator with the XIP cache model: decode cycles/token of that run and its counts.
+    pub xip_decode_cycles_per_token: Option<u64>,
+    pub xip: Option<emulator::XipStats>,
+    /// The firmware copied the model to SRAM at boot (`model_in=sram`; it then counts in RAM).
+    pub model_in_sram: Option<bool>,
 }
 
 impl BenchResult {
@@ -182,29 +200,34 @@ impl BenchResult {
             emulator_cycles: None,
             emulator_mhz: None,
             profile: Vec::new(),
+            xip_decode_cycles_per_token: None,
+            xip: None,
+            model_in_sram: None,
         }
     }
 
     fn peak_ram_bytes(&self) -> Option<u64> {
-        Some(self.static_ram_bytes? + self.arena_bytes + self.peak_stack_bytes?)
+        let model_copy = if self.model_in_sram == Some(true) {
+            self.model_flash_bytes
+        } else {
+            0
+        };
+        Some(self.static_ram_bytes? + model_copy + self.arena_bytes + self.peak_stack_bytes?)
     }
 
     fn xip_bound_tok_per_s(&self) -> f64 {
         XIP_BYTES_PER_S / self.weight_bytes_per_token.max(1) as f64
     }
 
-    /// A board estimate from emulated cycles: rp2040js reads flash with no wait states, so add
-    /// the XIP stall of streaming the weights when they do not fit the 16 KiB XIP cache (each
-    /// byte at 25 MB/s, the core waiting). Models whose weights fit stay cached after token one.
+    /// Decode tok/s with the emulator's XIP cache model (flash stalls simulated), or the
+    /// measured figure on a board; `None` for a zero-wait-only emulator run and the host.
     fn board_estimate_tok_per_s(&self) -> Option<f64> {
-        let (cycles, clock) = (self.decode_cycles_per_token?, self.clock_hz?);
-        let stall_s = if self.weight_bytes_per_token > XIP_CACHE_BYTES {
-            self.weight_bytes_per_token as f64 / XIP_BYTES_PER_S
-        } else {
-            0.0
-        };
-        let emulated = self.target == Target::Emulator;
-        Some(1.0 / (cycles as f64 / clock as f64 + if emulated { stall_s } else { 0.0 }))
+        let clock = self.clock_hz? as f64;
+        match self.target {
+            Target::Emulator => Some(clock / self.xip_decode_cycles_per_token?.max(1) as f64),
+            Target::Board => Some(clock / self.decode_cycles_per_token?.max(1) as f64),
+            Target::Host => None,
+        }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -226,6 +249,10 @@ impl BenchResult {
             "weight_bytes_per_token": self.weight_bytes_per_token,
             "xip_bound_tok_per_s": self.xip_bound_tok_per_s(),
             "board_estimate_tok_per_s": self.board_estimate_tok_per_s(),
+            "xip_decode_cycles_per_token": self.xip_decode_cycles_per_token,
+            "xip_miss_cycles": self.xip.map(|x| x.miss_cycles),
+            "xip_hit_rate": self.xip.map(|x| x.hit_rate()),
+            "model_in_sram": self.model_in_sram,
             "params": self.params,
             "ids": self.ids,
             "emulator_cycles": self.emulator_cycles,
@@ -257,9 +284,14 @@ impl BenchResult {
             self.prompt_tokens
         );
         s += &format!(
-            "  RAM: peak {} bytes = static {} + arena {} + stack {}\n",
+            "  RAM: peak {} bytes = static {}{} + arena {} + stack {}\n",
             opt(self.peak_ram_bytes()),
             opt(self.static_ram_bytes),
+            if self.model_in_sram == Some(true) {
+                format!(" + model copy {}", self.model_flash_bytes)
+            } else {
+                String::new()
+            },
             self.arena_bytes,
             opt(self.peak_stack_bytes)
         );
@@ -269,9 +301,16 @@ impl BenchResult {
             self.weight_bytes_per_token,
             self.xip_bound_tok_per_s()
         );
-        if let (Target::Emulator, Some(estimate)) = (self.target, self.board_estimate_tok_per_s()) {
+        if let (Target::Emulator, Some(estimate), Some(cycles), Some(xip)) = (
+            self.target,
+            self.board_estimate_tok_per_s(),
+            self.xip_decode_cycles_per_token,
+            self.xip,
+        ) {
             s += &format!(
-                "  board estimate: {estimate:.2} tok/s (emulated cycles + XIP stalls when weights exceed the 16 KiB cache)\n"
+                "  with the XIP cache model: {estimate:.2} tok/s, {cycles} cycles/token ({} cycles per missed line, {:.2}% of flash reads hit)\n",
+                xip.miss_cycles,
+                100.0 * xip.hit_rate()
             );
         }
         s += &format!(
@@ -322,7 +361,7 @@ pub fn bench_model(args: &Args, model_bytes: &[u8]) -> anyhow::Result<BenchResul
         return host::bench(&model, &args.sampling);
     }
     let (line, emulator, target) = if args.emulator {
-        let (line, emulator) = emulator::run(model_bytes, &run, args.max_cycles, args.profile)?;
+        let (line, emulator) = emulator::run(model_bytes, &run, args.max_cycles, args.profile, 0)?;
         (line, Some(emulator), Target::Emulator)
     } else if let Some(probe) = &args.probe {
         let segments = flash::segments(model_bytes, &run, args.board)?;
@@ -352,10 +391,27 @@ pub fn bench_model(args: &Args, model_bytes: &[u8]) -> anyhow::Result<BenchResul
         );
     };
     let mut result = parse_bench_line(&line, &model, target)?;
-    if let Some((cycles, mhz)) = emulator.map(|e| (e.cycles, (e.mhz, e.profile))) {
-        result.emulator_cycles = Some(cycles);
-        result.emulator_mhz = Some(mhz.0);
-        result.profile = mhz.1;
+    if let Some(emulator) = emulator {
+        result.emulator_cycles = Some(emulator.cycles);
+        result.emulator_mhz = Some(emulator.mhz);
+        result.profile = emulator.profile;
+    }
+    if target == Target::Emulator && args.xip_miss_cycles > 0 {
+        // The same run with flash stalls: the firmware's clock sees them, the tokens must not.
+        let (line, emulator) = emulator::run(
+            model_bytes,
+            &run,
+            args.max_cycles,
+            false,
+            args.xip_miss_cycles,
+        )?;
+        let with_xip = parse_bench_line(&line, &model, target)?;
+        ensure!(
+            with_xip.ids == result.ids,
+            "the run with the XIP cache model drew other tokens than the zero-wait run"
+        );
+        result.xip_decode_cycles_per_token = with_xip.decode_cycles_per_token;
+        result.xip = emulator.xip;
     }
     if args.check {
         let ctx = line_field(&line, "ctx")
@@ -428,6 +484,7 @@ fn parse_bench_line(line: &str, model: &Model, target: Target) -> anyhow::Result
         arena_bytes: number("arena_bytes")?,
         static_ram_bytes: Some(number("static_ram_bytes")?),
         model_flash_bytes: number("model_bytes")?,
+        model_in_sram: line_field(line, "model_in").map(|v| v == "sram"),
         ..BenchResult::for_model(model, target, ids, prompt_tokens)
     })
 }

@@ -187,7 +187,10 @@ fn eval_checkpoint(dir: &Path, corpus: &Corpus, args: &Args) -> Result<EvalRepor
             "scoring {} windows of {} tokens per pass with {}",
             args.batch, m.seq_len, config.name
         ),
-        &crate::budget::eval_memory(m, args.batch, m.seq_len),
+        &crate::budget::eval_memory(
+            m,
+            crate::budget::eval_tokens_in_flight(args.batch, m.seq_len),
+        ),
         "try a smaller --batch",
     )?;
     let checkpoint = crate::checkpoint::load(dir)?;

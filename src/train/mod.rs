@@ -389,11 +389,9 @@ fn check_memory(config: &NamedConfig) -> Result<()> {
         config.name, t.batch_size, m.seq_len
     );
     crate::budget::check_memory(&what, &step, &suggestion)?;
-    let eval = crate::budget::eval_memory(m, EVAL_WINDOWS, m.seq_len);
-    let what = format!(
-        "evaluating {} ({EVAL_WINDOWS} windows × seq_len {} per pass)",
-        config.name, m.seq_len
-    );
+    let tokens = crate::budget::eval_tokens_in_flight(EVAL_WINDOWS, m.seq_len);
+    let eval = crate::budget::eval_memory(m, tokens);
+    let what = format!("evaluating {} ({tokens} tokens per pass)", config.name);
     crate::budget::check_memory(
         &what,
         &eval,

@@ -10,7 +10,7 @@ pub struct Budget {
     pub flash_bytes: usize,
     /// Activation buffers (`i32` vectors and the int8 input buffer), alignment slack included.
     pub activation_bytes: usize,
-    /// KV cache: `i16` keys and values plus one `i32` max-abs per (layer, position) each.
+    /// KV cache: `i16` keys and values plus one 8-byte step per (layer, position) each.
     pub kv_cache_bytes: usize,
     /// The arena a [`crate::Session`] needs: activations + KV cache.
     pub arena_bytes: usize,
@@ -24,7 +24,7 @@ impl Budget {
     pub fn new(config: &Config, file_bytes: usize, context_len: usize) -> Budget {
         let arena_bytes = arena_layout_bytes(config, context_len);
         let kv_positions = config.n_layers * context_len;
-        let kv_cache_bytes = 2 * 2 * kv_positions * config.kv_dim() + 2 * 4 * kv_positions;
+        let kv_cache_bytes = 2 * 2 * kv_positions * config.kv_dim() + 2 * 8 * kv_positions;
         Budget {
             flash_bytes: file_bytes,
             activation_bytes: arena_bytes - kv_cache_bytes,
@@ -110,7 +110,7 @@ mod tests {
         let c = config(5, 64, 512);
         let short = Budget::new(&c, 300_000, 256);
         let long = Budget::new(&c, 300_000, 512);
-        assert_eq!(long.kv_cache_bytes, 5 * 512 * (2 * 2 * 32 + 8));
+        assert_eq!(long.kv_cache_bytes, 5 * 512 * (2 * 2 * 32 + 16));
         assert!(Board::PICO.fits(&short), "{short:?}");
         assert!(!Board::PICO.fits(&long), "{long:?}");
         assert!(!Board::PICO.fits(&Budget::new(&c, 3_000_000, 64)), "flash");

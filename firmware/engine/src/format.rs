@@ -256,6 +256,13 @@ pub enum FormatError {
     BadMerges,
     /// The byte→token table refers to an id outside the vocabulary.
     BadByteTokens,
+    /// A weight row multiplier's shift is outside 0..=62 (docs/FORMAT.md): the host's and the
+    /// device's fixed-point rescaling would disagree.
+    BadMultiplier {
+        /// The section holding it.
+        index: usize,
+        shift: i32,
+    },
 }
 
 impl fmt::Display for FormatError {
@@ -303,6 +310,10 @@ impl fmt::Display for FormatError {
             FormatError::BadVocab => write!(f, "bad vocabulary table"),
             FormatError::BadMerges => write!(f, "bad BPE merge table"),
             FormatError::BadByteTokens => write!(f, "bad byte-token table"),
+            FormatError::BadMultiplier { index, shift } => write!(
+                f,
+                "section {index}: a row multiplier has shift {shift}, outside 0..=62"
+            ),
         }
     }
 }
@@ -691,6 +702,7 @@ impl<'a> Model<'a> {
         model.check_vocab()?;
         model.check_merges()?;
         model.check_byte_tokens()?;
+        model.check_multipliers()?;
         Ok(model)
     }
 
@@ -797,6 +809,36 @@ impl<'a> Model<'a> {
             previous = Some((m.left, m.right));
         }
         Ok(())
+    }
+
+    /// Every row multiplier of every weight matrix has a shift in 0..=62.
+    fn check_multipliers(&self) -> Result<(), FormatError> {
+        let c = &self.config;
+        let mut matrices = [(index::TOKEN_EMBEDDING, self.token_embedding())]
+            .into_iter()
+            .chain((!c.tied_embeddings).then(|| (index::output(c), self.output())))
+            .chain((0..c.n_layers).flat_map(|l| {
+                let w = self.layer(l);
+                let at = |position| index::layer(l, position);
+                [
+                    (at(in_layer::WQ), w.wq),
+                    (at(in_layer::WK), w.wk),
+                    (at(in_layer::WV), w.wv),
+                    (at(in_layer::WO), w.wo),
+                    (at(in_layer::W1), w.w1),
+                    (at(in_layer::W2), w.w2),
+                    (at(in_layer::W3), w.w3),
+                ]
+            }));
+        matrices.try_for_each(|(index, m)| {
+            for scale in m.row_scales.chunks_exact(MULTIPLIER_BYTES) {
+                let shift = i32::from_le_bytes([scale[4], scale[5], scale[6], scale[7]]);
+                if !(0..=62).contains(&shift) {
+                    return Err(FormatError::BadMultiplier { index, shift });
+                }
+            }
+            Ok(())
+        })
     }
 
     fn check_byte_tokens(&self) -> Result<(), FormatError> {

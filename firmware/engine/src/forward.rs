@@ -9,17 +9,25 @@
 //!   `i32`, and each output row is rescaled once by (row multiplier × input step) — a 32×32→64
 //!   multiply per row;
 //! - KV cache 12-bit values in `i16` with one step per (layer, position) for keys and one for
-//!   values (int8 here cost 3 points of greedy agreement on chat-8k: docs/quantization.md);
+//!   values (int8 here cost 3 points of greedy agreement on chat-8k: docs/quantization.md),
+//!   kept as ready multipliers from when the position is written, so attention forms none;
 //! - RMSNorm with an integer square root, softmax with a fixed-point `exp`, SiLU with a
 //!   fixed-point sigmoid, RoPE from the file's Q30 cos/sin table.
+//!
+//! Code placement: with the `rp2040` feature every function of the per-token path (this file's,
+//! the kernels', the sampler's) carries `link_section = ".data.ramfunc"`, so cortex-m-rt copies
+//! it to SRAM at boot with the other initialised data (~20 KiB) and it runs from there: a board's
+//! XIP cache (16 KiB) cannot hold the firmware's hot code, and every line it misses stalls the core
+//! (the emulator's XIP model measured +53 % cycles/token on story-1k with the code in flash,
+//! +0.1 % with it in SRAM). rust-lld adds the long-branch thunks between flash and SRAM.
 //!
 //! Logits come out in Q16.16; the host turns them into log-probabilities in `f64` for bits per
 //! byte, the device samples them with [`crate::sampler`].
 
 use crate::format::{Config, FfnKind, Matrix, Model, Quant};
 use crate::kernels::{
-    exp_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, mul_wide_i32, mul_wide_u32, quantize_act,
-    quantize_kv, rmsnorm, silu_q16, step_q16, Multiplier, ACT_LEVELS, KV_LEVELS,
+    div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, mul_wide_i32, mul_wide_u32,
+    quantize_act, quantize_kv, rmsnorm, silu_q16, step_q16, Multiplier, ACT_LEVELS, KV_LEVELS,
 };
 use crate::sampler::Sampler;
 use core::fmt;
@@ -97,7 +105,7 @@ struct Layout {
     vocab: usize,
     /// `n_layers × ctx` cached key (and value) vectors.
     kv_positions: usize,
-    /// `i32` words: x, xb, xb2, q, k, v, hb, hb2, att, logits, key/value steps.
+    /// `i32` words: x, xb, xb2, q, k, v, hb, hb2, att, logits, key/value steps (2 words each).
     words: usize,
     /// `i16` elements: key cache, value cache.
     kv_elems: usize,
@@ -113,8 +121,13 @@ impl Layout {
             c.vocab_size
         };
         let kv_positions = c.n_layers * ctx;
-        let words =
-            4 * dim + 2 * kv_dim + 2 * hidden + ctx + vocab + dim.max(hidden) + 2 * kv_positions;
+        let words = 4 * dim
+            + 2 * kv_dim
+            + 2 * hidden
+            + ctx
+            + vocab
+            + dim.max(hidden)
+            + 2 * STEP_WORDS * kv_positions;
         let kv_elems = 2 * kv_positions * kv_dim;
         Layout {
             dim,
@@ -169,9 +182,31 @@ pub struct State<'a> {
     /// `[layer][pos][kv_dim]` keys and values, ±2047 in `i16`.
     key_cache: &'a mut [i16],
     value_cache: &'a mut [i16],
-    /// `[layer][pos]` max-abs (Q16.16) of each cached key / value vector: its step is `max/127`.
-    key_max: &'a mut [i32],
-    value_max: &'a mut [i32],
+    /// `[layer][pos]` steps of the cached key / value vectors ([`STEP_WORDS`] words each, see
+    /// [`put_step`]): the key's step (Q16.16 per unit) and the value's step × 2⁻⁸ (it weighs the
+    /// Q16 probabilities into Q24).
+    key_steps: &'a mut [i32],
+    value_steps: &'a mut [i32],
+}
+
+/// `i32` words of one cached step: a [`Multiplier`]'s mantissa and shift.
+pub(crate) const STEP_WORDS: usize = 2;
+
+/// Stores `m` at step slot `slot` of `steps`.
+pub(crate) fn put_step(steps: &mut [i32], slot: usize, m: Multiplier) {
+    if let Some(words) = steps.get_mut(slot * STEP_WORDS..(slot + 1) * STEP_WORDS) {
+        words[0] = m.mant as i32;
+        words[1] = m.shift;
+    }
+}
+
+/// The multiplier [`put_step`] stored in `words` (two words).
+#[inline(always)]
+fn step_at(words: &[i32]) -> Multiplier {
+    Multiplier {
+        mant: words[0] as u32,
+        shift: words[1],
+    }
 }
 
 fn take<'a, T>(buf: &mut &'a mut [T], n: usize) -> &'a mut [T] {
@@ -216,8 +251,8 @@ impl<'a> State<'a> {
             att: take(&mut words, layout.ctx),
             logits: take(&mut words, layout.vocab),
             xq: take(&mut words, layout.dim.max(layout.hidden)),
-            key_max: take(&mut words, kv_positions),
-            value_max: take(&mut words, kv_positions),
+            key_steps: take(&mut words, STEP_WORDS * kv_positions),
+            value_steps: take(&mut words, STEP_WORDS * kv_positions),
             key_cache: take(&mut kv, kv_positions * layout.kv_dim),
             value_cache: take(&mut kv, kv_positions * layout.kv_dim),
         })
@@ -414,6 +449,10 @@ impl<'m, 'a> Session<'m, 'a> {
 }
 
 /// `out = W · x` for the quantised vector `x` with step `x_step` (Q16.16 per unit).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
 fn matmul(out: &mut [i32], w: &Matrix, x: &[i32], x_step: Multiplier) {
     match w.quant {
         Quant::Int8 => matvec_i8(out, w.row_scales, w.weights, w.cols, x, x_step),
@@ -431,6 +470,10 @@ fn matmul(out: &mut [i32], w: &Matrix, x: &[i32], x_step: Multiplier) {
 }
 
 /// Quantises `x` into `xq` and multiplies: `out = W · x`.
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
 fn quantize_and_matmul(out: &mut [i32], w: &Matrix, x: &[i32], xq: &mut [i32]) {
     let n = x.len().min(xq.len());
     let xq = &mut xq[..n];
@@ -439,6 +482,10 @@ fn quantize_and_matmul(out: &mut [i32], w: &Matrix, x: &[i32], xq: &mut [i32]) {
 }
 
 /// Rotates each head of `v` (interleaved pairs) by the angles of position `pos`.
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
 fn rope(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
     let pairs = head_size / 2;
     for head in v.chunks_exact_mut(head_size) {
@@ -460,6 +507,10 @@ fn rope(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
 }
 
 /// Softmax in place over Q16.16 scores, leaving probabilities in Q16.16 (one divide).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
 fn softmax(att: &mut [i32]) {
     let max = att.iter().copied().max().unwrap_or(0);
     let mut sum = 0u64;
@@ -470,7 +521,7 @@ fn softmax(att: &mut [i32]) {
     // The max itself contributes exp(0) = 65536, so sum ≥ 65536.
     // Q16 reciprocal (≤ 2¹⁶): floor(2³²/sum) from a u32 division, + 1 when sum divides 2³².
     let inv = match u32::try_from(sum) {
-        Ok(sum) if sum > 1 => u32::MAX / sum + sum.is_power_of_two() as u32,
+        Ok(sum) if sum > 1 => div_rem_u32(u32::MAX, sum).0 + sum.is_power_of_two() as u32,
         _ => ((1u64 << 32) / sum.max(1)).min(u32::MAX as u64) as u32,
     };
     for a in att.iter_mut() {
@@ -480,6 +531,10 @@ fn softmax(att: &mut [i32]) {
 
 /// The forward pass for one token at position `pos`, up to the classifier: leaves
 /// rmsnorm(x) quantised in `s.xq[..dim]` and returns its step (the classifier's input).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
 fn forward(
     model: &Model,
     s: &mut State,
@@ -527,58 +582,41 @@ fn forward(
         // Append k and v to this layer's cache (12-bit in i16), one step per vector.
         let slot = l * ctx + pos;
         let cache_range = slot * kv_dim..(slot + 1) * kv_dim;
-        if let (Some(kc), Some(km)) = (
-            s.key_cache.get_mut(cache_range.clone()),
-            s.key_max.get_mut(slot),
-        ) {
-            *km = quantize_kv(s.k, kc);
+        if let Some(kc) = s.key_cache.get_mut(cache_range.clone()) {
+            let max = quantize_kv(s.k, kc);
+            put_step(s.key_steps, slot, step_q16(max, KV_LEVELS));
         }
-        if let (Some(vc), Some(vm)) = (
-            s.value_cache.get_mut(cache_range),
-            s.value_max.get_mut(slot),
-        ) {
-            *vm = quantize_kv(s.v, vc);
+        if let Some(vc) = s.value_cache.get_mut(cache_range) {
+            let max = quantize_kv(s.v, vc);
+            put_step(s.value_steps, slot, step_q16(max, KV_LEVELS).shifted(8));
         }
         let layer_keys = s.key_cache.get(l * ctx * kv_dim..).unwrap_or(&[]);
         let layer_values = s.value_cache.get(l * ctx * kv_dim..).unwrap_or(&[]);
-        let key_max = s.key_max.get(l * ctx..=slot).unwrap_or(&[]);
-        let value_max = s.value_max.get(l * ctx..=slot).unwrap_or(&[]);
+        let steps = l * ctx * STEP_WORDS..(slot + 1) * STEP_WORDS;
+        let key_steps = s.key_steps.get(steps.clone()).unwrap_or(&[]);
+        let value_steps = s.value_steps.get(steps).unwrap_or(&[]);
 
         // Per query head: scores over positions 0..=pos, softmax, weighted sum of values.
-        for (h, out) in s.xb.chunks_exact_mut(hs).enumerate() {
-            let kv_offset = (h / kv_per_q) * hs;
-            let q_head = &s.q[h * hs..(h + 1) * hs];
-            let q_max = quantize_act(q_head, &mut s.xq[..hs]);
-            let q_scale = step_q16(q_max, ACT_LEVELS).times(score_scale);
-            let att = &mut s.att[..=pos];
-            for ((a, keys), &k_max) in att
-                .iter_mut()
-                .zip(layer_keys.chunks_exact(kv_dim))
-                .zip(key_max)
-            {
-                let k_head = keys.get(kv_offset..kv_offset + hs).unwrap_or(&[]);
-                let dot = dot_act_kv(&s.xq[..hs], k_head);
-                *a = q_scale.times(step_q16(k_max, KV_LEVELS)).apply_i32(dot);
-            }
-            softmax(att);
-            // out = Σ_t p_t · v_t. The weight p_t·(v step) is formed once per position in Q24
-            // (Q16 would round small weights of small values away), the sums run in i64.
-            for (a, &v_max) in att.iter_mut().zip(value_max) {
-                *a = step_q16(v_max, KV_LEVELS).shifted(8).apply_i32(*a);
-            }
-            // Each product weight·v is formed exactly from two 32-bit halves (high and low 16
-            // bits of the weight; v is 12-bit), so no 64-bit multiply runs in this loop.
-            for (i, o) in out.iter_mut().enumerate() {
-                let (mut acc_hi, mut acc_lo) = (0i64, 0i64);
-                for (&weight_q24, values) in att.iter().zip(layer_values.chunks_exact(kv_dim)) {
-                    let v = values.get(kv_offset + i).copied().unwrap_or(0) as i32;
-                    acc_hi += ((weight_q24 >> 16) * v) as i64;
-                    acc_lo += ((weight_q24 & 0xFFFF) * v) as i64;
-                }
-                let acc = (acc_hi << 16) + acc_lo;
-                *o = ((acc + (1 << 7)) >> 8).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-            }
-        }
+        let shape = AttentionShape {
+            head_size: hs,
+            kv_dim,
+            kv_per_q,
+        };
+        let cache = KvView {
+            keys: layer_keys,
+            values: layer_values,
+            key_steps,
+            value_steps,
+        };
+        attention(
+            s.xb,
+            s.q,
+            &cache,
+            &mut s.att[..=pos],
+            s.xq,
+            shape,
+            score_scale,
+        );
 
         // x = x + wo·(att·v)
         quantize_and_matmul(s.xb2, &w.wo, s.xb, s.xq);
@@ -612,7 +650,88 @@ fn forward(
     step_q16(max_abs, ACT_LEVELS)
 }
 
+/// Head layout of one attention call.
+#[derive(Clone, Copy)]
+pub(crate) struct AttentionShape {
+    pub head_size: usize,
+    /// Width of a cached key (value) vector: `n_kv_heads × head_size`.
+    pub kv_dim: usize,
+    /// Query heads sharing one key/value head.
+    pub kv_per_q: usize,
+}
+
+/// One layer's cached positions `0..=pos`: keys and values (±2047 in `i16`, `kv_dim` each) and
+/// their steps (two words each: [`put_step`]; the value's × 2⁻⁸).
+pub(crate) struct KvView<'c> {
+    pub keys: &'c [i16],
+    pub values: &'c [i16],
+    pub key_steps: &'c [i32],
+    pub value_steps: &'c [i32],
+}
+
+/// Attention of every query head in `q` over the cached positions (`att.len()` of them):
+/// scores, softmax, weighted sum of values into `out` (`n_heads × head_size`, Q16.16).
+/// `xq` is scratch of ≥ `head_size` words.
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+pub(crate) fn attention(
+    out: &mut [i32],
+    q: &[i32],
+    cache: &KvView,
+    att: &mut [i32],
+    xq: &mut [i32],
+    shape: AttentionShape,
+    score_scale: Multiplier,
+) {
+    let AttentionShape {
+        head_size: hs,
+        kv_dim,
+        kv_per_q,
+    } = shape;
+    let (layer_keys, layer_values) = (cache.keys, cache.values);
+    let (key_steps, value_steps) = (cache.key_steps, cache.value_steps);
+    for (h, out) in out.chunks_exact_mut(hs).enumerate() {
+        let kv_offset = (h / kv_per_q) * hs;
+        let q_head = q.get(h * hs..(h + 1) * hs).unwrap_or(&[]);
+        let q_max = quantize_act(q_head, &mut xq[..hs]);
+        let q_scale = step_q16(q_max, ACT_LEVELS).times(score_scale);
+        for ((a, keys), k_step) in att
+            .iter_mut()
+            .zip(layer_keys.chunks_exact(kv_dim))
+            .zip(key_steps.chunks_exact(STEP_WORDS))
+        {
+            let k_head = keys.get(kv_offset..kv_offset + hs).unwrap_or(&[]);
+            let dot = dot_act_kv(&xq[..hs], k_head);
+            *a = q_scale.times(step_at(k_step)).apply_i32(dot);
+        }
+        softmax(att);
+        // out = Σ_t p_t · v_t. The weight p_t·(v step) is formed once per position in Q24
+        // (Q16 would round small weights of small values away), the sums run in i64.
+        for (a, v_step) in att.iter_mut().zip(value_steps.chunks_exact(STEP_WORDS)) {
+            *a = step_at(v_step).apply_i32(*a);
+        }
+        // Each product weight·v is formed exactly from two 32-bit halves (high and low 16
+        // bits of the weight; v is 12-bit), so no 64-bit multiply runs in this loop.
+        for (i, o) in out.iter_mut().enumerate() {
+            let (mut acc_hi, mut acc_lo) = (0i64, 0i64);
+            for (&weight_q24, values) in att.iter().zip(layer_values.chunks_exact(kv_dim)) {
+                let v = values.get(kv_offset + i).copied().unwrap_or(0) as i32;
+                acc_hi += ((weight_q24 >> 16) * v) as i64;
+                acc_lo += ((weight_q24 & 0xFFFF) * v) as i64;
+            }
+            let acc = (acc_hi << 16) + acc_lo;
+            *o = ((acc + (1 << 7)) >> 8).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        }
+    }
+}
+
 /// Quantised query · cached key (head_size ≤ 256, so `256 · 2047 · 2047 < 2³¹`).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
 fn dot_act_kv(a: &[i32], b: &[i16]) -> i32 {
     a.iter()
         .zip(b)

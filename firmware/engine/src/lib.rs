@@ -53,6 +53,7 @@ pub mod budget;
 pub mod checksum;
 pub mod format;
 pub mod forward;
+pub mod kernel_bench;
 pub mod kernels;
 pub mod run_config;
 pub mod sampler;

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `SMCF` |
 //! | 4 | 2 | version (1) |
-//! | 6 | 1 | mode: 0 bench, 1 story, 2 interactive |
+//! | 6 | 1 | mode: 0 bench, 1 story, 2 interactive, 3 kernels |
 //! | 7 | 1 | prompt length in bytes (≤ 200) |
 //! | 8 | 4 | tokens to generate (bench: exactly, at most [`MAX_BENCH_TOKENS`]; story/interactive: at most) |
 //! | 12 | 8 | sampler seed |
@@ -67,6 +67,8 @@ pub enum Mode {
     Story = 1,
     /// Read a prompt line over serial, stream a story, repeat.
     Interactive = 2,
+    /// Time each kernel on synthetic data ([`crate::kernel_bench`]); the model is not used.
+    Kernels = 3,
 }
 
 impl Mode {
@@ -75,6 +77,7 @@ impl Mode {
             0 => Some(Mode::Bench),
             1 => Some(Mode::Story),
             2 => Some(Mode::Interactive),
+            3 => Some(Mode::Kernels),
             _ => None,
         }
     }
@@ -85,6 +88,7 @@ impl Mode {
             Mode::Bench => "bench",
             Mode::Story => "story",
             Mode::Interactive => "interactive",
+            Mode::Kernels => "kernels",
         }
     }
 }
@@ -190,7 +194,7 @@ impl RunConfig {
     /// runs on past `<|endoftext|>`, so that every run does the same work; stories stop there.
     pub fn story(&self) -> StoryConfig {
         let (max_tokens, stop_at_end_of_text) = match self.mode {
-            Mode::Bench => ((self.tokens as usize).min(MAX_BENCH_TOKENS), false),
+            Mode::Bench | Mode::Kernels => ((self.tokens as usize).min(MAX_BENCH_TOKENS), false),
             Mode::Story | Mode::Interactive => (self.tokens as usize, true),
         };
         StoryConfig {

@@ -209,3 +209,38 @@ fn random_bit_flips_never_panic() {
         eprintln!("{name}: {refused} refused, {ran} ran (flips in weight values)");
     }
 }
+
+#[test]
+fn a_multiplier_shift_outside_the_spec_is_refused() {
+    for name in ["story-1k.smb", "story-1k-int4.smb"] {
+        let good = golden(name);
+        let model = Model::parse(&good).unwrap();
+        // Byte offsets (in the file) of the first row multiplier of the embedding, layer 0's wq
+        // and the last layer's w2.
+        let at = |scales: &[u8]| scales.as_ptr() as usize - good.as_ptr() as usize;
+        let last = model.config().n_layers - 1;
+        let places = [
+            at(model.token_embedding().row_scales),
+            at(model.layer(0).wq.row_scales),
+            at(model.layer(last).w2.row_scales) + 8,
+        ];
+        for place in places {
+            for shift in [-1i32, -62, 63, i32::MIN, i32::MAX] {
+                let mut bad = good.clone();
+                set_u32(&mut bad, place + 4, shift as u32);
+                fix_crc(&mut bad);
+                match Model::parse(&bad) {
+                    Err(FormatError::BadMultiplier { shift: s, .. }) => assert_eq!(s, shift),
+                    other => panic!("{name} at {place}, shift {shift}: {other:?}"),
+                }
+            }
+            // The bounds themselves are fine.
+            for shift in [0, 62] {
+                let mut edge = good.clone();
+                set_u32(&mut edge, place + 4, shift);
+                fix_crc(&mut edge);
+                assert!(Model::parse(&edge).is_ok(), "{name} shift {shift}");
+            }
+        }
+    }
+}

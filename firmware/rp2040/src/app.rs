@@ -7,6 +7,7 @@
 use core::fmt::Write as _;
 use core::ops::ControlFlow;
 
+use starmind_engine::kernel_bench;
 use starmind_engine::run_config::{
     Mode, RunConfig, CONFIG_ADDR, CONFIG_BYTES, MAX_BENCH_TOKENS, MAX_PROMPT_BYTES, MODEL_ADDR,
 };
@@ -31,6 +32,9 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
         Ok(config) => config,
         Err(err) => halt(console, format_args!("config: {err}")),
     };
+    if config.mode() == Mode::Kernels {
+        kernels(console, clock)
+    }
     // The XIP window is 16 MiB; a length past it cannot be a model (the host refuses those).
     const MAX_MODEL_BYTES: u32 = 0x1100_0000 - MODEL_ADDR;
     if config.model_bytes() > MAX_MODEL_BYTES {
@@ -52,8 +56,29 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
         Err(err) => halt(console, format_args!("model at {MODEL_ADDR:#010x}: {err}")),
     };
 
-    // The arena is the free RAM right after the statics; the stack grows down towards it.
-    let free_bytes = measure::stack_top() - STACK_RESERVE_BYTES - measure::free_ram_start();
+    // Free RAM: right after the statics, up to the stack reserve (the stack grows down towards
+    // it). A model that fits there beside the arena of its full context is copied in and run from
+    // SRAM (no XIP cache misses on its weights); a larger one is read in place from flash.
+    let free_start = measure::free_ram_start();
+    let mut free_bytes = measure::stack_top() - STACK_RESERVE_BYTES - free_start;
+    let mut arena_start = free_start;
+    let full_arena = Model::arena_bytes(&model.config(), model.config().seq_len);
+    let in_sram = model_bytes.len() + 4 + full_arena <= free_bytes;
+    let model = if in_sram {
+        let at = (free_start + 3) & !3;
+        // SAFETY: [at, at + len) lies inside the free RAM (checked above), which nothing else
+        // uses; after the copy it is only read, for the rest of the program.
+        let copy = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, model_bytes.len()) };
+        copy.copy_from_slice(model_bytes);
+        arena_start = at + copy.len();
+        free_bytes -= arena_start - free_start;
+        match Model::parse(copy) {
+            Ok(model) => model,
+            Err(err) => halt(console, format_args!("model copied to SRAM: {err}")),
+        }
+    } else {
+        model
+    };
     let model_config = model.config();
     // The model's full context, shortened only when RAM is short.
     let mut ctx = model_config.seq_len;
@@ -67,20 +92,19 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
             format_args!("model needs {arena_bytes} bytes of RAM, {free_bytes} free"),
         );
     }
-    // SAFETY: [free_ram_start, +arena_bytes) is RAM that no static uses and that lies below the
-    // stack reserve; nothing else refers to it for the rest of the program.
-    let arena = unsafe {
-        core::slice::from_raw_parts_mut(measure::free_ram_start() as *mut u8, arena_bytes)
-    };
+    // SAFETY: [arena_start, +arena_bytes) is RAM that no static and no model copy uses and that
+    // lies below the stack reserve; nothing else refers to it for the rest of the program.
+    let arena = unsafe { core::slice::from_raw_parts_mut(arena_start as *mut u8, arena_bytes) };
     let mut session = match Session::new(&model, ctx, arena) {
         Ok(session) => session,
         Err(err) => halt(console, format_args!("session: {err}")),
     };
     let _ = writeln!(
         console,
-        "STARMIND-READY mode={} model_bytes={} ctx={ctx} arena_bytes={arena_bytes}\r",
+        "STARMIND-READY mode={} model_bytes={} ctx={ctx} arena_bytes={arena_bytes} model_in={}\r",
         config.mode().name(),
-        model_bytes.len(),
+        model.bytes().len(),
+        if in_sram { "sram" } else { "flash" },
     );
 
     let run = Run {
@@ -88,6 +112,8 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
         model: &model,
         config: &config,
         arena_bytes,
+        arena_end: arena_start + arena_bytes,
+        in_sram,
         clock,
         clk_sys_hz,
     };
@@ -95,7 +121,54 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
         Mode::Bench => run.bench(console, clock, clk_sys_hz, &mut session),
         Mode::Story => run.stories(console, &mut session),
         Mode::Interactive => run.interactive(console, &mut session),
+        Mode::Kernels => kernels(console, clock),
     }
+}
+
+/// Times every kernel (`starmind_engine::kernel_bench`) on data in the free RAM, one
+/// `STARMIND-KERNEL` line each, then `STARMIND-DONE`; the model is not needed.
+fn kernels(console: &mut Console, clock: &CycleClock) -> ! {
+    let free_bytes = measure::stack_top() - STACK_RESERVE_BYTES - measure::free_ram_start();
+    let bytes = kernel_bench::ARENA_BYTES.min(free_bytes);
+    // SAFETY: [free_ram_start, +bytes) is RAM that no static uses and that lies below the stack
+    // reserve; nothing else refers to it for the rest of the program.
+    let arena =
+        unsafe { core::slice::from_raw_parts_mut(measure::free_ram_start() as *mut u8, bytes) };
+    let cycles = || clock.cycles();
+    let mut checks = [None; 4];
+    let mut n_checks = 0;
+    let ran = kernel_bench::run(
+        arena,
+        &cycles,
+        &mut |c| {
+            if let Some(slot) = checks.get_mut(n_checks) {
+                *slot = Some(c);
+                n_checks += 1;
+            }
+        },
+        &mut |t| {
+            let _ = writeln!(
+                console,
+                "STARMIND-KERNEL v1 name={} rows={} cols={} calls={} cycles={} macs_per_call={}\r",
+                t.name, t.rows, t.cols, t.calls, t.cycles, t.macs
+            );
+        },
+    );
+    for c in checks.iter().flatten() {
+        let _ = writeln!(
+            console,
+            "STARMIND-KERNEL-CHECK v1 name={} cases={} mismatches={}\r",
+            c.name, c.cases, c.mismatches
+        );
+    }
+    if !ran {
+        halt(
+            console,
+            format_args!("kernels need {} bytes of RAM", kernel_bench::ARENA_BYTES),
+        );
+    }
+    let _ = writeln!(console, "STARMIND-DONE\r");
+    idle()
 }
 
 struct Run<'r> {
@@ -103,6 +176,10 @@ struct Run<'r> {
     model: &'r Model<'r>,
     config: &'r RunConfig,
     arena_bytes: usize,
+    /// First RAM byte past the arena (the stack's floor).
+    arena_end: usize,
+    /// The model was copied to SRAM at boot.
+    in_sram: bool,
     clock: &'r CycleClock,
     clk_sys_hz: u32,
 }
@@ -135,7 +212,7 @@ impl Run<'_> {
         };
         let ids = &timer.ids[..timer.generated];
 
-        let stack = measure::stack_high_water(measure::free_ram_start() + self.arena_bytes);
+        let stack = measure::stack_high_water(self.arena_end);
         let prefill_per_token = timer.prefill_cycles / prompt_len as u64;
         let decode_per_token = decode_cycles / ids.len().max(1) as u64;
         let sample_per_token = timer.sample_cycles / ids.len().max(1) as u64;
@@ -154,12 +231,13 @@ impl Run<'_> {
                  decode_cycles_per_token={decode_per_token} \
                  sample_cycles_per_token={sample_per_token} clock_hz={clk_sys_hz} \
                  peak_stack_bytes={stack} arena_bytes={} static_ram_bytes={} model_bytes={} \
-                 ctx={} ids=",
+                 ctx={} model_in={} ids=",
                 ids.len(),
                 self.arena_bytes,
                 measure::free_ram_start() - 0x2000_0000,
                 self.model.bytes().len(),
                 self.ctx,
+                if self.in_sram { "sram" } else { "flash" },
             );
             for (i, id) in ids.iter().enumerate() {
                 let _ = write!(console, "{}{id}", if i == 0 { "" } else { "," });

@@ -1,0 +1,408 @@
+//! Kernel micro-benchmarks (`starmind bench --kernels`): each kernel of the forward pass and the
+//! sampler, at the shapes the benched models use, on PRNG data in RAM, timed by a caller's cycle
+//! clock. The firmware runs them in its `kernels` mode and prints one `STARMIND-KERNEL` line per
+//! case; the host parses the lines (src/bench/kernels.rs).
+//!
+//! The data lie in the arena (SRAM), so the numbers are the kernels' own cycles; where the
+//! weights live (flash, XIP cache) is the model bench's business.
+
+use crate::forward::{attention, put_step, AttentionShape, KvView, STEP_WORDS};
+use crate::kernels::{
+    div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, quantize_act, rmsnorm,
+    silu_q16, step_q16, Multiplier, ACT_LEVELS, ONE_Q16,
+};
+use crate::sampler::{Sampler, SamplerConfig};
+
+/// What one case measured: `calls` calls took `cycles`; each call does `macs` multiply-adds
+/// (elements, for the element-wise kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelTiming {
+    pub name: &'static str,
+    pub rows: u32,
+    pub cols: u32,
+    pub calls: u32,
+    pub cycles: u64,
+    pub macs: u32,
+}
+
+/// A fast kernel compared with its plain reference on PRNG inputs: `mismatches` of `cases`
+/// outputs differed (0 = bit-identical).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelCheck {
+    pub name: &'static str,
+    pub cases: u32,
+    pub mismatches: u32,
+}
+
+/// Compares every fast kernel with its reference on PRNG data in `words` (≥ 8,192 of them), at
+/// the shapes the engine meets and a few odd ones (an odd row count, 4 columns, full-scale
+/// values).
+pub fn check(words: &mut [i32], report: &mut dyn FnMut(KernelCheck)) {
+    let mut rng = Rng(0x1234_5679);
+    let (x, rest) = words.split_at_mut(512);
+    let (out, rest) = rest.split_at_mut(512);
+    let (want, rest) = rest.split_at_mut(512);
+    let (scale_words, rest) = rest.split_at_mut(2 * 64);
+    let weight_words = &mut rest[..64 * 172 / 4];
+    let mut outputs = 0u32;
+    let mut mismatches = 0u32;
+    for (round, (rows, cols)) in [
+        (64, 64),
+        (172, 64),
+        (64, 172),
+        (33, 12),
+        (7, 4),
+        (5, 100),
+        (2, 8),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for v in x.iter_mut() {
+            *v = if round == 0 {
+                ACT_LEVELS
+            } else {
+                rng.signed(ACT_LEVELS)
+            };
+        }
+        for w in weight_words.iter_mut() {
+            *w = if round == 0 {
+                i32::MIN >> 7
+            } else {
+                rng.next() as i32
+            }; // 0x80 bytes: -128
+        }
+        for pair in scale_words.chunks_exact_mut(2) {
+            pair[0] = ((1 << 30) | (rng.next() >> 2)) as i32;
+            pair[1] = 38 + (rng.next() % 8) as i32;
+        }
+        // SAFETY: initialised i32 words read as bytes (alignment 1, same memory).
+        let weights: &[u8] = unsafe {
+            core::slice::from_raw_parts(weight_words.as_ptr().cast::<u8>(), weight_words.len() * 4)
+        };
+        // SAFETY: as above.
+        let scales: &[u8] = unsafe {
+            core::slice::from_raw_parts(scale_words.as_ptr().cast::<u8>(), scale_words.len() * 4)
+        };
+        let rows = rows.min(scales.len() / 8);
+        let step = step_q16((rng.next() >> 8) as i32 + 1, ACT_LEVELS);
+        matvec_i8(&mut out[..rows], scales, weights, cols, &x[..cols], step);
+        matvec_i8_reference(&mut want[..rows], scales, weights, cols, &x[..cols], step);
+        outputs += rows as u32;
+        mismatches += out[..rows]
+            .iter()
+            .zip(&want[..rows])
+            .filter(|(a, b)| a != b)
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "matvec_i8",
+        cases: outputs,
+        mismatches,
+    });
+    // The (hardware, on the device) divider against the compiler's software `/` and `%`.
+    let mut mismatches = 0;
+    let cases = 2000;
+    for i in 0..cases {
+        let n = core::hint::black_box(rng.next());
+        let d = core::hint::black_box(match i % 3 {
+            0 => rng.next() >> (rng.next() % 32),
+            1 => rng.next() % 70_000 + 1,
+            _ => rng.next(),
+        })
+        .max(1);
+        if div_rem_u32(n, d) != (n / d, n % d) {
+            mismatches += 1;
+        }
+    }
+    report(KernelCheck {
+        name: "div_rem_u32",
+        cases,
+        mismatches,
+    });
+}
+
+/// Arena bytes [`run`] needs.
+pub const ARENA_BYTES: usize = 96 * 1024;
+
+struct Rng(u32);
+
+impl Rng {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0
+    }
+    /// Uniform in `-range..=range`.
+    fn signed(&mut self, range: i32) -> i32 {
+        (self.next() % (2 * range as u32 + 1)) as i32 - range
+    }
+}
+
+fn take<'a, T>(buf: &mut &'a mut [T], n: usize) -> &'a mut [T] {
+    let all = core::mem::take(buf);
+    let n = n.min(all.len());
+    let (head, tail) = all.split_at_mut(n);
+    *buf = tail;
+    head
+}
+
+/// Times `calls` calls of `f`.
+fn time(clock: &dyn Fn() -> u64, calls: u32, mut f: impl FnMut()) -> u64 {
+    let start = clock();
+    for _ in 0..calls {
+        f();
+    }
+    clock() - start
+}
+
+/// Runs every case and hands each timing to `report`. `arena` needs [`ARENA_BYTES`] bytes
+/// (any alignment); returns false (and runs nothing) when it is smaller.
+pub fn run(
+    arena: &mut [u8],
+    clock: &dyn Fn() -> u64,
+    checked: &mut dyn FnMut(KernelCheck),
+    report: &mut dyn FnMut(KernelTiming),
+) -> bool {
+    if arena.len() < ARENA_BYTES {
+        return false;
+    }
+    let skip = arena.as_ptr().align_offset(4).min(3);
+    let words_len = (ARENA_BYTES - 4) / 4;
+    // SAFETY: `skip` makes the start 4-byte aligned and `words_len` words fit in what remains
+    // (ARENA_BYTES - 4 ≥ 4·words_len); every bit pattern is a valid i32.
+    let words: &mut [i32] = unsafe {
+        core::slice::from_raw_parts_mut(arena[skip..].as_mut_ptr().cast::<i32>(), words_len)
+    };
+    check(words, checked);
+    let mut rng = Rng(0x2545_F491);
+    let mut free = words;
+    let x = take(&mut free, 512);
+    let out = take(&mut free, 512);
+    let scratch = take(&mut free, 512);
+    for v in x.iter_mut() {
+        *v = rng.signed(ACT_LEVELS);
+    }
+    // Weights and row scales as bytes, carved from the rest.
+    let weight_words = take(&mut free, 512 * 64 / 4);
+    let scale_words = take(&mut free, 512 * 2);
+    let kv_words = take(&mut free, 64 * 64); // 2 × 64 positions × 64 i16
+    let mut seed = rng.next();
+    let bytes_of = |w: &mut [i32], seed: &mut u32| {
+        for v in w.iter_mut() {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 17;
+            *seed ^= *seed << 5;
+            *v = *seed as i32;
+        }
+    };
+    bytes_of(weight_words, &mut seed);
+    for pair in scale_words.chunks_exact_mut(2) {
+        let m = Multiplier {
+            mant: (1 << 30) | (rng.next() >> 2),
+            shift: 40,
+        };
+        pair[0] = m.mant as i32;
+        pair[1] = m.shift;
+    }
+    // SAFETY: reinterpreting initialised i32 words as bytes (alignment 1, same memory).
+    let weights: &[u8] = unsafe {
+        core::slice::from_raw_parts(weight_words.as_ptr().cast::<u8>(), weight_words.len() * 4)
+    };
+    // SAFETY: as above.
+    let scales: &[u8] = unsafe {
+        core::slice::from_raw_parts(scale_words.as_ptr().cast::<u8>(), scale_words.len() * 4)
+    };
+    let x_step = step_q16(3 << 16, ACT_LEVELS);
+
+    for (rows, cols, calls) in [(64, 64, 40), (172, 64, 16), (64, 172, 16), (512, 64, 6)] {
+        let cycles = time(clock, calls, || {
+            matvec_i8(&mut out[..rows], scales, weights, cols, &x[..cols], x_step)
+        });
+        report(KernelTiming {
+            name: "matvec_i8",
+            rows: rows as u32,
+            cols: cols as u32,
+            calls,
+            cycles,
+            macs: (rows * cols) as u32,
+        });
+    }
+    {
+        let (rows, cols, group) = (64, 64, 32);
+        let cycles = time(clock, 16, || {
+            matvec_i4(
+                &mut out[..rows],
+                scales,
+                weights,
+                weights,
+                cols,
+                group,
+                &x[..cols],
+                x_step,
+            )
+        });
+        report(KernelTiming {
+            name: "matvec_i4",
+            rows: rows as u32,
+            cols: cols as u32,
+            calls: 16,
+            cycles,
+            macs: (rows * cols) as u32,
+        });
+    }
+
+    // Attention of one layer: 8 query heads over 4 key/value heads of 8 (the stories260k shape),
+    // at 16 and 64 cached positions.
+    {
+        // SAFETY: the kv words as i16 (alignment 2 ≤ 4, twice as many elements, same memory).
+        let kv: &mut [i16] = unsafe {
+            core::slice::from_raw_parts_mut(kv_words.as_mut_ptr().cast::<i16>(), kv_words.len() * 2)
+        };
+        for v in kv.iter_mut() {
+            *v = rng.signed(2047) as i16;
+        }
+        let (keys, values) = kv.split_at(kv.len() / 2);
+        let steps = take(&mut free, 64 * STEP_WORDS);
+        for slot in 0..64 {
+            let max = (rng.next() >> 12) as i32 + ONE_Q16;
+            put_step(steps, slot, step_q16(max, 2047));
+        }
+        let q = take(&mut free, 64);
+        for v in q.iter_mut() {
+            *v = rng.signed(4 << 16);
+        }
+        let shape = AttentionShape {
+            head_size: 8,
+            kv_dim: 32,
+            kv_per_q: 2,
+        };
+        let score_scale = Multiplier::from_fixed(23_170, 16 + 16); // ≈ 1/√8 / 2¹⁶
+        for positions in [16usize, 64] {
+            let cache = KvView {
+                keys,
+                values,
+                key_steps: &steps[..positions * STEP_WORDS],
+                value_steps: &steps[..positions * STEP_WORDS],
+            };
+            let calls = 4;
+            let cycles = time(clock, calls, || {
+                attention(
+                    &mut out[..64],
+                    q,
+                    &cache,
+                    &mut scratch[..positions],
+                    &mut x[256..512],
+                    shape,
+                    score_scale,
+                )
+            });
+            // Two head_size-long dot products per (head, position): q·k and p·v.
+            report(KernelTiming {
+                name: "attention",
+                rows: 8,
+                cols: positions as u32,
+                calls,
+                cycles,
+                macs: (2 * 8 * 8 * positions) as u32,
+            });
+        }
+    }
+    for v in x[256..].iter_mut() {
+        *v = rng.signed(3 << 16);
+    }
+
+    let gains = take(&mut free, 172);
+    for g in gains.iter_mut() {
+        *g = ONE_Q16 + rng.signed(1 << 14);
+    }
+    // SAFETY: as above (initialised words read as bytes).
+    let gain_bytes: &[u8] =
+        unsafe { core::slice::from_raw_parts(gains.as_ptr().cast::<u8>(), gains.len() * 4) };
+    {
+        let cycles = time(clock, 20, || {
+            rmsnorm(&mut out[..64], &x[256..320], gain_bytes)
+        });
+        report(elementwise("rmsnorm", 64, 20, cycles));
+        let cycles = time(clock, 20, || {
+            quantize_act(&x[256..320], &mut scratch[..64]);
+        });
+        report(elementwise("quantize_act", 64, 20, cycles));
+        let cycles = time(clock, 4, || {
+            for (o, &v) in out[..172].iter_mut().zip(&x[256..428]) {
+                *o = silu_q16(v);
+            }
+        });
+        report(elementwise("silu_q16", 172, 4, cycles));
+        let cycles = time(clock, 4, || {
+            for (o, &v) in out[..256].iter_mut().zip(&x[256..512]) {
+                *o = exp_q16(-(v.unsigned_abs() as i32 & 0x7_FFFF));
+            }
+        });
+        report(elementwise("exp_q16", 256, 4, cycles));
+    }
+
+    // The sampler over a vocabulary of logits (temperature 0.8, top-k 40, top-p 0.9: the
+    // bench's settings).
+    for vocab in [512usize, 1024] {
+        let logits = take(&mut free, vocab);
+        for l in logits.iter_mut() {
+            *l = rng.signed(6 << 16);
+        }
+        let mut sampler = Sampler::new(SamplerConfig {
+            temperature_q8: 205,
+            top_k: 40,
+            top_p_q16: 58_982,
+            seed: 42,
+        });
+        let calls = 4;
+        let cycles = time(clock, calls, || {
+            sampler.sample(logits);
+        });
+        report(elementwise("sample_top_k", vocab as u32, calls, cycles));
+    }
+    true
+}
+
+fn elementwise(name: &'static str, n: u32, calls: u32, cycles: u64) -> KernelTiming {
+    KernelTiming {
+        name,
+        rows: 1,
+        cols: n,
+        calls,
+        cycles,
+        macs: n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    #[test]
+    fn every_case_runs_on_the_host() {
+        let mut arena = vec![0u8; ARENA_BYTES + 1];
+        let ticks = core::cell::Cell::new(0u64);
+        let clock = || {
+            ticks.set(ticks.get() + 1000);
+            ticks.get()
+        };
+        let mut seen = Vec::new();
+        let mut checks = Vec::new();
+        assert!(run(
+            &mut arena[1..],
+            &clock,
+            &mut |c| checks.push(c),
+            &mut |t| seen.push(t)
+        ));
+        assert!(seen.len() >= 12, "{seen:?}");
+        assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
+        assert_eq!(checks.len(), 2);
+        assert!(checks[0].cases > 200, "{checks:?}");
+        assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
+        assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
+    }
+}
