@@ -101,17 +101,22 @@ fn a_sampled_story_ends_when_the_model_draws_bos_again() {
     let out = dir.join("ckpt");
     let c = out.to_str().unwrap();
     ok(&["import", "llama2c", STORIES, "--out", c]);
-    // Seed 1 at temperature 1 draws BOS as its 287th token (found by running it; the draw
-    // depends on the float model's last bits, which the fused ops changed within 1e-5): run.c's
-    // end of a story.
-    let sampled = ["generate", c, "--temperature", "1", "--seed", "1", "--ids"];
-    let story = ids(&ok(&[&sampled[..], &["-n", "300"]].concat()));
-    assert_eq!(story.len(), 286, "{story:?}");
-    assert!(!story.contains(&1));
-    let on = ids(&ok(&[&sampled[..], &["-n", "290", "--no-stop"]].concat()));
-    assert_eq!(on.len(), 290);
-    assert_eq!(on[..286], story[..]);
-    assert_eq!(on[286], 1, "--no-stop passes BOS on and goes on");
+    // A sampled story stops where the model draws BOS (run.c's end of a story). Where that is
+    // depends on the float model's last bits, so it is found with --no-stop first, and the
+    // stopped story must be exactly the tokens before it.
+    let mut checked = 0;
+    for seed in ["1", "2", "3", "4"] {
+        let sampled = ["generate", c, "--temperature", "1", "--seed", seed, "--ids"];
+        let on = ids(&ok(&[&sampled[..], &["-n", "400", "--no-stop"]].concat()));
+        assert_eq!(on.len(), 400, "--no-stop passes BOS on and goes on");
+        let Some(end) = on.iter().position(|&id| id == 1) else {
+            continue;
+        };
+        let story = ids(&ok(&[&sampled[..], &["-n", "400"]].concat()));
+        assert_eq!(story, on[..end], "seed {seed}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no seed drew BOS within 400 tokens");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -158,6 +163,7 @@ fn stories260k_without_tokenizer_runs_on_ids_through_the_pipeline() {
         "-n",
         "16",
         "--ids",
+        "--no-stop",
     ]));
     assert_eq!(engine.len(), 16);
     assert!(engine.iter().all(|&id| id < 512));
@@ -177,6 +183,7 @@ fn stories260k_without_tokenizer_runs_on_ids_through_the_pipeline() {
         "--context",
         "256",
         "--json",
+        "--force",
         "--compare-ids",
         ids_file.to_str().unwrap(),
     ]);
@@ -359,7 +366,8 @@ fn synthetic_checkpoints_land_in_the_right_tensors() {
                 smb.to_str().unwrap(),
                 "-n",
                 "5",
-                "--ids"
+                "--ids",
+                "--no-stop"
             ]))
             .len(),
             5
