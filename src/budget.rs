@@ -72,6 +72,11 @@ pub fn param_count(c: &ModelConfig) -> u64 {
         .saturating_add(norms)
 }
 
+/// Tokens one scoring pass of the float model covers at most ([`crate::eval::float`] cuts a
+/// batch of windows into passes of this size, so evaluation memory does not grow with the
+/// validation set).
+pub const SCORE_PASS_TOKENS: usize = 8192;
+
 /// f32 values a training step keeps per token with the fused ops ([`crate::model`]): per layer
 /// ~12 of width `dim` (block input, the two norms' outputs, q, k, v, attention output, its
 /// projection, the residual sums, the FFN output), 3 of `hidden_dim` (w1 and w3 outputs, the
@@ -116,7 +121,7 @@ pub fn train_memory(c: &ModelConfig, batch: usize, seq_len: usize) -> MemoryEsti
 }
 
 /// Memory scoring needs when `tokens` tokens are in forward passes at once (the float scorer
-/// runs at most [`crate::eval::float::CHUNK_TOKENS`] per pass on each thread): weights plus the
+/// runs at most [`SCORE_PASS_TOKENS`] per pass on each thread): weights plus the
 /// activations of [`eval_floats_per_token`].
 pub fn eval_memory(c: &ModelConfig, tokens: usize) -> MemoryEstimate {
     let params = param_count(c);
@@ -130,10 +135,10 @@ pub fn eval_memory(c: &ModelConfig, tokens: usize) -> MemoryEstimate {
 }
 
 /// Tokens the float scorer has in flight when it scores `windows` windows of `seq_len` tokens:
-/// at most [`crate::eval::float::CHUNK_TOKENS`] per pass on each of the cores.
+/// at most [`SCORE_PASS_TOKENS`] per pass on each of the cores.
 pub fn eval_tokens_in_flight(windows: usize, seq_len: usize) -> usize {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_pass = crate::eval::float::CHUNK_TOKENS.max(seq_len);
+    let per_pass = SCORE_PASS_TOKENS.max(seq_len);
     windows
         .saturating_mul(seq_len)
         .min(threads.saturating_mul(per_pass))

@@ -43,7 +43,7 @@ pub fn score(model: &Transformer, windows: &[&[u32]], greedy: bool) -> Result<Ve
 
 /// Tokens one forward pass scores at most: the memory of a pass grows with it (the logits alone
 /// are `tokens × vocab` floats), so a large validation set is scored in passes of this size.
-pub const CHUNK_TOKENS: usize = 8192;
+pub const CHUNK_TOKENS: usize = crate::budget::SCORE_PASS_TOKENS;
 
 fn score_on_this_thread(
     model: &Transformer,
