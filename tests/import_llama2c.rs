@@ -200,6 +200,7 @@ fn stories260k_without_tokenizer_runs_on_ids_through_the_pipeline() {
         s,
         "--context",
         "256",
+        "--force",
         "--compare-ids",
         ids_file.to_str().unwrap(),
     ]);
