@@ -115,6 +115,7 @@ fn a_sampled_story_ends_when_the_model_draws_bos_again() {
         let story = ids(&ok(&[&sampled[..], &["-n", "400"]].concat()));
         assert_eq!(story, on[..end], "seed {seed}");
         checked += 1;
+        break;
     }
     assert!(checked > 0, "no seed drew BOS within 400 tokens");
     std::fs::remove_dir_all(&dir).unwrap();
