@@ -9,7 +9,7 @@
 //!   doubling of that factor with the others held — the very unit the seed's hierarchy uses
 //!   ("40–50 % speed loss per doubling").
 
-use super::report::pareto_front;
+use super::front::pareto_front;
 use super::Row;
 use std::fmt::Write as _;
 

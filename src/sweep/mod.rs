@@ -33,6 +33,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod findings;
+pub mod front;
 pub mod report;
 
 /// The families `--family all` runs, in this order.

@@ -4,6 +4,7 @@
 //! from the rows: rerunning [`write_family`] / [`write_index`] on the same rows gives the same
 //! files.
 
+use super::front::{bpb, measured, pareto_front, pareto_top, tok_s};
 use super::{Row, Settings};
 use crate::fsio;
 use crate::plot::{Axis, Chart, Marker, Point, Scale, Series};
@@ -185,63 +186,6 @@ pub fn read_settings(path: &Path) -> Result<Option<Settings>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
-}
-
-/// Rows that ran to the end with a quality and a speed figure.
-fn measured(rows: &[Row]) -> Vec<&Row> {
-    rows.iter()
-        .filter(|r| r.is_ok() && r.val_bpb.is_some() && r.decode_tok_per_s.is_some())
-        .collect()
-}
-
-fn tok_s(r: &Row) -> f64 {
-    r.decode_tok_per_s.unwrap_or(0.0)
-}
-
-fn bpb(r: &Row) -> f64 {
-    r.val_bpb.unwrap_or(f64::INFINITY)
-}
-
-/// Whether `a` is at least as fast and as good as `b`, and better in one.
-fn dominates(a: &Row, b: &Row) -> bool {
-    tok_s(a) >= tok_s(b) && bpb(a) <= bpb(b) && (tok_s(a) > tok_s(b) || bpb(a) < bpb(b))
-}
-
-/// Indices (into `rows`) of the measured rows no other measured row dominates: the
-/// speed/quality Pareto front, fastest first.
-pub fn pareto_front(rows: &[Row]) -> Vec<usize> {
-    let ok: Vec<usize> = (0..rows.len())
-        .filter(|&i| {
-            let r = &rows[i];
-            r.is_ok() && r.val_bpb.is_some() && r.decode_tok_per_s.is_some()
-        })
-        .collect();
-    let mut front: Vec<usize> = ok
-        .iter()
-        .copied()
-        .filter(|&i| !ok.iter().any(|&j| dominates(&rows[j], &rows[i])))
-        .collect();
-    front.sort_by(|&a, &b| tok_s(&rows[b]).total_cmp(&tok_s(&rows[a])));
-    front
-}
-
-/// The three "Pareto-best" rows: front members ranked by how many measured rows each
-/// dominates (ties: lower bpb first).
-pub fn pareto_top(rows: &[Row], n: usize) -> Vec<(usize, usize)> {
-    let ok = measured(rows);
-    let mut ranked: Vec<(usize, usize)> = pareto_front(rows)
-        .into_iter()
-        .map(|i| {
-            let count = ok.iter().filter(|r| dominates(&rows[i], r)).count();
-            (i, count)
-        })
-        .collect();
-    ranked.sort_by(|a, b| {
-        b.1.cmp(&a.1)
-            .then_with(|| bpb(&rows[a.0]).total_cmp(&bpb(&rows[b.0])))
-    });
-    ranked.truncate(n);
-    ranked
 }
 
 /// Models the seed recommended, with the log line that does (file:line in ../shared/seeds).
