@@ -106,13 +106,24 @@ impl Sampler {
         for (w, &v) in weights.iter_mut().zip(&vals[..n]) {
             *w = weight(v);
         }
-        let total: u64 = weights[..n].iter().map(|&w| w as u64).sum();
+        self.draw_nucleus(&ids[..n], &weights[..n])
+    }
+
+    /// Top-p over candidates sorted most likely first (`weights[i]` is `ids[i]`'s weight), then
+    /// one draw among those kept. The whole-vector and the streamed sampler both end here.
+    #[cfg_attr(
+        all(target_arch = "arm", feature = "rp2040"),
+        link_section = ".data.ramfunc"
+    )]
+    fn draw_nucleus(&mut self, ids: &[u32], weights: &[u32]) -> u32 {
+        let total: u64 = weights.iter().map(|&w| w as u64).sum();
         // Nucleus: the shortest prefix whose mass reaches top_p of the candidates' mass.
-        let mut kept = n;
-        if c.top_p_q16 < (1 << 16) {
-            let target = (total * c.top_p_q16 as u64) >> 16;
+        let top_p_q16 = self.config.top_p_q16;
+        let mut kept = weights.len();
+        if top_p_q16 < (1 << 16) {
+            let target = (total * top_p_q16 as u64) >> 16;
             let mut cumulative = 0u64;
-            for (i, &w) in weights[..n].iter().enumerate() {
+            for (i, &w) in weights.iter().enumerate() {
                 cumulative += w as u64;
                 if cumulative >= target {
                     kept = i + 1;
@@ -422,29 +433,7 @@ impl Stream {
         for (w, &v) in weights.iter_mut().zip(&self.vals[..n]) {
             *w = self.weight(v);
         }
-        let total: u64 = weights[..n].iter().map(|&w| w as u64).sum();
-        let top_p_q16 = sampler.config.top_p_q16;
-        let mut kept = n;
-        if top_p_q16 < (1 << 16) {
-            let target = (total * top_p_q16 as u64) >> 16;
-            let mut cumulative = 0u64;
-            for (i, &w) in weights[..n].iter().enumerate() {
-                cumulative += w as u64;
-                if cumulative >= target {
-                    kept = i + 1;
-                    break;
-                }
-            }
-        }
-        let kept_total: u64 = weights[..kept].iter().map(|&w| w as u64).sum();
-        let mut r = sampler.draw(kept_total);
-        for (&id, &w) in self.ids[..kept].iter().zip(&weights[..kept]) {
-            if r < w as u64 {
-                return id;
-            }
-            r -= w as u64;
-        }
-        self.ids[0]
+        sampler.draw_nucleus(&self.ids[..n], &weights[..n])
     }
 }
 
