@@ -349,6 +349,22 @@ fn command(selection: &str, settings: &Settings) -> String {
     c
 }
 
+/// The table cells a config alone fills: params (the seed's claim), vocab, dim, hidden, layers,
+/// heads×head size.
+fn shape_cells(r: &Row) -> String {
+    format!(
+        "{} ({}) | {} | {} | {} | {} | {}×{}",
+        r.params_real,
+        r.params_claimed.map_or("–".into(), |c| c.to_string()),
+        r.vocab,
+        r.dim,
+        r.hidden,
+        r.layers,
+        r.heads,
+        r.head_size
+    )
+}
+
 fn table(rows: &[Row]) -> String {
     let front = pareto_front(rows);
     let mut s = String::from(
@@ -365,16 +381,9 @@ fn table(rows: &[Row]) -> String {
         if !r.is_ok() {
             let _ = writeln!(
                 s,
-                "| {}{mark} | {} ({}) | {} | {} | {} | {} | {}×{} | {} | | | | | {} | |",
+                "| {}{mark} | {} | {} | | | | | {} | |",
                 r.name,
-                r.params_real,
-                r.params_claimed.map_or("–".into(), |c| c.to_string()),
-                r.vocab,
-                r.dim,
-                r.hidden,
-                r.layers,
-                r.heads,
-                r.head_size,
+                shape_cells(r),
                 r.status,
                 opt(r.seed_tok_per_s)
             );
@@ -382,16 +391,9 @@ fn table(rows: &[Row]) -> String {
         }
         let _ = writeln!(
             s,
-            "| {}{mark} | {} ({}) | {} | {} | {} | {} | {}×{} | {} ({}) | {} | {} | {} | {} | {} | {} |",
+            "| {}{mark} | {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
             r.name,
-            r.params_real,
-            r.params_claimed.map_or("–".into(), |c| c.to_string()),
-            r.vocab,
-            r.dim,
-            r.hidden,
-            r.layers,
-            r.heads,
-            r.head_size,
+            shape_cells(r),
             float(r.val_bpb, 3),
             float(r.float_val_bpb, 3),
             float(r.decode_tok_per_s, 1),
