@@ -41,16 +41,12 @@ pub fn score(model: &Transformer, windows: &[&[u32]], greedy: bool) -> Result<Ve
     Ok(out)
 }
 
-/// Tokens one forward pass scores at most: the memory of a pass grows with it (the logits alone
-/// are `tokens × vocab` floats), so a large validation set is scored in passes of this size.
-pub const CHUNK_TOKENS: usize = crate::budget::SCORE_PASS_TOKENS;
-
 fn score_on_this_thread(
     model: &Transformer,
     windows: &[&[u32]],
     greedy: bool,
 ) -> Result<Vec<WindowScore>> {
-    score_in_chunks(model, windows, greedy, CHUNK_TOKENS)
+    score_in_chunks(model, windows, greedy, crate::budget::SCORE_PASS_TOKENS)
 }
 
 /// Scores `windows` in forward passes of equal-length windows, each of at most `chunk_tokens`
