@@ -264,11 +264,14 @@ pub fn run(
             *v = rng.signed(2047) as i16;
         }
         let (keys, values) = kv.split_at(kv.len() / 2);
-        let steps = take(&mut free, 64 * STEP_WORDS);
+        // Key steps as the engine stores them; value steps × 2⁻⁸ as well (forward.rs).
+        let steps = take(&mut free, 2 * 64 * STEP_WORDS);
         for slot in 0..64 {
             let max = (rng.next() >> 12) as i32 + ONE_Q16;
             put_step(steps, slot, step_q16(max, 2047));
+            put_step(steps, 64 + slot, step_q16(max, 2047).shifted(8));
         }
+        let (key_steps, value_steps) = steps.split_at(64 * STEP_WORDS);
         let q = take(&mut free, 64);
         for v in q.iter_mut() {
             *v = rng.signed(4 << 16);
@@ -283,8 +286,8 @@ pub fn run(
             let cache = KvView {
                 keys,
                 values,
-                key_steps: &steps[..positions * STEP_WORDS],
-                value_steps: &steps[..positions * STEP_WORDS],
+                key_steps: &key_steps[..positions * STEP_WORDS],
+                value_steps: &value_steps[..positions * STEP_WORDS],
             };
             let calls = 4;
             let cycles = time(clock, calls, || {
