@@ -199,9 +199,13 @@ fn address_space_left() -> Option<u64> {
     None
 }
 
-/// Gigabytes with one decimal, for messages.
-pub fn gb(bytes: u64) -> String {
-    format!("{:.1} GB", bytes as f64 / 1e9)
+/// A size for messages: GB, MB or kB with one decimal.
+pub fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b => format!("{:.1} kB", b as f64 / 1e3),
+    }
 }
 
 /// Refuses `what` when `estimate` exceeds the available memory: the message gives both numbers,
@@ -214,11 +218,11 @@ pub fn check_memory(what: &str, estimate: &MemoryEstimate, suggestion: &str) -> 
         bail!(
             "{what} needs about {} of memory ({} parameters: {} for weights, gradients and optimizer; {} of activations) \
              but {} is available: {suggestion}",
-            gb(estimate.total_bytes()),
+            human_bytes(estimate.total_bytes()),
             estimate.params,
-            gb(estimate.parameter_bytes),
-            gb(estimate.activation_bytes),
-            gb(available)
+            human_bytes(estimate.parameter_bytes),
+            human_bytes(estimate.activation_bytes),
+            human_bytes(available)
         );
     }
     Ok(())

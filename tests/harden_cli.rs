@@ -396,7 +396,7 @@ fn absurd_shapes_and_batches_are_refused_with_the_numbers() {
             .args(["--batch-size", "4096"])
             .env("STARMIND_MEMORY_BYTES", "64000000"),
     );
-    assert!(err.contains("but 0.1 GB is available"), "{err}");
+    assert!(err.contains("but 64.0 MB is available"), "{err}");
 }
 
 #[test]

@@ -239,3 +239,31 @@ fn a_sweep_trains_reports_and_continues_after_a_kill() {
     );
     assert_eq!(s.results(), csv);
 }
+
+#[test]
+fn a_variant_too_big_for_its_share_of_memory_is_a_failed_row_not_a_kill() {
+    let s = setup("sweep-memory");
+    // 1 MB for the sweep, split between two workers: every variant's training is refused by
+    // its own memory check, before it allocates.
+    let out = s
+        .command(&["--jobs", "2"])
+        .env("STARMIND_MEMORY_BYTES", "1000000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let csv = s.results();
+    for name in ["tiny-plain", "tiny-head-size"] {
+        let status = field(&csv, name, "status");
+        assert!(
+            status.starts_with("failed") && status.contains("but 500.0 kB is available"),
+            "{name}: {status}\n{stderr}"
+        );
+        assert!(
+            !s.runs
+                .join(name)
+                .join("checkpoint/model.safetensors")
+                .exists(),
+            "{name} trained anyway"
+        );
+    }
+}

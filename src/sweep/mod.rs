@@ -408,12 +408,16 @@ fn sweep_group(
     bar.set_position(done_before as u64);
     let started = Instant::now();
     let mut finished_now = 0usize;
+    // Each worker is held to its share of what is free now: a variant too big for it is refused
+    // by its own memory check (a failed row naming the numbers) instead of being killed by the
+    // kernel's out-of-memory killer, which may pick a sibling instead.
+    let memory_share = worker_memory_bytes(crate::budget::available_memory_bytes(), args.jobs);
     let mut queue = pending.iter();
     let mut running: Vec<(&NamedConfig, Child)> = Vec::new();
     loop {
         while running.len() < args.jobs {
             let Some(&variant) = queue.next() else { break };
-            let child = spawn_worker(args, &variant.spec, &variant.config.name)?;
+            let child = spawn_worker(args, &variant.spec, &variant.config.name, memory_share)?;
             running.push((&variant.config, child));
         }
         if running.is_empty() {
@@ -490,9 +494,15 @@ fn summary_line(row: &Row) -> String {
     )
 }
 
+/// The memory one of `jobs` parallel workers may use: an equal share of `available`.
+fn worker_memory_bytes(available: Option<u64>, jobs: usize) -> Option<u64> {
+    available.map(|bytes| bytes / jobs.max(1) as u64)
+}
+
 /// Starts `starmind sweep --worker` for one config (`spec`: its name or path; `name`: the
-/// config's name), its output into the variant's log.
-fn spawn_worker(args: &Args, spec: &str, name: &str) -> Result<Child> {
+/// config's name), its output into the variant's log; `memory_bytes` becomes the worker's
+/// `$STARMIND_MEMORY_BYTES` (what its memory checks allow).
+fn spawn_worker(args: &Args, spec: &str, name: &str, memory_bytes: Option<u64>) -> Result<Child> {
     let dir = args.runs.join(name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let row_path = dir.join(ROW_FILE);
@@ -534,6 +544,9 @@ fn spawn_worker(args: &Args, spec: &str, name: &str) -> Result<Child> {
     }
     if let Some(probe) = &args.probe {
         command.arg(format!("--probe={probe}"));
+    }
+    if let Some(bytes) = memory_bytes {
+        command.env(crate::budget::MEMORY_ENV, bytes.to_string());
     }
     command
         .stdin(Stdio::null())
@@ -705,5 +718,19 @@ fn bench_args(args: &Args) -> bench::Args {
                 top_p: 0.9,
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_worker_gets_an_equal_share_of_the_memory() {
+        assert_eq!(worker_memory_bytes(Some(24_000), 1), Some(24_000));
+        assert_eq!(worker_memory_bytes(Some(24_000), 2), Some(12_000));
+        assert_eq!(worker_memory_bytes(Some(24_001), 3), Some(8_000));
+        assert_eq!(worker_memory_bytes(Some(10), 0), Some(10));
+        assert_eq!(worker_memory_bytes(None, 2), None);
     }
 }
