@@ -7,10 +7,15 @@
 //! Split (fixed, documented in datasets/README.md): with `--valid <file>` (or a hub dataset that
 //! has a validation file) that file is the validation split and all of `--data` trains; otherwise
 //! the last [`HELD_OUT_PERCENT`] % of the training text, starting at a line boundary, is held out.
+//!
+//! [`token_cache`]: the training text's token ids, tokenized once in parallel and memory-mapped
+//! from the checkpoint directory on later runs.
 
 use crate::hub::HubFile;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
+
+pub mod token_cache;
 
 /// Default `--data`: the TinyStories dataset on the Hugging Face hub (a documented slice of it,
 /// [`HUB_PREFIX_BYTES`]), and when the hub cannot be reached the bundled sample.

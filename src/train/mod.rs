@@ -1,6 +1,7 @@
 //! `starmind train`: a named config's transformer trained on story text with candle.
 //!
-//! One function per arrow: [`data::load_corpus`] → [`Tokenizer::train`] → the loop in
+//! One function per arrow: [`data::load_corpus`] → [`Tokenizer::train`] →
+//! [`token_cache::load_or_tokenize`] (tokenized once, then mapped from `--out`) → the loop in
 //! [`train_loop`] (AdamW, warmup + cosine, global-norm clipping, periodic validation, atomic
 //! checkpoints) → final evaluation, sample and loss curve. This file is the run top to bottom;
 //! [`optim`] holds AdamW and the schedule, [`metrics`] metrics.csv and the loss plot,
@@ -12,7 +13,7 @@
 
 use crate::checkpoint::{self, CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE};
 use crate::config::{self, NamedConfig, TrainConfig};
-use crate::data::{self, Corpus, Rng};
+use crate::data::{self, token_cache, Corpus, Rng};
 use crate::eval::{self, EvalReport};
 use crate::fsio;
 use crate::model::{self, Transformer};
@@ -293,7 +294,18 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
         checkpoint::write_config(out, &config)?;
     }
 
-    let train_tokens = tokenizer.encode(&corpus.train);
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let train_tokens = token_cache::load_or_tokenize(&token_cache::Request {
+        dir: out,
+        role: "train",
+        text: &corpus.train,
+        tokenizer: &tokenizer,
+        threads,
+        progress: !args.json,
+    })?;
+    let train_tokens = train_tokens.ids();
     let valid = tokenizer.encode_with_source_bytes(&corpus.valid);
     let unknown = train_tokens
         .iter()
@@ -316,7 +328,7 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
     process::single_threaded_matmuls();
     let run = RunInputs {
         config: &config,
-        train_tokens: &train_tokens,
+        train_tokens,
         valid_ids: &valid.ids,
         valid_bytes: &valid.source_bytes,
         unk_id: tokenizer.unk_id(),
@@ -324,9 +336,7 @@ pub fn train(args: &Args, out: &Path) -> Result<Option<TrainReport>> {
         valid_source: valid_source.as_deref(),
         stop_after: args.stop_after,
         max_seconds: args.max_seconds,
-        threads: args
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads,
         out,
     };
     let outcome = train_loop(&run, resumed, &device)?;
