@@ -758,7 +758,7 @@ const PV_I32_MAX_WEIGHT: u32 = (i32::MAX / KV_LEVELS) as u32;
 /// head past `kv_dim`) go to the reference.
 ///
 /// rp2040js (`starmind bench --kernels --emulator`), 8 heads of 8 over 4 key/value heads:
-/// 71,719 cycles at 16 positions, 227,875 at 64 (27.8 cycles per q·k or p·v MAC; the plain
+/// 66,438 cycles at 16 positions, 202,031 at 64 (24.7 cycles per q·k or p·v MAC; the plain
 /// form took 122,719 and 413,344).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
@@ -912,17 +912,250 @@ fn attention_dots_any(att: &mut [i32], q: &[i32], keys: &[i16], kv_offset: usize
     }
 }
 
-/// `att[t] = (q_scale · key step t)(att[t])`: the dot products to Q16.16 scores.
+/// The plain form of [`scale_scores`].
+pub(crate) fn scale_scores_reference(att: &mut [i32], key_steps: &[i32], q_scale: Multiplier) {
+    for (a, step) in att.iter_mut().zip(key_steps.chunks_exact(STEP_WORDS)) {
+        *a = q_scale.times(step_at(step)).apply_i32(*a);
+    }
+}
+
+/// `att[t] = (q_scale · key step t)(att[t])`: the dot products to Q16.16 scores
+/// ([`scale_scores_reference`] bit for bit; on thumbv6m through [`scores_thumb`]).
 #[inline(never)]
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
 )]
-fn scale_scores(att: &mut [i32], key_steps: &[i32], q_scale: Multiplier) {
-    for (a, step) in att.iter_mut().zip(key_steps.chunks_exact(STEP_WORDS)) {
+pub(crate) fn scale_scores(att: &mut [i32], key_steps: &[i32], q_scale: Multiplier) {
+    let n = att.len().min(key_steps.len() / STEP_WORDS);
+    #[cfg(target_arch = "arm")]
+    let done = scale_scores_thumb(&mut att[..n], key_steps, q_scale);
+    #[cfg(not(target_arch = "arm"))]
+    let done = 0;
+    for (a, step) in att[done..n]
+        .iter_mut()
+        .zip(key_steps[STEP_WORDS * done..].chunks_exact(STEP_WORDS))
+    {
         *a = q_scale.times(step_at(step)).apply_i32(*a);
     }
 }
+
+/// [`scale_scores`] through [`scores_thumb`]: returns how many leading positions are done.
+/// The routine stops at a position whose shift is outside 1..=62; that one goes the plain way
+/// and the routine goes on (after a few such stops, the rest go the plain way).
+#[cfg(target_arch = "arm")]
+#[inline(always)]
+fn scale_scores_thumb(att: &mut [i32], key_steps: &[i32], q_scale: Multiplier) -> usize {
+    let n = att.len().min(key_steps.len() / STEP_WORDS);
+    if q_scale.shift.unsigned_abs() >= 1 << 20 || q_scale.mant >= 1 << 31 {
+        return 0;
+    }
+    let q = [q_scale.mant, q_scale.shift as u32];
+    let mut done = 0;
+    for _ in 0..4 {
+        // SAFETY: att[done..n] and key_steps[2·done..2·n] are in bounds (n ≤ both lengths);
+        // the routine reads 2 words of steps and reads/writes one word of att per position,
+        // for at most n − done positions, and reads the 2 words of `q`.
+        done += unsafe {
+            scores_thumb(
+                att.as_mut_ptr().add(done),
+                n - done,
+                key_steps.as_ptr().add(STEP_WORDS * done),
+                q.as_ptr(),
+            )
+        };
+        if done >= n {
+            return n;
+        }
+        let step = step_at(&key_steps[STEP_WORDS * done..]);
+        att[done] = q_scale.times(step).apply_i32(att[done]);
+        done += 1;
+    }
+    done
+}
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// [`scale_scores`] on thumbv6m: for each of up to `n` positions, `att[t] =
+    /// (q · step t)(att[t])` with `q = [mant, shift]` (|shift| < 2²⁰) and step t = words
+    /// `2t, 2t + 1` of `steps`, while the product's shift `q.shift + step.shift − 31` is in
+    /// 1..=62 (always, for steps from `step_q16`); returns how many positions it did.
+    fn scores_thumb(att: *mut i32, n: usize, steps: *const i32, q: *const u32) -> usize;
+}
+
+/// Where [`scores_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! SCORES_SECTION {
+    () => {
+        ".section .data.ramfunc.scores_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! SCORES_SECTION {
+    () => {
+        ".section .text.scores_thumb,\"ax\",%progbits"
+    };
+}
+
+// Multiplier::times then Multiplier::apply_i32 (round_shift for shifts 1..=62), bit for bit:
+// m = (q.mant · k.mant) >> 31 from four 16×16 MULS; then |v| · m as two words from four more,
+// + 2^(s-1) (- 1 for a negative v: floor division of the negated product, on the magnitude),
+// >> s across the two words, saturated, the sign put back.
+// r0 att (advancing), r1–r7 scratch, r8 / r9 the low / high half of q.mant, r10 q.shift − 31,
+// r11 att at entry, r12 steps (advancing), lr the end of att.
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    SCORES_SECTION!(),
+    ".global scores_thumb",
+    ".type scores_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "scores_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "mov r11, r0",
+    "lsls r1, r1, #2",
+    "adds r1, r0, r1",
+    "mov lr, r1",
+    "mov r12, r2",
+    "ldr r4, [r3]",
+    "ldr r5, [r3, #4]",
+    "subs r5, #31",
+    "mov r10, r5",
+    "uxth r6, r4",
+    "mov r8, r6",
+    "lsrs r4, r4, #16",
+    "mov r9, r4",
+    "cmp r0, lr",
+    "beq 9f",
+    "1:",
+    "mov r1, r12",
+    "ldm r1!, {{r2, r3}}", // r2 = k.mant, r3 = k.shift
+    // k.shift must be in 0..2^30 (so q.shift + k.shift cannot wrap), s = that − 31 in 1..=31.
+    "lsrs r4, r3, #30",
+    "bne 9f",
+    "add r3, r10",
+    "subs r4, r3, #1",
+    "cmp r4, #61",
+    "bhi 9f",
+    "mov r12, r1",
+    // m = (q.mant · k.mant) >> 31
+    "uxth r4, r2",
+    "lsrs r2, r2, #16",
+    "mov r5, r8",
+    "muls r5, r4, r5", // lo·lo
+    "mov r6, r8",
+    "muls r6, r2, r6", // q lo · k hi
+    "mov r7, r9",
+    "muls r7, r4, r7", // q hi · k lo
+    "mov r1, r9",
+    "muls r1, r2, r1", // hi·hi
+    "adds r6, r6, r7", // mid < 2^32 (both halves < 2^31)
+    "lsls r7, r6, #16",
+    "lsrs r6, r6, #16",
+    "adds r5, r5, r7",
+    "adcs r1, r6",
+    "lsls r1, r1, #1",
+    "lsrs r5, r5, #31",
+    "orrs r1, r5", // r1 = m
+    // |v| · m
+    "ldr r2, [r0]",
+    "asrs r7, r2, #31", // 0, or -1 when v < 0
+    "eors r2, r7",
+    "subs r2, r2, r7", // |v| (2^31 for i32::MIN)
+    "uxth r4, r2",
+    "lsrs r2, r2, #16",
+    "uxth r5, r1",
+    "lsrs r1, r1, #16",
+    "mov r6, r4",
+    "muls r6, r1, r6", // v lo · m hi
+    "muls r4, r5, r4", // lo·lo
+    "muls r5, r2, r5", // v hi · m lo
+    "muls r1, r2, r1", // hi·hi
+    "adds r6, r6, r5", // mid < 2^32
+    "lsls r5, r6, #16",
+    "lsrs r6, r6, #16",
+    "adds r4, r4, r5", // low word
+    "adcs r1, r6",     // high word
+    // + 2^(s-1) - [v < 0], a 64-bit add (r5:r2 = 2^(s-1), then the sign word twice)
+    "cmp r3, #32",
+    "bgt 2f",
+    "movs r2, #1",
+    "subs r5, r3, #1",
+    "lsls r2, r5",
+    "movs r5, #0",
+    "b 8f",
+    "2:",
+    "movs r5, #1",
+    "mov r2, r3",
+    "subs r2, #33",
+    "lsls r5, r2",
+    "movs r2, #0",
+    "8:",
+    "adds r4, r4, r2",
+    "adcs r1, r5",
+    "adds r4, r4, r7",
+    "adcs r1, r7",
+    "cmp r3, #32",
+    "bge 10f",
+    // s ≤ 31: ≥ 2^32 after the shift saturates; R = rounded >> s across the two words
+    "mov r2, r1",
+    "lsrs r2, r3",
+    "bne 5f",
+    "movs r2, #32",
+    "subs r2, r2, r3",
+    "lsls r1, r2",
+    "lsrs r4, r3",
+    "orrs r1, r4",
+    "b 11f",
+    "10:",
+    // s ≥ 32: R = the high word >> (s - 32) (< 2^30: no saturation)
+    "mov r2, r3",
+    "subs r2, #32",
+    "lsrs r1, r2",
+    "11:",
+    "cmp r7, #0",
+    "bne 3f",
+    "cmp r1, #0",
+    "blt 6f", // R ≥ 2^31: i32::MAX
+    "b 4f",
+    "3:",
+    "rsbs r1, r1, #0",
+    "cmp r1, #0",
+    "bgt 7f", // R > 2^31: i32::MIN
+    "4:",
+    "stm r0!, {{r1}}",
+    "cmp r0, lr",
+    "bne 1b",
+    "b 9f",
+    "5:",
+    "cmp r7, #0",
+    "bne 7f",
+    "6:",
+    "movs r1, #0",
+    "mvns r1, r1",
+    "lsrs r1, r1, #1",
+    "b 4b",
+    "7:",
+    "movs r1, #1",
+    "lsls r1, r1, #31",
+    "b 4b",
+    "9:",
+    "mov r1, r11",
+    "subs r0, r0, r1",
+    "lsrs r0, r0, #2", // positions done
+    "pop {{r4-r7}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
+    "pop {{r4-r7, pc}}",
+    ".size scores_thumb, . - scores_thumb",
+);
 
 /// [`softmax`] bit for bit for fewer than 2¹⁶ scores: the sum of the `exp`s (each ≤ 2¹⁶) fits
 /// `u32`, and each probability is one 32-bit multiply by the reciprocal (≤ 2¹⁶): p·inv < 2³²

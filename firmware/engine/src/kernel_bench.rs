@@ -6,7 +6,10 @@
 //! The data lie in the arena (SRAM), so the numbers are the kernels' own cycles; where the
 //! weights live (flash, XIP cache) is the model bench's business.
 
-use crate::forward::{attention, put_step, AttentionShape, KvView, STEP_WORDS};
+use crate::forward::{
+    attention, attention_reference, put_step, scale_scores, scale_scores_reference, AttentionShape,
+    KvView, STEP_WORDS,
+};
 use crate::kernels::{
     div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, quantize_act, rmsnorm,
     silu_q16, step_q16, Multiplier, ACT_LEVELS, ONE_Q16,
@@ -117,6 +120,126 @@ pub fn check(words: &mut [i32], report: &mut dyn FnMut(KernelCheck)) {
     }
     report(KernelCheck {
         name: "div_rem_u32",
+        cases,
+        mismatches,
+    });
+    check_attention(words, &mut rng, report);
+}
+
+/// [`attention`] against [`attention_reference`] (head sizes 2, 3, 4, 8, grouped and plain
+/// heads, 1 to 64 positions, narrow and wide value steps, queries up to 2¹³ in Q16), and
+/// [`scale_scores`] against its reference on full-range dot products and steps: the device
+/// runs their thumbv6m assembly, which the host tests never reach.
+fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(KernelCheck)) {
+    let mut free = &mut words[..];
+    let kv_words = take(&mut free, 2048);
+    let steps = take(&mut free, 4 * 64 * STEP_WORDS);
+    let q = take(&mut free, 64);
+    let out = take(&mut free, 64);
+    let want = take(&mut free, 64);
+    let att = take(&mut free, 64);
+    let att_ref = take(&mut free, 64);
+    let xq = take(&mut free, 16);
+    // SAFETY: the kv words as i16 (alignment 2 ≤ 4, twice as many elements, same memory).
+    let kv: &mut [i16] = unsafe {
+        core::slice::from_raw_parts_mut(kv_words.as_mut_ptr().cast::<i16>(), kv_words.len() * 2)
+    };
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..60usize {
+        let hs = [2, 3, 4, 8][round % 4];
+        let (n_kv, kv_per_q) = [(1, 1), (2, 1), (4, 2), (2, 4)][(round / 4) % 4];
+        let n_heads = n_kv * kv_per_q;
+        let kv_dim = n_kv * hs;
+        let n = [1, 5, 17, 64][(round / 16) % 4].min(2048 / kv_dim);
+        for v in kv.iter_mut() {
+            *v = rng.signed(2047) as i16;
+        }
+        let (keys, values) = kv.split_at(kv.len() / 2);
+        let (key_steps, value_steps) = steps.split_at_mut(2 * 64 * STEP_WORDS);
+        for slot in 0..n {
+            let key_max = (rng.next() >> (rng.next() % 24)) as i32 & i32::MAX;
+            let value_max = (rng.next() >> (8 + rng.next() % 20)) as i32;
+            put_step(key_steps, slot, step_q16(key_max, 2047));
+            put_step(value_steps, slot, step_q16(value_max, 2047).shifted(8));
+        }
+        let q_range = [1 << 10, 4 << 16, 1 << 29][round % 3];
+        for v in q[..n_heads * hs].iter_mut() {
+            *v = rng.signed(q_range);
+        }
+        let cache = KvView {
+            keys,
+            values,
+            key_steps,
+            value_steps,
+        };
+        let shape = AttentionShape {
+            head_size: hs,
+            kv_dim,
+            kv_per_q,
+        };
+        let score_scale = Multiplier::from_fixed(23_170 + rng.next() as u64 % 40_000, 32);
+        let m = n_heads * hs;
+        attention(
+            &mut out[..m],
+            &q[..m],
+            &cache,
+            &mut att[..n],
+            &mut xq[..],
+            shape,
+            score_scale,
+        );
+        attention_reference(
+            &mut want[..m],
+            &q[..m],
+            &cache,
+            &mut att_ref[..n],
+            &mut xq[..],
+            shape,
+            score_scale,
+        );
+        cases += m as u32;
+        mismatches += out[..m]
+            .iter()
+            .zip(&want[..m])
+            .filter(|(a, b)| a != b)
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "attention",
+        cases,
+        mismatches,
+    });
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..200u32 {
+        for (i, (a, b)) in att.iter_mut().zip(att_ref.iter_mut()).enumerate() {
+            let v = match (round as usize + i) % 9 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                2 => 0,
+                3 => -1,
+                _ => (rng.next() as i32) >> (rng.next() % 31),
+            };
+            (*a, *b) = (v, v);
+        }
+        for pair in steps[..2 * 64].chunks_exact_mut(2) {
+            pair[0] = (rng.next() >> 1 >> (rng.next() % 8)) as i32;
+            pair[1] = (rng.next() % 70) as i32;
+        }
+        let q_scale = Multiplier {
+            mant: rng.next() >> 1 >> (rng.next() % 8),
+            shift: (rng.next() % 60) as i32 - 10,
+        };
+        scale_scores(att, &steps[..2 * 64], q_scale);
+        scale_scores_reference(att_ref, &steps[..2 * 64], q_scale);
+        cases += 64;
+        mismatches += att
+            .iter()
+            .zip(att_ref.iter())
+            .filter(|(a, b)| a != b)
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "scale_scores",
         cases,
         mismatches,
     });
@@ -403,7 +526,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 2);
+        assert_eq!(checks.len(), 4);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
