@@ -25,6 +25,8 @@
 //! byte, the device samples them with [`crate::sampler`].
 
 use crate::format::{Config, FfnKind, Matrix, Model, Quant};
+#[cfg(target_arch = "arm")]
+use crate::kernels::EXP2_Q30;
 use crate::kernels::{
     div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, mul_wide_i32, mul_wide_u32,
     quantize_act, quantize_kv, rmsnorm, silu_q16, step_q16, Multiplier, ACT_LEVELS, KV_LEVELS,
@@ -518,7 +520,7 @@ fn rope(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
 )]
-fn softmax(att: &mut [i32]) {
+pub(crate) fn softmax(att: &mut [i32]) {
     let max = att.iter().copied().max().unwrap_or(0);
     let mut sum = 0u64;
     for a in att.iter_mut() {
@@ -758,7 +760,7 @@ const PV_I32_MAX_WEIGHT: u32 = (i32::MAX / KV_LEVELS) as u32;
 /// head past `kv_dim`) go to the reference.
 ///
 /// rp2040js (`starmind bench --kernels --emulator`), 8 heads of 8 over 4 key/value heads:
-/// 66,438 cycles at 16 positions, 202,031 at 64 (24.7 cycles per q·k or p·v MAC; the plain
+/// 64,438 cycles at 16 positions, 195,281 at 64 (23.8 cycles per q·k or p·v MAC; the plain
 /// form took 122,719 and 413,344).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
@@ -1164,16 +1166,17 @@ core::arch::global_asm!(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
 )]
-fn softmax_u32(att: &mut [i32]) {
+pub(crate) fn softmax_u32(att: &mut [i32]) {
     if att.is_empty() || att.len() >= 1 << 16 {
         return softmax(att);
     }
     let max = att.iter().copied().max().unwrap_or(0);
-    let mut sum = 0u32;
-    for a in att.iter_mut() {
-        *a = exp_q16(a.saturating_sub(max));
-        sum = sum.wrapping_add(*a as u32);
-    }
+    #[cfg(target_arch = "arm")]
+    // SAFETY: att holds att.len() ≥ 1 words, which the routine reads and writes once each; it
+    // reads EXP2_Q30 at indices ≤ 256 (the table has 257).
+    let sum = unsafe { exp_sum_thumb(att.as_mut_ptr(), att.len(), max, EXP2_Q30.as_ptr()) };
+    #[cfg(not(target_arch = "arm"))]
+    let sum = exp_and_sum(att, max);
     // sum ≥ 2¹⁶: the max contributes exp(0).
     let inv = div_rem_u32(u32::MAX, sum).0 + sum.is_power_of_two() as u32;
     for a in att.iter_mut() {
@@ -1185,6 +1188,130 @@ fn softmax_u32(att: &mut [i32]) {
         };
     }
 }
+
+/// `att[t] = exp(att[t] − max)` ([`exp_q16`]), returning the sum (wrapping: < 2³² for fewer
+/// than 2¹⁶ scores). [`exp_sum_thumb`] on the device.
+#[cfg_attr(target_arch = "arm", allow(dead_code))]
+pub(crate) fn exp_and_sum(att: &mut [i32], max: i32) -> u32 {
+    let mut sum = 0u32;
+    for a in att.iter_mut() {
+        *a = exp_q16(a.saturating_sub(max));
+        sum = sum.wrapping_add(*a as u32);
+    }
+    sum
+}
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// [`exp_and_sum`] of `n ≥ 1` scores at `att`, with `table` = [`EXP2_Q30`].
+    pub(crate) fn exp_sum_thumb(att: *mut i32, n: usize, max: i32, table: *const u32) -> u32;
+}
+
+/// Where [`exp_sum_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! EXP_SUM_SECTION {
+    () => {
+        ".section .data.ramfunc.exp_sum_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! EXP_SUM_SECTION {
+    () => {
+        ".section .text.exp_sum_thumb,\"ax\",%progbits"
+    };
+}
+
+// exp_q16(a.saturating_sub(max)) per score, as kernels::exp_q16 computes it: x ≥ 0 → 2^16;
+// x < -16 → 0; t = |x| log2(e) from two 16×16 products, 2^-frac(t) interpolated between two
+// table entries, rounded and shifted by 14 + whole(t) (≥ 32 → 0).
+// r0 att (advancing), r3 the table, r4–r7 scratch, r8 the sum, r9 max, r10 29012, r11 the end.
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    EXP_SUM_SECTION!(),
+    ".global exp_sum_thumb",
+    ".type exp_sum_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "exp_sum_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "lsls r1, r1, #2",
+    "adds r1, r0, r1",
+    "mov r11, r1",
+    "mov r9, r2",
+    "movs r4, #0",
+    "mov r8, r4",
+    "ldr r4, =29012",
+    "mov r10, r4",
+    "1:",
+    "ldr r4, [r0]",
+    "mov r5, r9",
+    "subs r4, r4, r5", // x = a - max
+    "bvc 2f",
+    "movs r4, #1", // underflow: saturates to i32::MIN
+    "lsls r4, r4, #31",
+    "2:",
+    "cmp r4, #0",
+    "bge 7f",
+    "rsbs r4, r4, #0", // |x| (2^31 for i32::MIN, as u32)
+    "movs r5, #1",
+    "lsls r5, r5, #20",
+    "cmp r4, r5",
+    "bhi 8f", // x < -16: 0
+    "mov r5, r10",
+    "lsrs r6, r4, #16",
+    "muls r6, r5, r6",
+    "uxth r7, r4",
+    "muls r7, r5, r7",
+    "lsrs r7, r7, #16",
+    "adds r4, r4, r6",
+    "adds r4, r4, r7",  // t
+    "lsrs r5, r4, #16", // whole
+    "uxth r4, r4",      // frac
+    "lsrs r6, r4, #8",
+    "lsls r6, r6, #2",
+    "ldr r7, [r3, r6]", // lo
+    "adds r6, #4",
+    "ldr r6, [r3, r6]", // hi
+    "subs r6, r7, r6",
+    "uxtb r4, r4", // between
+    "muls r6, r4, r6",
+    "lsrs r6, r6, #8",
+    "subs r7, r7, r6", // p = 2^-frac in Q30
+    "adds r5, #14",    // shift
+    "cmp r5, #32",
+    "bhs 8f",
+    "subs r6, r5, #1",
+    "movs r4, #1",
+    "lsls r4, r6",
+    "adds r7, r7, r4",
+    "lsrs r7, r5",
+    "b 9f",
+    "7:",
+    "movs r7, #1",
+    "lsls r7, r7, #16",
+    "b 9f",
+    "8:",
+    "movs r7, #0",
+    "9:",
+    "stm r0!, {{r7}}",
+    "add r8, r7",
+    "cmp r0, r11",
+    "bne 1b",
+    "mov r0, r8",
+    "pop {{r4-r7}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
+    "pop {{r4-r7, pc}}",
+    ".ltorg",
+    ".size exp_sum_thumb, . - exp_sum_thumb",
+);
 
 /// `att[t] = value step t · p_t` (Q24: the steps carry 2⁻⁸), returning Σ|att[t]| (saturated).
 #[cfg_attr(

@@ -7,8 +7,8 @@
 //! weights live (flash, XIP cache) is the model bench's business.
 
 use crate::forward::{
-    attention, attention_reference, put_step, scale_scores, scale_scores_reference, AttentionShape,
-    KvView, STEP_WORDS,
+    attention, attention_reference, put_step, scale_scores, scale_scores_reference, softmax,
+    softmax_u32, AttentionShape, KvView, STEP_WORDS,
 };
 use crate::kernels::{
     div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, quantize_act, rmsnorm,
@@ -240,6 +240,32 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
     }
     report(KernelCheck {
         name: "scale_scores",
+        cases,
+        mismatches,
+    });
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..100usize {
+        let n = 1 + round % 64;
+        let range = [0, 1 << 12, 1 << 18, 20 << 16, i32::MAX >> 1][round % 5];
+        for (i, (a, b)) in att[..n].iter_mut().zip(att_ref.iter_mut()).enumerate() {
+            let v = match (round + i) % 13 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                _ => rng.signed(range),
+            };
+            (*a, *b) = (v, v);
+        }
+        softmax_u32(&mut att[..n]);
+        softmax(&mut att_ref[..n]);
+        cases += n as u32;
+        mismatches += att[..n]
+            .iter()
+            .zip(&att_ref[..n])
+            .filter(|(a, b)| a != b)
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "softmax",
         cases,
         mismatches,
     });
@@ -526,7 +552,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 4);
+        assert_eq!(checks.len(), 5);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
