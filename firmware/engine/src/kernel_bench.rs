@@ -11,8 +11,8 @@ use crate::forward::{
     softmax_u32, AttentionShape, KvView, STEP_WORDS,
 };
 use crate::kernels::{
-    div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, quantize_act, rmsnorm,
-    silu_q16, step_q16, Multiplier, ACT_LEVELS, ONE_Q16,
+    div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, quantize_act,
+    quantize_act_reference, rmsnorm, silu_q16, step_q16, Multiplier, ACT_LEVELS, ONE_Q16,
 };
 use crate::sampler::{Sampler, SamplerConfig};
 
@@ -266,6 +266,42 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
     }
     report(KernelCheck {
         name: "softmax",
+        cases,
+        mismatches,
+    });
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..200usize {
+        let n = 1 + round % 64;
+        let range = [1 << 12, (1 << 13) + 7, 1 << 16, 1 << 20, i32::MAX >> 1][round % 5];
+        for (i, v) in q[..n].iter_mut().enumerate() {
+            *v = match (round + i) % 17 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                2..=4 => rng.signed(64) << 13,
+                _ => rng.signed(range),
+            };
+        }
+        if round % 7 == 0 {
+            // A power-of-two max and multiples of 2^13 below it: products whose low word is 0.
+            for v in q[..n].iter_mut() {
+                *v = rng.signed(64) << (7 + round % 12);
+            }
+            q[0] = 1 << (13 + round % 12);
+        }
+        let (a, b) = (
+            quantize_act(&q[..n], &mut out[..n]),
+            quantize_act_reference(&q[..n], &mut want[..n]),
+        );
+        cases += n as u32 + 1;
+        mismatches += (a != b) as u32;
+        mismatches += out[..n]
+            .iter()
+            .zip(&want[..n])
+            .filter(|(a, b)| a != b)
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "quantize_act",
         cases,
         mismatches,
     });
@@ -552,7 +588,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 5);
+        assert_eq!(checks.len(), 6);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
