@@ -73,7 +73,36 @@ pub fn measure(args: &Args) -> anyhow::Result<Vec<KernelRow>> {
         !rows.is_empty(),
         "the firmware printed no STARMIND-KERNEL line"
     );
+    check_lines(&emulated.stdout)?;
     Ok(rows)
+}
+
+/// Fails unless the firmware compared its fast kernels with their references
+/// (`STARMIND-KERNEL-CHECK v1 name=… cases=… mismatches=…`) and every output agreed.
+pub fn check_lines(stdout: &str) -> anyhow::Result<()> {
+    let mut checks = 0;
+    for line in stdout
+        .lines()
+        .filter(|l| l.starts_with("STARMIND-KERNEL-CHECK "))
+    {
+        let number = |key: &str| -> anyhow::Result<u64> {
+            line_field(line, key)
+                .with_context(|| format!("kernel check line has no {key}=: {line}"))?
+                .parse()
+                .with_context(|| format!("kernel check line: bad {key}: {line}"))
+        };
+        let (cases, mismatches) = (number("cases")?, number("mismatches")?);
+        ensure!(
+            cases > 0 && mismatches == 0,
+            "a fast kernel differs from its reference on the device: {line}"
+        );
+        checks += 1;
+    }
+    ensure!(
+        checks > 0,
+        "the firmware printed no STARMIND-KERNEL-CHECK line"
+    );
+    Ok(())
 }
 
 /// The rows as a markdown table.
@@ -141,5 +170,14 @@ mod tests {
         assert_eq!(row.cycles_per_mac(), 5.0);
         assert!(parse_line("STARMIND-KERNEL v1 name=x rows=1").is_err());
         assert!(markdown_table(&[row]).contains("| matvec_i8 | 64×64 | 40 | 20480 | 4096 | 5.00 |"));
+    }
+
+    #[test]
+    fn a_device_mismatch_fails_the_bench() {
+        let good = "STARMIND-KERNEL-CHECK v1 name=matvec_i8 cases=300 mismatches=0\r\n";
+        assert!(check_lines(good).is_ok());
+        let bad = "STARMIND-KERNEL-CHECK v1 name=matvec_i8 cases=300 mismatches=2\r\n";
+        assert!(check_lines(&format!("{good}{bad}")).is_err());
+        assert!(check_lines("STARMIND-KERNEL v1 name=x\n").is_err());
     }
 }
