@@ -760,7 +760,7 @@ const PV_I32_MAX_WEIGHT: u32 = (i32::MAX / KV_LEVELS) as u32;
 /// head past `kv_dim`) go to the reference.
 ///
 /// rp2040js (`starmind bench --kernels --emulator`), 8 heads of 8 over 4 key/value heads:
-/// 64,438 cycles at 16 positions, 195,281 at 64 (23.8 cycles per q·k or p·v MAC; the plain
+/// 58,375 cycles at 16 positions, 174,594 at 64 (21.3 cycles per q·k or p·v MAC; the plain
 /// form took 122,719 and 413,344).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
@@ -1313,12 +1313,8 @@ core::arch::global_asm!(
     ".size exp_sum_thumb, . - exp_sum_thumb",
 );
 
-/// `att[t] = value step t · p_t` (Q24: the steps carry 2⁻⁸), returning Σ|att[t]| (saturated).
-#[cfg_attr(
-    all(target_arch = "arm", feature = "rp2040"),
-    link_section = ".data.ramfunc"
-)]
-fn weigh_by_value_steps(att: &mut [i32], value_steps: &[i32]) -> u32 {
+/// The plain form of [`weigh_by_value_steps`].
+pub(crate) fn weigh_by_value_steps_reference(att: &mut [i32], value_steps: &[i32]) -> u32 {
     let mut total = 0u32;
     for (a, step) in att.iter_mut().zip(value_steps.chunks_exact(STEP_WORDS)) {
         *a = step_at(step).apply_i32(*a);
@@ -1326,6 +1322,180 @@ fn weigh_by_value_steps(att: &mut [i32], value_steps: &[i32]) -> u32 {
     }
     total
 }
+
+/// `att[t] = value step t · p_t` (Q24: the steps carry 2⁻⁸), returning Σ|att[t]| (saturated)
+/// ([`weigh_by_value_steps_reference`] bit for bit; on thumbv6m through [`weigh_thumb`] for
+/// probabilities in 0..=2¹⁶).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+pub(crate) fn weigh_by_value_steps(att: &mut [i32], value_steps: &[i32]) -> u32 {
+    let n = att.len().min(value_steps.len() / STEP_WORDS);
+    let mut total = 0u32;
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "arm")]
+    for _ in 0..4 {
+        // SAFETY: att[done..n] and value_steps[2·done..2·n] are in bounds; the routine reads
+        // 2 step words and reads/writes one att word per position, for at most n − done
+        // positions, and reads/writes `total`.
+        done += unsafe {
+            weigh_thumb(
+                att.as_mut_ptr().add(done),
+                n - done,
+                value_steps.as_ptr().add(STEP_WORDS * done),
+                &mut total,
+            )
+        };
+        if done >= n {
+            return total;
+        }
+        let a = &mut att[done];
+        *a = step_at(&value_steps[STEP_WORDS * done..]).apply_i32(*a);
+        total = total.saturating_add(a.unsigned_abs());
+        done += 1;
+    }
+    for (a, step) in att[done..n]
+        .iter_mut()
+        .zip(value_steps[STEP_WORDS * done..].chunks_exact(STEP_WORDS))
+    {
+        *a = step_at(step).apply_i32(*a);
+        total = total.saturating_add(a.unsigned_abs());
+    }
+    total
+}
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// [`weigh_by_value_steps`] on thumbv6m for up to `n` positions, while each probability is
+    /// in 0..=2¹⁶ and each step's shift in 1..=62 (always, from softmax and step_q16); adds to
+    /// `*total` (saturating) and returns how many positions it did.
+    fn weigh_thumb(att: *mut i32, n: usize, steps: *const i32, total: *mut u32) -> usize;
+}
+
+/// Where [`weigh_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! WEIGH_SECTION {
+    () => {
+        ".section .data.ramfunc.weigh_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! WEIGH_SECTION {
+    () => {
+        ".section .text.weigh_thumb,\"ax\",%progbits"
+    };
+}
+
+// Multiplier::apply_i32(p) for 0 ≤ p ≤ 2^16: p · mant as two words from two MULS (p · the
+// high half < 2^31, p · the low half < 2^32), + 2^(s-1) as a 64-bit add, >> s across the words
+// (s ≤ 31: saturating) or of the high word (s ≥ 32). r0 att (advancing), r1 steps
+// (advancing), r2–r7 scratch, r8 att at entry, r9 the total pointer, r12 the total, lr the end.
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    WEIGH_SECTION!(),
+    ".global weigh_thumb",
+    ".type weigh_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "weigh_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "push {{r4, r5}}",
+    "mov r8, r0",
+    "mov r9, r3",
+    "ldr r4, [r3]",
+    "mov r12, r4",
+    "lsls r3, r1, #2",
+    "adds r3, r0, r3",
+    "mov lr, r3",
+    "mov r1, r2",
+    "cmp r0, lr",
+    "beq 9f",
+    "1:",
+    "ldr r2, [r0]", // p
+    "movs r3, #1",
+    "lsls r3, r3, #16",
+    "cmp r2, r3",
+    "bhi 9f",           // outside 0..=2^16
+    "ldr r5, [r1, #4]", // shift
+    "subs r6, r5, #1",
+    "cmp r6, #61",
+    "bhi 9f",
+    "ldm r1!, {{r4}}", // mant
+    "adds r1, #4",
+    "uxth r6, r4",
+    "lsrs r4, r4, #16",
+    "muls r4, r2, r4", // p · m hi
+    "muls r6, r2, r6", // p · m lo
+    "lsrs r7, r4, #16",
+    "lsls r4, r4, #16",
+    "adds r6, r6, r4", // low word
+    "movs r4, #0",
+    "adcs r7, r4", // high word
+    "cmp r5, #32",
+    "bgt 2f",
+    "movs r2, #1",
+    "subs r3, r5, #1",
+    "lsls r2, r3",
+    "adds r6, r6, r2",
+    "adcs r7, r4",
+    "b 3f",
+    "2:",
+    "movs r2, #1",
+    "mov r3, r5",
+    "subs r3, #33",
+    "lsls r2, r3",
+    "adds r7, r7, r2",
+    "3:",
+    "cmp r5, #32",
+    "bge 4f",
+    "mov r2, r7",
+    "lsrs r2, r5",
+    "bne 6f",
+    "movs r2, #32",
+    "subs r2, r2, r5",
+    "lsls r7, r2",
+    "lsrs r6, r5",
+    "orrs r7, r6",
+    "b 5f",
+    "4:",
+    "mov r2, r5",
+    "subs r2, #32",
+    "lsrs r7, r2",
+    "5:",
+    "cmp r7, #0",
+    "bge 7f",
+    "6:",
+    "movs r7, #0",
+    "mvns r7, r7",
+    "lsrs r7, r7, #1", // i32::MAX
+    "7:",
+    "stm r0!, {{r7}}",
+    "mov r2, r12",
+    "adds r2, r2, r7",
+    "bcc 8f",
+    "movs r2, #0",
+    "mvns r2, r2", // saturated
+    "8:",
+    "mov r12, r2",
+    "cmp r0, lr",
+    "bne 1b",
+    "9:",
+    "mov r2, r12",
+    "mov r3, r9",
+    "str r2, [r3]",
+    "mov r1, r8",
+    "subs r0, r0, r1",
+    "lsrs r0, r0, #2",
+    "pop {{r4, r5}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "pop {{r4-r7, pc}}",
+    ".size weigh_thumb, . - weigh_thumb",
+);
 
 /// `out[i] = round(Σ_t w_t · v_t[i] / 2⁸)` for a head of `N` elements, in `i32` (exact when
 /// Σ|w_t| ≤ [`PV_I32_MAX_WEIGHT`]): position by position, up to four sums in registers (a head

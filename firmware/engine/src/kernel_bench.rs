@@ -8,7 +8,8 @@
 
 use crate::forward::{
     attention, attention_reference, put_step, scale_scores, scale_scores_reference, softmax,
-    softmax_u32, AttentionShape, KvView, STEP_WORDS,
+    softmax_u32, weigh_by_value_steps, weigh_by_value_steps_reference, AttentionShape, KvView,
+    STEP_WORDS,
 };
 use crate::kernels::{
     div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, quantize_act,
@@ -310,6 +311,37 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..200usize {
+        let n = 1 + round % 64;
+        for (i, (a, b)) in att[..n].iter_mut().zip(att_ref.iter_mut()).enumerate() {
+            let v = match (round + i) % 11 {
+                0 => 1 << 16,
+                1 => 0,
+                2 if round % 5 == 0 => rng.next() as i32, // outside a probability's range
+                _ => (rng.next() % (1 << 16)) as i32,
+            };
+            (*a, *b) = (v, v);
+        }
+        for pair in steps[..2 * 64].chunks_exact_mut(2) {
+            pair[0] = (rng.next() >> 1 >> (rng.next() % 8)) as i32;
+            pair[1] = (rng.next() % 72) as i32 - 4;
+        }
+        let total = weigh_by_value_steps(&mut att[..n], &steps[..2 * n]);
+        let want = weigh_by_value_steps_reference(&mut att_ref[..n], &steps[..2 * n]);
+        cases += n as u32 + 1;
+        mismatches += (total != want) as u32;
+        mismatches += att[..n]
+            .iter()
+            .zip(&att_ref[..n])
+            .filter(|(a, b)| a != b)
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "weigh_by_value_steps",
+        cases,
+        mismatches,
+    });
 }
 
 /// Arena bytes [`run`] needs.
@@ -593,7 +625,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 6);
+        assert_eq!(checks.len(), 7);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
