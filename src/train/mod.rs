@@ -33,7 +33,7 @@ pub mod optim;
 pub mod progress;
 
 use metrics::{loss_svg, metrics_csv, read_metrics, MetricsRow};
-use optim::{learning_rate_in_budget, AdamW};
+use optim::{learning_rate_in_budget, AdamW, ShardGradients};
 use progress::Progress;
 
 /// Prompt of the end-of-training sample.
@@ -618,7 +618,7 @@ fn train_loop(
             .max_seconds
             .map_or(0.0, |s| started.elapsed().as_secs_f64() / s.max(1e-9));
         let lr = learning_rate_in_budget(t, step, budget_used);
-        let (mut loss_value, mut grads) = (0f64, Vec::<Vec<f32>>::new());
+        let mut loss_value = 0f64;
         for _ in 0..accumulate {
             let (inputs, targets) =
                 data::sample_batch(run.train_tokens, t.batch_size, c.seq_len, &mut rng);
@@ -628,15 +628,15 @@ fn train_loop(
                 rows: t.batch_size,
                 seq_len: c.seq_len,
             };
-            let (loss, g) = batch_gradients(&model, optimizer.vars(), &batch, run.threads)?;
-            accumulate_into(&mut grads, g, 1.0 / accumulate as f32);
+            let (loss, shards) = batch_gradients(&model, optimizer.vars(), &batch, run.threads)?;
+            optimizer.add_gradients(&shards, 1.0 / accumulate as f32)?;
             loss_value += loss / accumulate as f64;
         }
         if !loss_value.is_finite() {
             progress.finish();
             diverged(run, step + 1, "loss", loss_value, lr, last_checkpoint)?;
         }
-        let (grad_norm, weights_finite) = optimizer.step(&grads, lr, t.grad_clip)?;
+        let (grad_norm, weights_finite) = optimizer.step(lr, t.grad_clip)?;
         if !grad_norm.is_finite() {
             progress.finish();
             let what = "the gradient norm";
@@ -749,20 +749,6 @@ fn train_loop(
     })
 }
 
-/// `acc += weight · g`, element by element (`acc` empty: `weight · g`).
-fn accumulate_into(acc: &mut Vec<Vec<f32>>, g: Vec<Vec<f32>>, weight: f32) {
-    if acc.is_empty() {
-        *acc = g
-            .into_iter()
-            .map(|v| v.into_iter().map(|x| x * weight).collect())
-            .collect();
-        return;
-    }
-    for (a, v) in acc.iter_mut().zip(g) {
-        a.iter_mut().zip(v).for_each(|(a, x)| *a += x * weight);
-    }
-}
-
 /// The batch is cut into this many shards whose gradients are computed on separate threads and
 /// combined in a fixed order, so results do not depend on the number of threads.
 const GRADIENT_SHARDS: usize = 2;
@@ -775,20 +761,22 @@ struct Batch<'a> {
     seq_len: usize,
 }
 
-/// Mean cross-entropy of a batch and its gradients (in `vars` order), computed in
-/// [`GRADIENT_SHARDS`] shards on up to `threads` threads: candle runs the many small ops of a
-/// tiny model on one core, so the shards are what keeps both cores busy.
+/// Mean cross-entropy of a batch and its gradients, computed in [`GRADIENT_SHARDS`] shards on up
+/// to `threads` threads: candle runs the many small ops of a tiny model on one core, so the
+/// shards are what keeps both cores busy. The gradients stay the tensors backward made (per
+/// shard, its weight in the batch mean and one per variable, in `vars` order); the optimizer
+/// sums them in shard order ([`AdamW::add_gradients`]).
 fn batch_gradients(
     model: &Transformer,
     vars: &[Var],
     batch: &Batch,
     threads: usize,
-) -> Result<(f64, Vec<Vec<f32>>)> {
+) -> Result<(f64, ShardGradients)> {
     let shards = GRADIENT_SHARDS.min(batch.rows);
     let bounds: Vec<(usize, usize)> = (0..shards)
         .map(|i| (i * batch.rows / shards, (i + 1) * batch.rows / shards))
         .collect();
-    let shard = |(lo, hi): (usize, usize)| -> Result<(f64, Vec<Vec<f32>>)> {
+    let shard = |(lo, hi): (usize, usize)| -> Result<(f64, Vec<Tensor>)> {
         let (rows, t) = (hi - lo, batch.seq_len);
         let x = Tensor::from_slice(&batch.inputs[lo * t..hi * t], (rows, t), &Device::Cpu)?;
         let y = Tensor::from_slice(&batch.targets[lo * t..hi * t], rows * t, &Device::Cpu)?;
@@ -796,20 +784,14 @@ fn batch_gradients(
         let vocab = logits.dim(2)?;
         let loss = model::loss::cross_entropy(&logits.reshape((rows * t, vocab))?, &y)?;
         let value = loss.to_scalar::<f32>()? as f64;
-        let grads = loss.backward()?;
-        let flat = vars
+        let mut grads = loss.backward()?;
+        let grads = vars
             .iter()
-            .map(|v| {
-                Ok(grads
-                    .get(v)
-                    .context("a weight got no gradient")?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?)
-            })
+            .map(|v| grads.remove(v).context("a weight got no gradient"))
             .collect::<Result<Vec<_>>>()?;
-        Ok((value, flat))
+        Ok((value, grads))
     };
-    let results: Vec<Result<(f64, Vec<Vec<f32>>)>> = if threads > 1 && shards > 1 {
+    let results: Vec<Result<(f64, Vec<Tensor>)>> = if threads > 1 && shards > 1 {
         let shard = &shard;
         std::thread::scope(|scope| {
             let handles: Vec<_> = bounds
@@ -825,25 +807,14 @@ fn batch_gradients(
         bounds.iter().map(|&b| shard(b)).collect()
     };
     // Weighted mean over shards, always in shard order.
-    let (mut loss, mut grads) = (0f64, Vec::<Vec<f32>>::new());
+    let (mut loss, mut out) = (0f64, ShardGradients::new());
     for (&(lo, hi), result) in bounds.iter().zip(results) {
-        let (shard_loss, shard_grads) = result?;
+        let (shard_loss, grads) = result?;
         let weight = (hi - lo) as f64 / batch.rows as f64;
         loss += shard_loss * weight;
-        if grads.is_empty() {
-            grads = shard_grads
-                .into_iter()
-                .map(|g| g.into_iter().map(|x| x * weight as f32).collect())
-                .collect();
-        } else {
-            for (acc, g) in grads.iter_mut().zip(shard_grads) {
-                acc.iter_mut()
-                    .zip(g)
-                    .for_each(|(a, x)| *a += x * weight as f32);
-            }
-        }
+        out.push((weight as f32, grads));
     }
-    Ok((loss, grads))
+    Ok((loss, out))
 }
 
 /// Stops training with a message naming the step; the last good checkpoint stays in place.
