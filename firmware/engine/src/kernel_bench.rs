@@ -12,8 +12,9 @@ use crate::forward::{
     STEP_WORDS,
 };
 use crate::kernels::{
-    div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, quantize_act,
-    quantize_act_reference, rmsnorm, silu_q16, step_q16, Multiplier, ACT_LEVELS, ONE_Q16,
+    div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, matvec_i8_x4, quad_rows,
+    quantize_act, quantize_act_reference, rmsnorm, silu_q16, step_q16, Multiplier, ACT_LEVELS,
+    ONE_Q16,
 };
 use crate::sampler::{Sampler, SamplerConfig};
 
@@ -47,9 +48,11 @@ pub fn check(words: &mut [i32], report: &mut dyn FnMut(KernelCheck)) {
     let (out, rest) = rest.split_at_mut(512);
     let (want, rest) = rest.split_at_mut(512);
     let (scale_words, rest) = rest.split_at_mut(2 * 64);
-    let weight_words = &mut rest[..64 * 172 / 4];
+    let (weight_words, rest) = rest.split_at_mut(64 * 172 / 4);
+    let quad_words = &mut rest[..64 * 172 / 4];
     let mut outputs = 0u32;
     let mut mismatches = 0u32;
+    let mut quad_mismatches = 0u32;
     for (round, (rows, cols)) in [
         (64, 64),
         (172, 64),
@@ -58,6 +61,8 @@ pub fn check(words: &mut [i32], report: &mut dyn FnMut(KernelCheck)) {
         (7, 4),
         (5, 100),
         (2, 8),
+        (9, 14),
+        (6, 30),
     ]
     .into_iter()
     .enumerate()
@@ -103,11 +108,31 @@ pub fn check(words: &mut [i32], report: &mut dyn FnMut(KernelCheck)) {
             .zip(&want[..rows])
             .filter(|(a, b)| a != b)
             .count() as u32;
+        // The same matrix in row quads.
+        // SAFETY: as above, mutably (the words are not otherwise borrowed meanwhile).
+        let quads: &mut [u8] = unsafe {
+            core::slice::from_raw_parts_mut(
+                quad_words.as_mut_ptr().cast::<u8>(),
+                quad_words.len() * 4,
+            )
+        };
+        quad_rows(weights, rows, cols, quads);
+        matvec_i8_x4(&mut out[..rows], scales, quads, cols, &x[..cols], step);
+        quad_mismatches += out[..rows]
+            .iter()
+            .zip(&want[..rows])
+            .filter(|(a, b)| a != b)
+            .count() as u32;
     }
     report(KernelCheck {
         name: "matvec_i8",
         cases: outputs,
         mismatches,
+    });
+    report(KernelCheck {
+        name: "matvec_i8_x4",
+        cases: outputs,
+        mismatches: quad_mismatches,
     });
     // The (hardware, on the device) divider against the compiler's software `/` and `%`.
     let mut mismatches = 0;
@@ -444,6 +469,20 @@ pub fn run(
         });
         report(KernelTiming {
             name: "matvec_i8",
+            rows: rows as u32,
+            cols: cols as u32,
+            calls,
+            cycles,
+            macs: (rows * cols) as u32,
+        });
+    }
+    // The row-quad kernel on the same bytes (its speed does not depend on the values).
+    for (rows, cols, calls) in [(64, 64, 40), (172, 64, 16), (64, 172, 16), (512, 64, 6)] {
+        let cycles = time(clock, calls, || {
+            matvec_i8_x4(&mut out[..rows], scales, weights, cols, &x[..cols], x_step)
+        });
+        report(KernelTiming {
+            name: "matvec_i8_x4",
             rows: rows as u32,
             cols: cols as u32,
             calls,
