@@ -13,8 +13,8 @@ use crate::forward::{
 };
 use crate::kernels::{
     div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, matvec_i8_x4, quad_rows,
-    quantize_act, quantize_act_reference, rmsnorm, silu_q16, step_q16, Multiplier, ACT_LEVELS,
-    ONE_Q16,
+    quantize_act, quantize_act_reference, rmsnorm, rmsnorm_reference, silu_q16, step_q16,
+    Multiplier, ACT_LEVELS, ONE_Q16,
 };
 use crate::sampler::{Sampler, SamplerConfig};
 
@@ -367,6 +367,46 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..200usize {
+        let n = 1 + round % 64;
+        let range = [1 << 10, 1 << 16, 8 << 16, 1 << 28, i32::MAX >> 1][round % 5];
+        let gain_range = [1 << 16, 1 << 20, i32::MAX >> 1][round % 3];
+        for (i, (v, g)) in q[..n].iter_mut().zip(att.iter_mut()).enumerate() {
+            *v = match (round + i) % 19 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                _ => rng.signed(range),
+            };
+            *g = match (round + i) % 23 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                _ => rng.signed(gain_range),
+            };
+        }
+        if round % 4 == 0 {
+            // Products that end in exactly half a Q16 unit (odd · 2^15 · odd): the rounding tie.
+            for (v, g) in q[..n].iter_mut().zip(att.iter_mut()) {
+                *v = (rng.signed(64) | 1) << 15;
+                *g = rng.signed(64) | 1;
+            }
+        }
+        // SAFETY: initialised words read as bytes (alignment 1, same memory).
+        let gain: &[u8] = unsafe { core::slice::from_raw_parts(att.as_ptr().cast::<u8>(), 4 * n) };
+        rmsnorm(&mut out[..n], &q[..n], gain);
+        rmsnorm_reference(&mut want[..n], &q[..n], gain);
+        cases += n as u32;
+        mismatches += out[..n]
+            .iter()
+            .zip(&want[..n])
+            .filter(|(a, b)| a != b)
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "rmsnorm",
+        cases,
+        mismatches,
+    });
 }
 
 /// Arena bytes [`run`] needs.
@@ -664,7 +704,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 8);
+        assert_eq!(checks.len(), 9);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
