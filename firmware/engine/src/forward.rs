@@ -29,7 +29,7 @@ use crate::format::{Config, FfnKind, Matrix, Model, Quant};
 use crate::kernels::EXP2_Q30;
 use crate::kernels::{
     div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, mul_wide_i32, mul_wide_u32,
-    quantize_act, quantize_kv, rmsnorm, silu_q16, step_q16, Multiplier, ACT_LEVELS, KV_LEVELS,
+    quantize_act, quantize_kv, rmsnorm, silu_in_place, step_q16, Multiplier, ACT_LEVELS, KV_LEVELS,
 };
 use crate::sampler::Sampler;
 use core::fmt;
@@ -639,11 +639,12 @@ fn forward(
         let step = step_q16(max_abs, ACT_LEVELS);
         matmul(s.hb, &w.w1, &s.xq[..dim], step);
         match c.ffn {
-            FfnKind::Plain => s.hb.iter_mut().for_each(|h| *h = silu_q16(*h)),
+            FfnKind::Plain => silu_in_place(s.hb),
             FfnKind::Swiglu => {
                 matmul(s.hb2, &w.w3, &s.xq[..dim], step);
+                silu_in_place(s.hb);
                 for (h, &g) in s.hb.iter_mut().zip(s.hb2.iter()) {
-                    *h = mul_q16(silu_q16(*h), g);
+                    *h = mul_q16(*h, g);
                 }
             }
         }

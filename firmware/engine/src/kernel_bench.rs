@@ -13,8 +13,8 @@ use crate::forward::{
 };
 use crate::kernels::{
     div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, matvec_i8_x4, quad_rows,
-    quantize_act, quantize_act_reference, rmsnorm, rmsnorm_reference, silu_q16, step_q16,
-    Multiplier, ACT_LEVELS, ONE_Q16,
+    quantize_act, quantize_act_reference, rmsnorm, rmsnorm_reference, silu_in_place, silu_q16,
+    step_q16, Multiplier, ACT_LEVELS, ONE_Q16,
 };
 use crate::sampler::{Sampler, SamplerConfig};
 
@@ -407,6 +407,33 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..100usize {
+        let range = [1 << 8, 1 << 16, 8 << 16, 20 << 16, i32::MAX >> 1][round % 5];
+        for (i, (v, w)) in out[..64].iter_mut().zip(want[..64].iter_mut()).enumerate() {
+            *v = match (round + i) % 29 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                2 => 0,
+                3 => -1,
+                4 => 1,
+                _ => rng.signed(range),
+            };
+            *w = *v;
+        }
+        silu_in_place(&mut out[..64]);
+        cases += 64;
+        mismatches += out[..64]
+            .iter()
+            .zip(&want[..64])
+            .filter(|(&o, &w)| o != silu_q16(w))
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "silu_in_place",
+        cases,
+        mismatches,
+    });
 }
 
 /// Arena bytes [`run`] needs.
@@ -640,6 +667,11 @@ pub fn run(
         });
         report(elementwise("silu_q16", 172, 4, cycles));
         let cycles = time(clock, 4, || {
+            out[..172].copy_from_slice(&x[256..428]);
+            silu_in_place(&mut out[..172]);
+        });
+        report(elementwise("silu_in_place", 172, 4, cycles));
+        let cycles = time(clock, 4, || {
             for (o, &v) in out[..256].iter_mut().zip(&x[256..512]) {
                 *o = exp_q16(-(v.unsigned_abs() as i32 & 0x7_FFFF));
             }
@@ -704,7 +736,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 9);
+        assert_eq!(checks.len(), 10);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
