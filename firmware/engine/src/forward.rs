@@ -761,7 +761,7 @@ const PV_I32_MAX_WEIGHT: u32 = (i32::MAX / KV_LEVELS) as u32;
 /// head past `kv_dim`) go to the reference.
 ///
 /// rp2040js (`starmind bench --kernels --emulator`), 8 heads of 8 over 4 key/value heads:
-/// 58,375 cycles at 16 positions, 174,594 at 64 (21.3 cycles per q·k or p·v MAC; the plain
+/// 57,094 cycles at 16 positions, 165,344 at 64 (20.2 cycles per q·k or p·v MAC; the plain
 /// form took 122,719 and 413,344).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
@@ -883,6 +883,33 @@ fn attention_dots<const N: usize>(
     let Ok(q) = <&[i32; N]>::try_from(q) else {
         return;
     };
+    #[cfg(target_arch = "arm")]
+    {
+        let n = att.len();
+        let last = n
+            .saturating_sub(1)
+            .saturating_mul(kv_dim)
+            .saturating_add(kv_offset + N);
+        if (N == 4 || N == 8) && n > 0 && keys.len() >= last {
+            for half in 0..N / 4 {
+                // SAFETY: att holds n ≥ 1 words; the routine reads 4 i16 at
+                // keys[kv_offset + 4·half + t·kv_dim ..] for t < n (all below `last` ≤
+                // keys.len()), the 4 words q[4·half..], and writes (half 0) or adds to (half 1)
+                // att[..n].
+                unsafe {
+                    dots4_thumb(
+                        att.as_mut_ptr(),
+                        n,
+                        keys.as_ptr().add(kv_offset + 4 * half),
+                        2 * kv_dim,
+                        q.as_ptr().add(4 * half),
+                        half as u32,
+                    )
+                };
+            }
+            return;
+        }
+    }
     let q = *q;
     let mut at = kv_offset;
     for a in att.iter_mut() {
@@ -897,6 +924,111 @@ fn attention_dots<const N: usize>(
         at += kv_dim;
     }
 }
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// `att[t] (+)= Σ_{i<4} q[i] · k[t·stride/2 + i]` for `t < n` (n ≥ 1; `stride` in bytes),
+    /// stored when `add` is 0, added when 1; wrapping `i32` sums. Four elements of
+    /// [`attention_dots`]' products (two calls for a head of 8).
+    fn dots4_thumb(att: *mut i32, n: usize, k: *const i16, stride: usize, q: *const i32, add: u32);
+}
+
+/// Where [`dots4_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! DOTS4_SECTION {
+    () => {
+        ".section .data.ramfunc.dots4_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! DOTS4_SECTION {
+    () => {
+        ".section .text.dots4_thumb,\"ax\",%progbits"
+    };
+}
+
+// r0 keys (advancing by the stride), r1–r3 scratch, r4–r7 the four query values, r8 att
+// (advancing), r9 the stride, r10 the end of att. Per position: 4 × (LDRH + SXTH + MULS) + 3
+// ADDS, the store (and load, when adding), pointer steps and loop: ~26 cycles.
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    DOTS4_SECTION!(),
+    ".global dots4_thumb",
+    ".type dots4_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "dots4_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "push {{r4-r6}}",
+    "mov r8, r0",
+    "lsls r1, r1, #2",
+    "adds r1, r0, r1",
+    "mov r10, r1",
+    "mov r9, r3",
+    "mov r0, r2",
+    "ldr r3, [sp, #32]", // q: the fifth argument, above the 8 words pushed
+    "ldm r3!, {{r4, r5, r6, r7}}",
+    "ldr r3, [sp, #36]", // add
+    "cmp r3, #0",
+    "bne 2f",
+    "1:",
+    "ldrh r1, [r0, #0]",
+    "sxth r1, r1",
+    "muls r1, r4, r1",
+    "ldrh r2, [r0, #2]",
+    "sxth r2, r2",
+    "muls r2, r5, r2",
+    "adds r1, r1, r2",
+    "ldrh r2, [r0, #4]",
+    "sxth r2, r2",
+    "muls r2, r6, r2",
+    "adds r1, r1, r2",
+    "ldrh r2, [r0, #6]",
+    "sxth r2, r2",
+    "muls r2, r7, r2",
+    "adds r1, r1, r2",
+    "mov r3, r8",
+    "stm r3!, {{r1}}",
+    "mov r8, r3",
+    "add r0, r9",
+    "cmp r3, r10",
+    "bne 1b",
+    "b 9f",
+    "2:",
+    "ldrh r1, [r0, #0]",
+    "sxth r1, r1",
+    "muls r1, r4, r1",
+    "ldrh r2, [r0, #2]",
+    "sxth r2, r2",
+    "muls r2, r5, r2",
+    "adds r1, r1, r2",
+    "ldrh r2, [r0, #4]",
+    "sxth r2, r2",
+    "muls r2, r6, r2",
+    "adds r1, r1, r2",
+    "ldrh r2, [r0, #6]",
+    "sxth r2, r2",
+    "muls r2, r7, r2",
+    "adds r1, r1, r2",
+    "mov r3, r8",
+    "ldr r2, [r3]",
+    "adds r1, r1, r2",
+    "stm r3!, {{r1}}",
+    "mov r8, r3",
+    "add r0, r9",
+    "cmp r3, r10",
+    "bne 2b",
+    "9:",
+    "pop {{r4-r6}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "pop {{r4-r7, pc}}",
+    ".size dots4_thumb, . - dots4_thumb",
+);
 
 /// [`attention_dots`] for any head size (`q.len()`).
 #[inline(never)]
