@@ -187,7 +187,7 @@ fn encode_in_parts(
         let bar = indicatif::ProgressBar::new(total as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{bar:30} tokenizing {bytes}/{total_bytes} ({bytes_per_sec}) ETA {eta}",
+                "{bar:30} tokenizing {bytes}/{total_bytes} ETA {eta}",
             )
             .expect("valid template"),
         );
