@@ -149,6 +149,40 @@ impl Multiplier {
         }
     }
 
+    /// [`Multiplier::reciprocal`] bit for bit from two divisions on the 32-bit divider (the
+    /// SIO divider on the device) instead of 31 shift-and-subtract steps: with `d` normalised
+    /// to `v = d · 2^(31-top)` ∈ [2³¹, 2³²), the mantissa is floor(2⁶² / v), taken as two
+    /// base-2¹⁶ quotient digits, each estimated from v's top half (never too small) and
+    /// corrected down while its product with v exceeds the partial dividend.
+    #[cfg_attr(
+        all(target_arch = "arm", feature = "rp2040"),
+        link_section = ".data.ramfunc"
+    )]
+    pub fn reciprocal_fast(d: u32, frac_bits: i32) -> Multiplier {
+        if d == 0 || d.is_power_of_two() {
+            return Multiplier::reciprocal(d, frac_bits);
+        }
+        let top = 31 - d.leading_zeros() as i32;
+        let v = d << (31 - top);
+        // One quotient digit of n / v for n < v · 2¹⁶: the estimate from n's top 32 bits and
+        // v's top 16 (≥ 2¹⁵) is ≥ the digit; step down to it.
+        let digit = |n: u64| -> (u32, u32) {
+            let mut q = div_rem_u32((n >> 16) as u32, v >> 16).0;
+            let mut p = mul_wide_u32(q, v);
+            while p > n {
+                q -= 1;
+                p -= v as u64;
+            }
+            (q, (n - p) as u32)
+        };
+        let (high, rem) = digit(1 << 46);
+        let (low, _) = digit((rem as u64) << 16);
+        Multiplier {
+            mant: (high << 16) | low,
+            shift: frac_bits.saturating_sub(31 - top),
+        }
+    }
+
     /// `self · 2^-bits`.
     pub fn shifted(self, bits: i32) -> Multiplier {
         Multiplier {
@@ -299,7 +333,7 @@ pub fn quantize_act(x_q16: &[i32], out: &mut [i32]) -> i32 {
         if n > 0 && out.len() >= n {
             let max_abs = max_abs_of(x_q16);
             if max_abs != 0 {
-                let inv = Multiplier::reciprocal(max_abs, 62)
+                let inv = Multiplier::reciprocal_fast(max_abs, 62)
                     .times(Multiplier::from_fixed(ACT_LEVELS as u64, 0));
                 if (33..=62).contains(&inv.shift) {
                     let params = [
@@ -2065,7 +2099,7 @@ fn rmsnorm_multiplier(x: &[i32]) -> Multiplier {
     };
     let rms = isqrt_u64(mean_sq).max(1); // Q24 or Q16
                                          // rms < 2³² (the root of a u64).
-    Multiplier::reciprocal(rms as u32, 62 - frac_bits) // 2^frac / rms
+    Multiplier::reciprocal_fast(rms as u32, 62 - frac_bits) // 2^frac / rms
 }
 
 #[cfg(target_arch = "arm")]
@@ -2338,6 +2372,52 @@ mod tests {
     }
 
     #[test]
+    fn reciprocal_fast_equals_reciprocal() {
+        let mut r = 0x0123_4567_89AB_CDEFu64;
+        let mut d = 1u32;
+        let mut step = 1u32;
+        while let Some(next) = d.checked_add(step) {
+            for v in [d, d - 1, d + 1, d.wrapping_neg(), d | 1] {
+                assert_eq!(
+                    Multiplier::reciprocal_fast(v, 40),
+                    Multiplier::reciprocal(v, 40),
+                    "{v}"
+                );
+            }
+            d = next;
+            step = step + step / 9 + 1;
+        }
+        for _ in 0..200_000 {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            let v = (r as u32) >> (r >> 59);
+            assert_eq!(
+                Multiplier::reciprocal_fast(v, 62),
+                Multiplier::reciprocal(v, 62),
+                "{v}"
+            );
+        }
+        for v in [
+            0,
+            1,
+            2,
+            3,
+            u32::MAX,
+            u32::MAX - 1,
+            0x8000_0001,
+            0xFFFF,
+            0x1_0001,
+        ] {
+            assert_eq!(
+                Multiplier::reciprocal_fast(v, 7),
+                Multiplier::reciprocal(v, 7),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
     fn reciprocal_matches_the_u64_division() {
         let mut d = 1u32;
         let mut step = 1u32;
@@ -2380,7 +2460,7 @@ mod tests {
         let mut words = std::vec![0i32; 8192];
         let mut checks = std::vec::Vec::new();
         crate::kernel_bench::check(&mut words, &mut |c| checks.push(c));
-        assert_eq!(checks.len(), 10);
+        assert_eq!(checks.len(), 11);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
     }
