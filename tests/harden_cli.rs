@@ -555,6 +555,33 @@ fn non_finite_weights_are_refused_at_eval_and_export() {
     assert!(!smb.exists());
 }
 
+/// Found by the `tokenizer_files` fuzz target: a syntax error inside the "decoder" object of
+/// a checkpoint's tokenizer.json made the tokenizers crate panic instead of returning an error.
+#[test]
+fn a_tokenizer_json_with_a_broken_decoder_is_an_error_not_a_panic() {
+    let s = Scratch::new("broken-decoder");
+    let ckpt = checkpoint(&s, "ckpt");
+    let path = ckpt.join("tokenizer.json");
+    let json = std::fs::read_to_string(&path).unwrap();
+    let at = json.find("\"decoder\"").expect("a decoder entry");
+    let close = at + json[at..].find('}').unwrap();
+    // A stray control byte before the decoder object's closing brace (what the fuzzer found).
+    std::fs::write(&path, format!("{}\u{17}{}", &json[..close], &json[close..])).unwrap();
+    for command in ["generate", "eval"] {
+        let mut cmd = bin();
+        cmd.arg(command).arg(&ckpt);
+        if command == "eval" {
+            let (train, valid) = small_text(&s);
+            cmd.arg("--data").arg(train).arg("--valid").arg(valid);
+        }
+        let err = refused(&mut cmd);
+        assert!(
+            err.contains("tokenizer.json") && err.contains("not valid JSON"),
+            "{command}: {err}"
+        );
+    }
+}
+
 #[test]
 fn flash_and_bench_refuse_what_generate_refuses() {
     let s = Scratch::new("sampling");
