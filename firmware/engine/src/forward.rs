@@ -490,12 +490,163 @@ fn quantize_and_matmul(out: &mut [i32], w: &Matrix, x: &[i32], xq: &mut [i32]) {
     matmul(out, w, xq, step_q16(max_abs, ACT_LEVELS));
 }
 
-/// Rotates each head of `v` (interleaved pairs) by the angles of position `pos`.
+/// Rotates each head of `v` (interleaved pairs) by the angles of position `pos`
+/// ([`rope_reference`] bit for bit; on thumbv6m through [`rope_thumb`] when the table is
+/// word-aligned).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
 )]
-fn rope(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
+pub(crate) fn rope(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
+    #[cfg(target_arch = "arm")]
+    {
+        let pairs = (head_size / 2).min(rope_at_pos.len() / 8);
+        let aligned = (rope_at_pos.as_ptr() as usize).is_multiple_of(4);
+        if head_size > 0 && pairs > 0 && aligned {
+            for head in v.chunks_exact_mut(head_size) {
+                // SAFETY: head holds head_size ≥ 2·pairs words and the table ≥ 8·pairs bytes
+                // from a 4-byte aligned start (little-endian words, as from_le_bytes reads them
+                // on this core); the routine reads/writes head[..2·pairs] and reads the table.
+                unsafe { rope_thumb(head.as_mut_ptr(), pairs, rope_at_pos.as_ptr().cast::<i32>()) };
+            }
+            return;
+        }
+    }
+    rope_reference(v, head_size, rope_at_pos)
+}
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// [`rope_reference`] of one head: `pairs ≥ 1` pairs at `v`, the Q30 (cos, sin) words of
+    /// each pair at `table`.
+    fn rope_thumb(v: *mut i32, pairs: usize, table: *const i32);
+}
+
+/// Where [`rope_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! ROPE_SECTION {
+    () => {
+        ".section .data.ramfunc.rope_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! ROPE_SECTION {
+    () => {
+        ".section .text.rope_thumb,\"ax\",%progbits"
+    };
+}
+
+// Per pair (a, b) and (cos, sin): the four signed 32×32→64 products (.Lrope_smul: the unsigned
+// product from four MULS, its high word corrected by each negative factor's partner), a·cos −
+// b·sin and a·sin + b·cos as 64-bit sums, each + 2^29, >> 30 and clamped to i32
+// (.Lrope_finish). r4 v, r5 the table (advancing), r6 the end of v, the products on the stack.
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    ROPE_SECTION!(),
+    ".global rope_thumb",
+    ".type rope_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "rope_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r0",
+    "mov r5, r2",
+    "lsls r1, r1, #3",
+    "adds r6, r0, r1",
+    "1:",
+    "ldr r0, [r4]",
+    "ldr r1, [r5]",
+    "bl .Lrope_smul", // a·cos
+    "push {{r0, r1}}",
+    "ldr r0, [r4, #4]",
+    "ldr r1, [r5, #4]",
+    "bl .Lrope_smul", // b·sin
+    "pop {{r2, r3}}",
+    "subs r2, r2, r0",
+    "sbcs r3, r1",
+    "push {{r2, r3}}", // a·cos − b·sin
+    "ldr r0, [r4]",
+    "ldr r1, [r5, #4]",
+    "bl .Lrope_smul", // a·sin
+    "push {{r0, r1}}",
+    "ldr r0, [r4, #4]",
+    "ldr r1, [r5]",
+    "bl .Lrope_smul", // b·cos
+    "pop {{r2, r3}}",
+    "adds r0, r0, r2",
+    "adcs r1, r3",
+    "bl .Lrope_finish",
+    "str r0, [r4, #4]",
+    "pop {{r0, r1}}",
+    "bl .Lrope_finish",
+    "str r0, [r4]",
+    "adds r4, #8",
+    "adds r5, #8",
+    "cmp r4, r6",
+    "bne 1b",
+    "pop {{r4-r7, pc}}",
+    // r1:r0 = r0 · r1 (signed); clobbers r2, r3.
+    ".thumb_func",
+    ".Lrope_smul:",
+    "push {{r4, r5, lr}}",
+    "asrs r4, r0, #31",
+    "ands r4, r1",
+    "asrs r5, r1, #31",
+    "ands r5, r0",
+    "adds r4, r4, r5", // what the negative factors take off the high word
+    "uxth r2, r0",
+    "lsrs r0, r0, #16",
+    "uxth r3, r1",
+    "lsrs r1, r1, #16",
+    "mov r5, r2",
+    "muls r5, r3, r5", // lo·lo
+    "muls r2, r1, r2", // a lo · c hi
+    "muls r3, r0, r3", // a hi · c lo
+    "muls r1, r0, r1", // hi·hi
+    "adds r2, r2, r3", // mid (carry: bit 32)
+    "bcc 2f",
+    "movs r3, #1",
+    "lsls r3, r3, #16",
+    "adds r1, r1, r3",
+    "2:",
+    "lsrs r3, r2, #16",
+    "lsls r2, r2, #16",
+    "adds r0, r5, r2",
+    "adcs r1, r3",
+    "subs r1, r1, r4",
+    "pop {{r4, r5, pc}}",
+    // r0 = clamp((r1:r0 + 2^29) >> 30); clobbers r1, r2.
+    ".thumb_func",
+    ".Lrope_finish:",
+    "movs r2, #1",
+    "lsls r2, r2, #29",
+    "adds r0, r0, r2",
+    "movs r2, #0",
+    "adcs r1, r2",
+    "asrs r2, r1, #29",
+    "adds r2, #1",
+    "cmp r2, #1",
+    "bhi 3f",
+    "lsls r1, r1, #2",
+    "lsrs r0, r0, #30",
+    "orrs r0, r1",
+    "bx lr",
+    "3:",
+    "cmp r1, #0",
+    "blt 4f",
+    "movs r0, #0",
+    "mvns r0, r0",
+    "lsrs r0, r0, #1",
+    "bx lr",
+    "4:",
+    "movs r0, #1",
+    "lsls r0, r0, #31",
+    "bx lr",
+    ".size rope_thumb, . - rope_thumb",
+);
+
+/// The plain form of [`rope`].
+pub(crate) fn rope_reference(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
     let pairs = head_size / 2;
     for head in v.chunks_exact_mut(head_size) {
         for (pair, cs) in head

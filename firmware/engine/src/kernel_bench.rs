@@ -7,9 +7,9 @@
 //! weights live (flash, XIP cache) is the model bench's business.
 
 use crate::forward::{
-    attention, attention_reference, put_step, scale_scores, scale_scores_reference, softmax,
-    softmax_u32, weigh_by_value_steps, weigh_by_value_steps_reference, AttentionShape, KvView,
-    STEP_WORDS,
+    attention, attention_reference, put_step, rope, rope_reference, scale_scores,
+    scale_scores_reference, softmax, softmax_u32, weigh_by_value_steps,
+    weigh_by_value_steps_reference, AttentionShape, KvView, STEP_WORDS,
 };
 use crate::kernels::{
     div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, matvec_i8_x4, quad_rows,
@@ -453,6 +453,44 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..100usize {
+        let hs = [2, 4, 8, 6][round % 4];
+        let range = [1 << 16, 8 << 16, i32::MAX >> 1, i32::MAX][round % 4];
+        for (i, (v, w)) in out[..64].iter_mut().zip(want[..64].iter_mut()).enumerate() {
+            *v = match (round + i) % 17 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                _ => rng.signed(range >> 1) * 2,
+            };
+            *w = *v;
+        }
+        // (cos, sin) words in Q30, a few at ±1.0 exactly and some out of range.
+        for (i, c) in att[..64].iter_mut().enumerate() {
+            *c = match (round + i) % 13 {
+                0 => 1 << 30,
+                1 => -(1 << 30),
+                2 => i32::MIN,
+                _ => rng.signed(1 << 30),
+            };
+        }
+        // SAFETY: initialised words read as bytes (alignment 1, same memory).
+        let table: &[u8] =
+            unsafe { core::slice::from_raw_parts(att.as_ptr().cast::<u8>(), 4 * hs) };
+        rope(&mut out[..64], hs, table);
+        rope_reference(&mut want[..64], hs, table);
+        cases += 64;
+        mismatches += out[..64]
+            .iter()
+            .zip(&want[..64])
+            .filter(|(a, b)| a != b)
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "rope",
+        cases,
+        mismatches,
+    });
 }
 
 /// Arena bytes [`run`] needs.
@@ -755,7 +793,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 11);
+        assert_eq!(checks.len(), 12);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
