@@ -7,7 +7,7 @@
 //! read.
 
 use anyhow::{bail, Context, Result};
-use starmind_engine::format::{header, HEADER_BYTES, MAGIC, VERSION};
+use starmind_engine::format::{header, HEADER_BYTES, MAGIC, OLDEST_VERSION, VERSION};
 use starmind_engine::Model;
 use std::io::Read;
 use std::path::Path;
@@ -42,9 +42,9 @@ pub fn check_header(path: &Path) -> Result<u64> {
     if head[..4] != MAGIC {
         bail!("not a starmind model file (no SMND magic; `starmind export` writes them)");
     }
-    if u32_at(header::VERSION) != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&u32_at(header::VERSION)) {
         bail!(
-            "model file version {} (this build reads version {VERSION})",
+            "model file version {} (this build reads versions {OLDEST_VERSION} to {VERSION})",
             u32_at(header::VERSION)
         );
     }

@@ -16,8 +16,12 @@ use core::fmt;
 
 /// First four bytes of every model file.
 pub const MAGIC: [u8; 4] = *b"SMND";
-/// Format version written by this crate; readers accept exactly this version (see FORMAT.md).
-pub const VERSION: u32 = 1;
+/// Format version written by this crate (see FORMAT.md). Version 2 stores the int8 layer
+/// matrices in row quads ([`WeightLayout::RowQuads`]); version 1 stored them row-major.
+pub const VERSION: u32 = 2;
+/// The oldest version the reader accepts: it reads versions `OLDEST_VERSION..=VERSION` (files
+/// already in users' hands keep working, through the row-major kernel).
+pub const OLDEST_VERSION: u32 = 1;
 /// Size of the fixed header in bytes.
 pub const HEADER_BYTES: usize = 80;
 /// Size of one section table entry in bytes.
@@ -107,6 +111,18 @@ pub enum Quant {
     /// Scheme 2: int4 weights, a `u8` multiplier per group of `group_size` columns and one
     /// multiplier per row.
     Int4 = 2,
+}
+
+/// How a matrix's weight bytes are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// Row after row (`cols` bytes each for int8): the embedding, the classifier, int4 matrices
+    /// and every matrix of a version-1 file.
+    RowMajor,
+    /// int8 layer matrices of version 2: groups of 4 rows, one 32-bit word per column holding
+    /// the 4 rows' weights offset-binary (`q ^ 0x80`), then the last `rows % 4` rows row-major
+    /// ([`crate::kernels::quad_rows`], read by [`crate::kernels::matvec_i8_x4`]).
+    RowQuads,
 }
 
 /// The model configuration from the header.
@@ -295,7 +311,7 @@ impl fmt::Display for FormatError {
             FormatError::UnsupportedVersion(v) => {
                 write!(
                     f,
-                    "unsupported format version {v} (this build reads version {VERSION})"
+                    "unsupported format version {v} (this build reads versions {OLDEST_VERSION} to {VERSION})"
                 )
             }
             FormatError::LengthMismatch { header, actual } => {
@@ -568,11 +584,14 @@ pub struct Matrix<'a> {
     pub cols: usize,
     pub quant: Quant,
     pub group_size: usize,
+    /// The order of the weight bytes.
+    pub layout: WeightLayout,
     /// 8 bytes per row: [`crate::kernels::Multiplier`].
     pub row_scales: &'a [u8],
     /// int4 only: one `u8` per group per row.
     pub group_scales: &'a [u8],
-    /// int8: `cols` bytes per row; int4: `ceil(cols/2)` bytes per row.
+    /// int8: `cols` bytes per row (in row quads for [`WeightLayout::RowQuads`]); int4:
+    /// `ceil(cols/2)` bytes per row.
     pub weights: &'a [u8],
 }
 
@@ -583,6 +602,7 @@ impl<'a> Matrix<'a> {
         cols: usize,
         quant: Quant,
         group_size: usize,
+        layout: WeightLayout,
     ) -> Matrix<'a> {
         let scales_len = rows * MULTIPLIER_BYTES;
         let (row_scales, rest) = bytes.split_at(scales_len.min(bytes.len()));
@@ -600,6 +620,7 @@ impl<'a> Matrix<'a> {
             cols,
             quant,
             group_size,
+            layout,
             row_scales,
             group_scales,
             weights,
@@ -607,10 +628,17 @@ impl<'a> Matrix<'a> {
     }
 
     /// Rows `first..first + n` as a matrix of their own (clamped to the rows there are): the
-    /// streamed classifier multiplies one chunk of the vocabulary at a time.
+    /// streamed classifier multiplies one chunk of the vocabulary at a time. In row quads only
+    /// whole quads can be cut out (`first` and `n` multiples of 4, or `n` reaching the last
+    /// row); any other cut is empty.
     pub fn rows(&self, first: usize, n: usize) -> Matrix<'a> {
         let first = first.min(self.rows);
-        let n = n.min(self.rows - first);
+        let mut n = n.min(self.rows - first);
+        if self.layout == WeightLayout::RowQuads
+            && (!first.is_multiple_of(4) || !(n.is_multiple_of(4) || first + n == self.rows))
+        {
+            n = 0;
+        }
         let (row_bytes, row_groups) = match self.quant {
             Quant::Int8 => (self.cols, 0),
             Quant::Int4 => (
@@ -653,6 +681,8 @@ pub struct LayerWeights<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Model<'a> {
     config: Config,
+    /// The file's format version (`OLDEST_VERSION..=VERSION`).
+    version: u32,
     /// The whole file.
     bytes: &'a [u8],
     /// The section table.
@@ -673,7 +703,7 @@ impl<'a> Model<'a> {
             return Err(FormatError::BadMagic);
         }
         let version = le_u32(bytes, header::VERSION);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion(version));
         }
         let file_bytes = le_u32(bytes, header::FILE_BYTES) as usize;
@@ -714,6 +744,7 @@ impl<'a> Model<'a> {
             })?;
         let model = Model {
             config,
+            version,
             bytes,
             table,
         };
@@ -904,6 +935,11 @@ impl<'a> Model<'a> {
         self.vocab_bytes().get(start..end).unwrap_or(&[])
     }
 
+    /// The file's format version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
     fn matrix(&self, index: usize, rows: usize, cols: usize, quant: Quant) -> Matrix<'a> {
         Matrix::from_section(
             self.section(index),
@@ -911,6 +947,25 @@ impl<'a> Model<'a> {
             cols,
             quant,
             self.config.group_size,
+            WeightLayout::RowMajor,
+        )
+    }
+
+    /// A layer matrix: int8 ones are in row quads from version 2 on.
+    fn layer_matrix(&self, index: usize, rows: usize, cols: usize) -> Matrix<'a> {
+        let quant = self.config.quant;
+        let layout = if quant == Quant::Int8 && self.version >= 2 {
+            WeightLayout::RowQuads
+        } else {
+            WeightLayout::RowMajor
+        };
+        Matrix::from_section(
+            self.section(index),
+            rows,
+            cols,
+            quant,
+            self.config.group_size,
+            layout,
         )
     }
 
@@ -947,18 +1002,18 @@ impl<'a> Model<'a> {
     pub fn layer(&self, l: usize) -> LayerWeights<'a> {
         let c = &self.config;
         let at = |position| index::layer(l, position);
-        let (dim, q_dim, kv, hidden, q) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim, c.quant);
+        let (dim, q_dim, kv, hidden) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
         let w3_rows = if c.ffn == FfnKind::Swiglu { hidden } else { 0 };
         LayerWeights {
             attention_norm: self.section(at(in_layer::ATTENTION_NORM)),
-            wq: self.matrix(at(in_layer::WQ), q_dim, dim, q),
-            wk: self.matrix(at(in_layer::WK), kv, dim, q),
-            wv: self.matrix(at(in_layer::WV), kv, dim, q),
-            wo: self.matrix(at(in_layer::WO), dim, q_dim, q),
+            wq: self.layer_matrix(at(in_layer::WQ), q_dim, dim),
+            wk: self.layer_matrix(at(in_layer::WK), kv, dim),
+            wv: self.layer_matrix(at(in_layer::WV), kv, dim),
+            wo: self.layer_matrix(at(in_layer::WO), dim, q_dim),
             ffn_norm: self.section(at(in_layer::FFN_NORM)),
-            w1: self.matrix(at(in_layer::W1), hidden, dim, q),
-            w2: self.matrix(at(in_layer::W2), dim, hidden, q),
-            w3: self.matrix(at(in_layer::W3), w3_rows, dim, q),
+            w1: self.layer_matrix(at(in_layer::W1), hidden, dim),
+            w2: self.layer_matrix(at(in_layer::W2), dim, hidden),
+            w3: self.layer_matrix(at(in_layer::W3), w3_rows, dim),
         }
     }
 }
@@ -1104,6 +1159,37 @@ mod writer {
     /// Zero bytes up to the next multiple of [`ALIGN`] (see [`pad4`]).
     pub fn pad_to_align(out: &mut Vec<u8>) {
         out.resize(pad4(out.len()).unwrap_or(out.len()), 0);
+    }
+
+    /// A file of an older version rewritten as the current one, with the same numbers: the
+    /// sections keep their offsets and lengths, each int8 layer matrix's weights are rearranged
+    /// into row quads ([`crate::kernels::quad_rows`]; the same byte count), then the version and
+    /// the CRC are rewritten and the result re-parsed. A current file comes back unchanged.
+    pub fn upgrade(bytes: &[u8]) -> Result<Vec<u8>, FormatError> {
+        let model = Model::parse(bytes)?;
+        let mut out = bytes.to_vec();
+        if model.version() == VERSION {
+            return Ok(out);
+        }
+        if model.config().quant == Quant::Int8 {
+            for l in 0..model.config().n_layers {
+                let w = model.layer(l);
+                for m in [w.wq, w.wk, w.wv, w.wo, w.w1, w.w2, w.w3] {
+                    let n = m.rows * m.cols;
+                    let start = m.weights.as_ptr() as usize - bytes.as_ptr() as usize;
+                    let plain = m.weights.get(..n).ok_or(FormatError::Truncated {
+                        needed: start + n,
+                        got: bytes.len(),
+                    })?;
+                    crate::kernels::quad_rows(plain, m.rows, m.cols, &mut out[start..start + n]);
+                }
+            }
+        }
+        out[header::VERSION..header::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
+        let crc = crc32(&out[CRC_START..]);
+        out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        Model::parse(&out)?;
+        Ok(out)
     }
 
     /// Lays out header, table and sections, fills in length and CRC, and re-parses the result

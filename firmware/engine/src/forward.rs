@@ -24,12 +24,13 @@
 //! Logits come out in Q16.16; the host turns them into log-probabilities in `f64` for bits per
 //! byte, the device samples them with [`crate::sampler`].
 
-use crate::format::{Config, FfnKind, Matrix, Model, Quant};
+use crate::format::{Config, FfnKind, Matrix, Model, Quant, WeightLayout};
 #[cfg(target_arch = "arm")]
 use crate::kernels::EXP2_Q30;
 use crate::kernels::{
-    div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, mul_q16, mul_wide_i32, mul_wide_u32,
-    quantize_act, quantize_kv, rmsnorm, silu_in_place, step_q16, Multiplier, ACT_LEVELS, KV_LEVELS,
+    div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, matvec_i8_x4, mul_q16, mul_wide_i32,
+    mul_wide_u32, quantize_act, quantize_kv, rmsnorm, silu_in_place, step_q16, Multiplier,
+    ACT_LEVELS, KV_LEVELS,
 };
 use crate::sampler::Sampler;
 use core::fmt;
@@ -464,6 +465,9 @@ impl<'m, 'a> Session<'m, 'a> {
 )]
 fn matmul(out: &mut [i32], w: &Matrix, x: &[i32], x_step: Multiplier) {
     match w.quant {
+        Quant::Int8 if w.layout == WeightLayout::RowQuads => {
+            matvec_i8_x4(out, w.row_scales, w.weights, w.cols, x, x_step)
+        }
         Quant::Int8 => matvec_i8(out, w.row_scales, w.weights, w.cols, x, x_step),
         Quant::Int4 => matvec_i4(
             out,

@@ -85,6 +85,16 @@ pub fn quantize_int8(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
     scales
 }
 
+/// [`quantize_int8`] with the weights in row quads ([`crate::format::WeightLayout::RowQuads`]): the
+/// layout of the int8 layer matrices from format version 2 on.
+pub fn quantize_int8_quads(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
+    let mut section = quantize_int8(w, rows, cols);
+    let (start, n) = (rows * 8, rows * cols);
+    let plain = section[start..start + n].to_vec();
+    crate::kernels::quad_rows(&plain, rows, cols, &mut section[start..start + n]);
+    section
+}
+
 /// Scheme 2: `W[r,c] ≈ q[r,c] · g[r,c/G] · s_r` with `q` int4 in `[-8, 7]`, `g ∈ 1..=255` per
 /// group of `G` columns, `s_r = max_c |W[r,c]| / (7·255)`.
 pub fn quantize_int4(w: &[f32], rows: usize, cols: usize, group: usize) -> Vec<u8> {
@@ -165,8 +175,8 @@ pub fn rope_angle(pos: usize, pair: usize, head_size: usize) -> f64 {
     pos as f64 * 10000f64.powf(-2.0 * pair as f64 / head_size as f64)
 }
 
-/// Quantises every tensor of `m` with `quant` (layer matrices; embedding and classifier are
-/// always int8) into file sections.
+/// Quantises every tensor of `m` with `quant` (layer matrices, int8 ones in row quads; embedding
+/// and classifier are always int8 row-major) into file sections.
 pub fn quantize_model(m: &FloatModel, quant: Quant, group_size: usize) -> ModelSections {
     let mut config = m.config;
     config.quant = quant;
@@ -174,7 +184,7 @@ pub fn quantize_model(m: &FloatModel, quant: Quant, group_size: usize) -> ModelS
     let c = &config;
     let (dim, q_dim, kv, hidden) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
     let matrix = |w: &[f32], rows: usize, cols: usize| match quant {
-        Quant::Int8 => quantize_int8(w, rows, cols),
+        Quant::Int8 => quantize_int8_quads(w, rows, cols),
         Quant::Int4 => quantize_int4(w, rows, cols, group_size),
     };
     let layers = m

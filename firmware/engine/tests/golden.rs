@@ -1,12 +1,13 @@
 //! Golden outputs of the checked-in model file `tests/golden/story-1k.smb` (story-1k trained by
-//! `starmind train`, exported int8), and the int4 export of the same checkpoint. Any change to the
+//! `starmind train`, exported int8), and the int4 export of the same checkpoint; each also as
+//! format version 1 wrote it (`*-v1.smb`), which must give the same outputs. Any change to the
 //! integer arithmetic, the sampler or the tokenizer changes these token ids or the logits hash.
 //!
 //! Regenerate the pinned outputs (after an intended arithmetic change) with
 //! `UPDATE_GOLDEN=1 cargo test -p starmind-engine --features std --test golden`; regenerate the
 //! model files themselves as described in tests/golden/README.md.
 
-use starmind_engine::{Model, Sampler, SamplerConfig, Session};
+use starmind_engine::{format, Model, Sampler, SamplerConfig, Session};
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -78,10 +79,29 @@ fn outputs(file: &[u8]) -> String {
     out
 }
 
+/// `{model_name}.smb` is `{model_name}-v1.smb` (the file as format version 1 wrote it)
+/// upgraded to the current version ([`format::upgrade`]); both give the pinned outputs.
 fn check(model_name: &str) {
     let dir = golden_dir();
-    let file = std::fs::read(dir.join(format!("{model_name}.smb"))).unwrap();
+    let v1 = std::fs::read(dir.join(format!("{model_name}-v1.smb"))).unwrap();
+    assert_eq!(Model::parse(&v1).unwrap().version(), 1);
+    let upgraded = format::upgrade(&v1).unwrap();
+    let current_path = dir.join(format!("{model_name}.smb"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&current_path, &upgraded).unwrap();
+    }
+    let file = std::fs::read(&current_path).unwrap();
+    assert!(
+        file == upgraded,
+        "{model_name}.smb is not {model_name}-v1.smb upgraded (UPDATE_GOLDEN=1 to rewrite it)"
+    );
+    assert_eq!(Model::parse(&file).unwrap().version(), format::VERSION);
     let got = outputs(&file);
+    assert_eq!(
+        outputs(&v1),
+        got,
+        "version 1 of {model_name} and its upgrade give different outputs"
+    );
     let expected_path = dir.join(format!("{model_name}.expected.txt"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&expected_path, &got).unwrap();

@@ -75,11 +75,13 @@ fn extra_bytes_and_bad_header_fields_are_refused() {
     assert_eq!(Model::parse(&bad_magic).unwrap_err(), FormatError::BadMagic);
 
     let mut bad_version = file.clone();
-    set_u32(&mut bad_version, 4, 2);
-    assert_eq!(
-        Model::parse(&bad_version).unwrap_err(),
-        FormatError::UnsupportedVersion(2)
-    );
+    for v in [0, 3] {
+        set_u32(&mut bad_version, 4, v);
+        assert_eq!(
+            Model::parse(&bad_version).unwrap_err(),
+            FormatError::UnsupportedVersion(v)
+        );
+    }
 
     let mut bad_crc = file.clone();
     let last = bad_crc.len() - 1;
