@@ -46,7 +46,8 @@ pub const FILES: &[&str] = &[
 
 /// What `train --out <dir>` may do with `dir`: refuses a directory that holds a checkpoint
 /// unless `resume` (continue it) or `force` (replace it), and a non-empty directory that is not
-/// a checkpoint (a user's own folder) always. Our own stale temp files do not count. Returns
+/// a checkpoint (a user's own folder) always. Our own stale temp files and token caches do not
+/// count (a run stopped before its first checkpoint leaves only its cache). Returns
 /// whether `dir` holds a checkpoint.
 pub fn check_train_dir(dir: &Path, resume: bool, force: bool) -> Result<bool> {
     let entries: Vec<String> = match std::fs::read_dir(dir) {
@@ -54,6 +55,7 @@ pub fn check_train_dir(dir: &Path, resume: bool, force: bool) -> Result<bool> {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|name| !name.starts_with(crate::fsio::TEMP_PREFIX))
+            .filter(|name| !crate::data::token_cache::is_cache_file(name))
             .collect(),
         Err(_) if !dir.exists() => {
             if resume {

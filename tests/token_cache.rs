@@ -209,3 +209,36 @@ fn resume_reuses_the_cache_and_stays_bit_for_bit() {
     assert!(log.contains("token cache: reused"), "{log}");
     assert!(weights(&whole) == weights(&halves));
 }
+
+#[test]
+fn a_folder_holding_only_a_token_cache_is_trained_into_without_force() {
+    let s = Scratch::new("cache-only");
+    let data = slice(&s, "train.txt", 60_000, "train.txt");
+    let valid = slice(&s, "valid.txt", 5_000, "valid.txt");
+    let tiny = config(&s, 40);
+    let out = s.path("run");
+    train(&tiny, &data, &valid, &out);
+    let file = only_cache_file(&out);
+    // What a run stopped before its first checkpoint leaves: the cache alone.
+    for entry in std::fs::read_dir(&out).unwrap().flatten() {
+        if entry.path() != file {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let output = bin()
+        .arg("train")
+        .arg("--config")
+        .arg(&tiny)
+        .arg("--data")
+        .arg(&data)
+        .arg("--valid")
+        .arg(&valid)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("token cache: reused"), "{log}");
+    assert!(out.join("model.safetensors").exists());
+}

@@ -155,6 +155,11 @@ pub fn cache_key(tokenizer_json: &[u8], text: &[u8]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// Whether `name` is a file [`cache_path`] names (train's own, not a user's).
+pub fn is_cache_file(name: &str) -> bool {
+    name.starts_with("tokens-") && name.ends_with(".bin")
+}
+
 /// `<dir>/tokens-<role>-<first 16 hex digits of the key>.bin`.
 pub fn cache_path(dir: &Path, role: &str, key: &[u8; 32]) -> PathBuf {
     let hex: String = key[..8].iter().map(|b| format!("{b:02x}")).collect();
