@@ -316,6 +316,42 @@ fn trained_int4_model_is_bit_exact_on_the_emulated_board() {
 }
 
 #[test]
+fn trained_int8_model_of_either_format_version_is_bit_exact_on_the_emulated_board() {
+    if !emulator_available() {
+        return;
+    }
+    // tests/golden: story-1k.smb (version 2: layer matrices in row quads, matvec_i8_x4) and
+    // story-1k-v1.smb (the same model as version 1 wrote it: row-major, matvec_i8).
+    let dir = scratch("bench_emulator_versions");
+    let mut ids = Vec::new();
+    for name in ["story-1k.smb", "story-1k-v1.smb"] {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        let output = run_in(
+            &dir,
+            &[
+                "bench",
+                model.to_str().unwrap(),
+                "--emulator",
+                "--check",
+                "--json",
+                "-n",
+                "16",
+            ],
+        );
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(json["bit_exact"], true, "{name}: {json}");
+        ids.push(json["ids"].clone());
+    }
+    assert_eq!(
+        ids[0], ids[1],
+        "the two versions generated different tokens"
+    );
+}
+
+#[test]
 fn interactive_mode_answers_a_prompt_typed_over_uart() {
     if !emulator_available() {
         return;

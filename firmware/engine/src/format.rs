@@ -1322,3 +1322,33 @@ mod writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_quads_are_cut_only_at_whole_quads() {
+        let scales = [0u8; 8 * 10];
+        let weights = [0u8; 10 * 3];
+        let m = Matrix::from_section(&[], 10, 3, Quant::Int8, 0, WeightLayout::RowQuads);
+        let m = Matrix {
+            row_scales: &scales,
+            weights: &weights,
+            ..m
+        };
+        let cut = m.rows(4, 4);
+        assert_eq!(
+            (cut.rows, cut.weights.len(), cut.row_scales.len()),
+            (4, 12, 32)
+        );
+        assert_eq!(m.rows(8, 5).rows, 2); // to the last row: the row-major tail comes along
+        assert_eq!(m.rows(2, 4).rows, 0);
+        assert_eq!(m.rows(4, 3).rows, 0);
+        let plain = Matrix {
+            layout: WeightLayout::RowMajor,
+            ..m
+        };
+        assert_eq!(plain.rows(2, 3).rows, 3);
+    }
+}
