@@ -522,7 +522,7 @@ pub fn dot_w8(w: &[u8], x: &[i32]) -> i32 {
 /// with step `x_step` (Q16.16 per unit); `out` is Q16.16. Rows go in pairs through
 /// [`dot2_w8`] (thumbv6m assembly on the device) when the rows are whole 32-bit words, then
 /// [`rescale_rows`] scales every sum; the result equals [`matvec_i8_reference`] bit for bit
-/// (integer sums, any order). rp2040js: 6.81 cycles/MAC at 64×64, 6.75 at 172×64
+/// (integer sums, any order). rp2040js: 6.80 cycles/MAC at 64×64, 6.74 at 172×64
 /// (`starmind bench --kernels --emulator`).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
@@ -817,7 +817,8 @@ pub fn matvec_i8_x4_reference(
 /// `U0 = F − 256E`, `U1 = E − 256B`, `U2 = B − 256D`, `U3 = D` (exact mod 2³², and the true
 /// sums fit `i32`), so row `4g + i` is `Ui − 128·Σx`. On thumbv6m: [`dot4_rows_thumb`], 3.5
 /// cycles/MAC in the loop (per pair of columns: two LDM of 2, then per column 3 × (LSRS, MULS,
-/// ADD) + MULS, ADD), then [`rescale_rows`].
+/// ADD) + MULS, ADD), then [`rescale_rows`]. rp2040js: 4.95 cycles/MAC at 64×64, 4.83 at
+/// 172×64, 4.12 at 64×172 (`starmind bench --kernels --emulator`).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
@@ -840,27 +841,18 @@ pub fn matvec_i8_x4(
     let x = &x[..cols];
     let groups = rows / QUAD_ROWS;
     let grouped = groups * QUAD_ROWS;
-    // 128·Σx: the offset of the offset-binary weights.
-    let offset = x
-        .iter()
-        .fold(0i32, |s, &v| s.wrapping_add(v))
-        .wrapping_mul(128);
     let (quads, tail) = weights.split_at(grouped * cols);
     #[cfg(target_arch = "arm")]
     if groups > 0 {
         // SAFETY: `quads` holds groups·4·cols bytes from a 4-byte aligned start, `x` cols (even,
         // > 0) words, `out` at least 4·groups words; the routine reads and writes only those.
-        unsafe {
-            dot4_rows_thumb(
-                quads.as_ptr(),
-                x.as_ptr(),
-                cols,
-                out.as_mut_ptr(),
-                groups,
-                offset,
-            )
-        };
+        unsafe { dot4_rows_thumb(quads.as_ptr(), x.as_ptr(), cols, out.as_mut_ptr(), groups) };
     }
+    #[cfg(not(target_arch = "arm"))]
+    let offset = x
+        .iter()
+        .fold(0i32, |s, &v| s.wrapping_add(v))
+        .wrapping_mul(128); // 128·Σx: the offset of the offset-binary weights
     #[cfg(not(target_arch = "arm"))]
     for (o, quad) in out
         .chunks_exact_mut(QUAD_ROWS)
@@ -899,16 +891,9 @@ fn dot4_rows(quad: &[u8], x: &[i32], offset: i32) -> [i32; 4] {
 #[cfg(target_arch = "arm")]
 extern "C" {
     /// The raw row sums of `groups` row quads ([`quad_rows`]; `w` 4·cols bytes per quad, 4-byte
-    /// aligned) with `cols` (even, > 0) `i32` activations, into `out[0..4·groups]`; `offset` =
-    /// 128·Σx (wrapping). The sums are not yet scaled (see [`rescale_rows`]).
-    fn dot4_rows_thumb(
-        w: *const u8,
-        x: *const i32,
-        cols: usize,
-        out: *mut i32,
-        groups: usize,
-        offset: i32,
-    );
+    /// aligned) with `cols` (even, > 0) `i32` activations, into `out[0..4·groups]` (the offset
+    /// 128·Σx, wrapping, taken off). The sums are not yet scaled (see [`rescale_rows`]).
+    fn dot4_rows_thumb(w: *const u8, x: *const i32, cols: usize, out: *mut i32, groups: usize);
 }
 
 /// One column of [`dot4_rows_thumb`]: activation in `$x`, weight word in `$w` (consumed).
@@ -981,7 +966,8 @@ macro_rules! DOT4_SECTION {
 // r0 weights (advancing through all quads), r1 x (advancing), r2 scratch, r4/r5 two activations,
 // r6/r7 two weight words, r8–r11 the sums F, E, B, D of the current quad, r12 end of x, lr the
 // entry into the 8-pair body (so the first pass runs (cols/2) mod 8 pairs, every later one 8).
-// Stack: [sp] x start, [sp, #4] out (advancing), [sp, #8] quads left, [sp, #12] offset.
+// Stack: [sp] x start, [sp, #4] out (advancing), [sp, #8] quads left, [sp, #12] offset = 128·Σx
+// (summed first, 4 cycles a column).
 // Per quad ~40 cycles outside the loop (zeroing, the jump, U0..U3 and the offset, the store).
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
@@ -998,15 +984,23 @@ core::arch::global_asm!(
     "mov r7, r11",
     "push {{r4-r7}}",
     "ldr r4, [sp, #36]", // groups (fifth argument, above the nine saved registers)
-    "ldr r5, [sp, #40]", // offset (sixth)
     "sub sp, #16",
     "str r1, [sp]",
     "str r3, [sp, #4]",
     "str r4, [sp, #8]",
-    "str r5, [sp, #12]",
     "lsls r3, r2, #2",
     "adds r3, r1",
     "mov r12, r3",
+    // offset = 128·Σx (4 cycles a column)
+    "movs r6, #0",
+    "8:",
+    "ldm r1!, {{r4, r5}}",
+    "adds r6, r6, r4",
+    "adds r6, r6, r5",
+    "cmp r1, r3",
+    "blo 8b",
+    "lsls r6, r6, #7",
+    "str r6, [sp, #12]",
     // entry = body + ((-(cols/2)) mod 8) · 48, with the Thumb bit
     "lsrs r2, r2, #1",
     "rsbs r2, r2, #0",
@@ -1231,7 +1225,7 @@ macro_rules! RESCALE_SECTION {
 // Multiplier::round_shift: for s ≤ 32 add 2^(s−1) over both words, saturate unless
 // high >> (s−1) is 0 or −1, and join high << (32−s) | low >> s; for s ≥ 33,
 // ((high >> (s−33)) + 1) >> 1, which is (high + 2^(s−33)) >> (s−32).
-// 66 cycles a row for s ≤ 32, 56 above.
+// 64 cycles a row for s ≤ 32, 58 above.
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     RESCALE_SECTION!(),
@@ -1321,18 +1315,18 @@ core::arch::global_asm!(
     "adds r5, #1",
     "lsrs r2, r5",
     "orrs r6, r2",
-    "b 3f",
+    "3:",
+    "stm r0!, {{r6}}",
+    "cmp r0, r11",
+    "blo 1b",
+    "b 6f",
     // s ≥ 33
     "2:",
     "subs r5, #32",
     "asrs r6, r5",
     "adds r6, #1",
     "asrs r6, r6, #1",
-    "3:",
-    "stm r0!, {{r6}}",
-    "cmp r0, r11",
-    "blo 1b",
-    "b 6f",
+    "b 3b",
     // saturated: i32::MAX, or i32::MIN for a negative high word
     "5:",
     "asrs r6, r6, #31",
