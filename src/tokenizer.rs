@@ -231,6 +231,16 @@ impl Tokenizer {
         };
         let vocab = hf.get_vocab(true);
         let vocab_size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
+        // Ids must be 0..N for N tokens: checked before the table is allocated (an id of 10⁹
+        // in a small file would otherwise ask for gigabytes).
+        if vocab_size > vocab.len() {
+            bail!(
+                "tokenizer.json: token ids must be 0..{} for its {} tokens, found id {}",
+                vocab.len(),
+                vocab.len(),
+                vocab_size - 1
+            );
+        }
         let mut names = vec![None; vocab_size];
         for (name, &id) in &vocab {
             names[id as usize] = Some(name.clone());
@@ -351,6 +361,16 @@ impl Tokenizer {
         }
         let vocab = hf.get_vocab(true);
         let vocab_size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
+        // Ids must be 0..N for N tokens: checked before the table is allocated (an id of 10⁹
+        // in a small file would otherwise ask for gigabytes).
+        if vocab_size > vocab.len() {
+            bail!(
+                "tokenizer.json: token ids must be 0..{} for its {} tokens, found id {}",
+                vocab.len(),
+                vocab.len(),
+                vocab_size - 1
+            );
+        }
         let mut names = vec![None; vocab_size];
         for (name, &id) in &vocab {
             names[id as usize] = Some(name.as_str());
@@ -628,6 +648,17 @@ mod tests {
         let full = Tokenizer::train(TokenizerKind::Char, 4096, &text).unwrap();
         assert_eq!(full.decode(&full.encode(&text)), text);
         assert!(full.vocab_size() < 4096);
+    }
+
+    /// Found by the `tokenizer_files` fuzz target: one huge id in a small file asked for a
+    /// table of gigabytes (libFuzzer: malloc of 3.8 GB).
+    #[test]
+    fn a_vocabulary_id_beyond_its_token_count_is_refused_before_allocating() {
+        let tok = Tokenizer::train(TokenizerKind::Char, 32, "ab ab<|endoftext|>ba").unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&tok.to_json().unwrap()).unwrap();
+        json["model"]["vocab"]["a"] = serde_json::json!(157_777_776u64);
+        let err = Tokenizer::from_json(&json.to_string()).unwrap_err();
+        assert!(format!("{err:#}").contains("found id 157777776"), "{err:#}");
     }
 
     #[test]
