@@ -22,7 +22,7 @@
 //! - studies: [`sweep`] (train, export, eval and bench every config of a seed study, and its
 //!   report);
 //! - checkpoints in and out: [`train`], [`import`] (llama2.c and Hugging Face models),
-//!   [`export`], [`generate`] (a model file with the engine, a checkpoint with the float model);
+//!   [`export`], [`upgrade`] (an older model file as the current version), [`generate`] (a model file with the engine, a checkpoint with the float model);
 //! - measuring: [`eval`] (bits per byte of a checkpoint or a model file; train and export use it);
 //! - the float model: [`checkpoint`] (directories on disk), [`sample`] (float generation),
 //!   [`model`] (candle), [`tokenizer`];
@@ -62,3 +62,4 @@ pub mod sweep;
 pub mod tokenizer;
 pub mod train;
 pub mod uf2;
+pub mod upgrade;

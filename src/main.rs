@@ -1,7 +1,9 @@
 //! The `starmind` command line: clap structs and dispatch to the library (`starmind::*::run`).
 
 use clap::{Parser, Subcommand};
-use starmind::{bench, chat, configs, eval, export, flash, generate, import, sweep, train};
+use starmind::{
+    bench, chat, configs, eval, export, flash, generate, import, sweep, train, upgrade,
+};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +26,9 @@ enum Command {
     Configs(configs::Args),
     /// Quantize a checkpoint into a flat integer model file (.smb).
     Export(export::Args),
+    /// Rewrite a model file of an older format version as the current one (same numbers,
+    /// faster kernels).
+    Upgrade(upgrade::Args),
     /// Generate text (or token ids) from a model file with the integer engine, or from a
     /// checkpoint with the float model, on this computer.
     Generate(generate::Args),
@@ -47,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Configs(args) => configs::run(args),
         Command::Export(args) => export::run(args),
+        Command::Upgrade(args) => upgrade::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Import(args) => import::run(args),
         Command::Flash(args) => flash::run(args),

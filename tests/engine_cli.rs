@@ -217,3 +217,47 @@ fn export_writes_a_model_that_runs_and_refuses_what_does_not_fit() {
     assert!(!dir.join("x.smb").exists());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn upgrade_rewrites_a_version_1_file_as_the_current_one_and_guards_its_output() {
+    let dir = scratch("upgrade");
+    let out = dir.join("story-1k.smb");
+    let v1 = repo("tests/golden/story-1k-v1.smb");
+    let up = run(bin().arg("upgrade").arg(&v1).arg("-o").arg(&out));
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(
+        text(&up.stderr).contains("format version 1"),
+        "{}",
+        text(&up.stderr)
+    );
+    // The committed version-2 golden is the upgrade of the version-1 one.
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(repo("tests/golden/story-1k.smb")).unwrap()
+    );
+    // Not over an existing file without --force, never over its input.
+    let again = run(bin().arg("upgrade").arg(&v1).arg("-o").arg(&out));
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("--force"));
+    let copy = dir.join("copy.smb");
+    std::fs::copy(&v1, &copy).unwrap();
+    let onto_input = run(bin()
+        .arg("upgrade")
+        .arg(&copy)
+        .arg("-o")
+        .arg(&copy)
+        .arg("--force"));
+    assert_eq!(onto_input.status.code(), Some(1));
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&v1).unwrap());
+    // A damaged file is an error naming it, and nothing is written.
+    let mut bytes = std::fs::read(&v1).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    let bad = dir.join("bad.smb");
+    std::fs::write(&bad, &bytes).unwrap();
+    let bad_out = dir.join("bad-up.smb");
+    let refused = run(bin().arg("upgrade").arg(&bad).arg("-o").arg(&bad_out));
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("bad.smb"));
+    assert!(!bad_out.exists());
+}
