@@ -1088,6 +1088,31 @@ extern "C" {
     fn dots4_thumb(att: *mut i32, n: usize, k: *const i16, stride: usize, q: *const i32, add: u32);
 }
 
+/// One position of [`dots4_thumb`]: r1 = Σ key[j]·q[j] over the four `i16` keys at r0 and the
+/// four query values in r4–r7 (r2 scratch).
+#[cfg(target_arch = "arm")]
+macro_rules! DOTS4_POSITION {
+    () => {
+        concat!(
+            "ldrh r1, [r0, #0]\n",
+            "sxth r1, r1\n",
+            "muls r1, r4, r1\n",
+            "ldrh r2, [r0, #2]\n",
+            "sxth r2, r2\n",
+            "muls r2, r5, r2\n",
+            "adds r1, r1, r2\n",
+            "ldrh r2, [r0, #4]\n",
+            "sxth r2, r2\n",
+            "muls r2, r6, r2\n",
+            "adds r1, r1, r2\n",
+            "ldrh r2, [r0, #6]\n",
+            "sxth r2, r2\n",
+            "muls r2, r7, r2\n",
+            "adds r1, r1, r2\n",
+        )
+    };
+}
+
 /// Where [`dots4_thumb`] lives: SRAM on the RP2040, flash elsewhere.
 #[cfg(all(target_arch = "arm", feature = "rp2040"))]
 macro_rules! DOTS4_SECTION {
@@ -1130,21 +1155,7 @@ core::arch::global_asm!(
     "cmp r3, #0",
     "bne 2f",
     "1:",
-    "ldrh r1, [r0, #0]",
-    "sxth r1, r1",
-    "muls r1, r4, r1",
-    "ldrh r2, [r0, #2]",
-    "sxth r2, r2",
-    "muls r2, r5, r2",
-    "adds r1, r1, r2",
-    "ldrh r2, [r0, #4]",
-    "sxth r2, r2",
-    "muls r2, r6, r2",
-    "adds r1, r1, r2",
-    "ldrh r2, [r0, #6]",
-    "sxth r2, r2",
-    "muls r2, r7, r2",
-    "adds r1, r1, r2",
+    DOTS4_POSITION!(),
     "mov r3, r8",
     "stm r3!, {{r1}}",
     "mov r8, r3",
@@ -1153,21 +1164,7 @@ core::arch::global_asm!(
     "bne 1b",
     "b 9f",
     "2:",
-    "ldrh r1, [r0, #0]",
-    "sxth r1, r1",
-    "muls r1, r4, r1",
-    "ldrh r2, [r0, #2]",
-    "sxth r2, r2",
-    "muls r2, r5, r2",
-    "adds r1, r1, r2",
-    "ldrh r2, [r0, #4]",
-    "sxth r2, r2",
-    "muls r2, r6, r2",
-    "adds r1, r1, r2",
-    "ldrh r2, [r0, #6]",
-    "sxth r2, r2",
-    "muls r2, r7, r2",
-    "adds r1, r1, r2",
+    DOTS4_POSITION!(),
     "mov r3, r8",
     "ldr r2, [r3]",
     "adds r1, r1, r2",
