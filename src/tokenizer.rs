@@ -209,6 +209,19 @@ impl Tokenizer {
 
     /// Builds the byte tables from a HF tokenizer of one of our three shapes.
     fn from_hf(hf: tokenizers::Tokenizer) -> Result<Tokenizer> {
+        // Ids must be 0..N for N tokens, checked first: serializing a vocabulary with holes
+        // walks every missing id (one id of 10⁸ in a small file took seconds and gigabytes),
+        // and the id tables below are allocated by the largest id.
+        let vocab = hf.get_vocab(true);
+        if let Some(&max_id) = vocab.values().max() {
+            if max_id as usize >= vocab.len() {
+                bail!(
+                    "tokenizer.json: token ids must be 0..{} for its {} tokens, found id {max_id}",
+                    vocab.len(),
+                    vocab.len()
+                );
+            }
+        }
         let json: serde_json::Value = serde_json::from_str(
             &hf.to_string(false)
                 .map_err(anyhow::Error::from_boxed)
@@ -229,18 +242,7 @@ impl Tokenizer {
             None => TokenizerKind::Char,
             Some(other) => bail!("unsupported pre-tokenizer {other} (expected ByteLevel or none)"),
         };
-        let vocab = hf.get_vocab(true);
         let vocab_size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
-        // Ids must be 0..N for N tokens: checked before the table is allocated (an id of 10⁹
-        // in a small file would otherwise ask for gigabytes).
-        if vocab_size > vocab.len() {
-            bail!(
-                "tokenizer.json: token ids must be 0..{} for its {} tokens, found id {}",
-                vocab.len(),
-                vocab.len(),
-                vocab_size - 1
-            );
-        }
         let mut names = vec![None; vocab_size];
         for (name, &id) in &vocab {
             names[id as usize] = Some(name.clone());
@@ -361,16 +363,6 @@ impl Tokenizer {
         }
         let vocab = hf.get_vocab(true);
         let vocab_size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
-        // Ids must be 0..N for N tokens: checked before the table is allocated (an id of 10⁹
-        // in a small file would otherwise ask for gigabytes).
-        if vocab_size > vocab.len() {
-            bail!(
-                "tokenizer.json: token ids must be 0..{} for its {} tokens, found id {}",
-                vocab.len(),
-                vocab.len(),
-                vocab_size - 1
-            );
-        }
         let mut names = vec![None; vocab_size];
         for (name, &id) in &vocab {
             names[id as usize] = Some(name.as_str());
