@@ -163,9 +163,10 @@ impl Tokenizer {
 
     /// A tokenizer from `tokenizer.json` text.
     pub fn from_json(json: &str) -> Result<Tokenizer> {
-        // The syntax is checked here first: tokenizers 0.21 panics (`expect("Helper")` in its
-        // decoder's deserializer) on a syntax error inside the "decoder" object.
-        serde_json::from_str::<serde::de::IgnoredAny>(json)
+        // Read as JSON values here first: tokenizers 0.21 panics (`expect("Helper")` in its
+        // decoder's deserializer) when the "decoder" object is not valid JSON, a syntax error
+        // or a number no f64 holds (1e400), which only a full parse into values catches.
+        serde_json::from_str::<serde_json::Value>(json)
             .map_err(|e| anyhow!("parsing tokenizer.json: not valid JSON: {e}"))?;
         let hf: tokenizers::Tokenizer = json
             .parse()
@@ -651,6 +652,19 @@ mod tests {
         json["model"]["vocab"]["a"] = serde_json::json!(157_777_776u64);
         let err = Tokenizer::from_json(&json.to_string()).unwrap_err();
         assert!(format!("{err:#}").contains("found id 157777776"), "{err:#}");
+    }
+
+    /// Found by the `tokenizer_files` fuzz target: a number out of f64's range inside the
+    /// decoder object made tokenizers panic ("Helper: number out of range").
+    #[test]
+    fn a_decoder_with_an_out_of_range_number_is_an_error_not_a_panic() {
+        let tok = Tokenizer::train(TokenizerKind::Char, 32, "ab ab<|endoftext|>ba").unwrap();
+        let json = tok.to_json().unwrap();
+        let at = json.find("\"decoder\"").unwrap();
+        let close = at + json[at..].find('}').unwrap();
+        let broken = format!("{}, \"x\": 1e400{}", &json[..close], &json[close..]);
+        let err = Tokenizer::from_json(&broken).unwrap_err();
+        assert!(format!("{err:#}").contains("not valid JSON"), "{err:#}");
     }
 
     #[test]
