@@ -58,9 +58,10 @@ fn config(s: &Scratch, vocab: usize) -> PathBuf {
     path
 }
 
-/// `starmind train --force` into `out`; its stderr.
-fn train(config: &Path, data: &Path, valid: &Path, out: &Path) -> String {
-    let output: Output = bin()
+/// `starmind train` of `config` on `data` into `out`.
+fn train_command(config: &Path, data: &Path, valid: &Path, out: &Path) -> Command {
+    let mut command = bin();
+    command
         .arg("train")
         .arg("--config")
         .arg(config)
@@ -69,7 +70,13 @@ fn train(config: &Path, data: &Path, valid: &Path, out: &Path) -> String {
         .arg("--valid")
         .arg(valid)
         .arg("--out")
-        .arg(out)
+        .arg(out);
+    command
+}
+
+/// `starmind train --force` into `out`; its stderr.
+fn train(config: &Path, data: &Path, valid: &Path, out: &Path) -> String {
+    let output: Output = train_command(config, data, valid, out)
         .arg("--force")
         .output()
         .expect("running starmind");
@@ -225,18 +232,7 @@ fn a_folder_holding_only_a_token_cache_is_trained_into_without_force() {
             std::fs::remove_file(entry.path()).unwrap();
         }
     }
-    let output = bin()
-        .arg("train")
-        .arg("--config")
-        .arg(&tiny)
-        .arg("--data")
-        .arg(&data)
-        .arg("--valid")
-        .arg(&valid)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let output = train_command(&tiny, &data, &valid, &out).output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{log}");
     assert!(log.contains("token cache: reused"), "{log}");
