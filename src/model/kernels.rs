@@ -20,7 +20,14 @@ macro_rules! dispatch {
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the processor supports AVX2 (checked on the line above).
-                unsafe { avx2(|| $body) }
+                // The closure must be inlined into `avx2` to be compiled for it: a large body
+                // (the attention backward) was otherwise left a plain call, on SSE (measured).
+                unsafe {
+                    avx2(
+                        #[inline(always)]
+                        || $body,
+                    )
+                }
             } else {
                 $body
             }
@@ -85,29 +92,144 @@ pub fn sum(x: &[f32]) -> f32 {
     horizontal_sum(acc) + chunks.remainder().iter().sum::<f32>()
 }
 
-/// `out[d] = Σ_j p[j] · mt[d·tp + j]` for every row d of `mt` (`out.len()` rows), over
-/// `j < p.len()` (a multiple of [`LANES`]): one vector of partial sums per row in `acc`
-/// (`out.len() · LANES`), updated row after row, so no addition waits on the one before.
+/// `s[r·stride + j] = Σ_d x[r·hs + d] · mt[d·tp + j]` for the `R` rows of `x` (`hs` each) and
+/// `j < n` (a multiple of [`LANES`]). A vector of positions at a time, its `R` sums in
+/// registers over all `d`: each load of `mt` serves `R` rows, and no partial sum goes through
+/// memory. Per element the terms are added in order of `d`, as one row at a time would.
 #[inline(always)]
-pub fn rows_dot(p: &[f32], mt: &[f32], tp: usize, acc: &mut [f32], out: &mut [f32]) {
-    acc.fill(0.0);
-    for (c, pc) in p.chunks_exact(LANES).enumerate() {
-        let pc: [f32; LANES] = pc.try_into().expect("a whole vector");
-        for (d, a) in acc.chunks_exact_mut(LANES).enumerate() {
-            // Values in locals, not through the slices: the compiler then keeps them in one
-            // vector register (through the slices it did not, measured).
-            let m: [f32; LANES] = mt[d * tp + c * LANES..][..LANES]
-                .try_into()
-                .expect("a whole vector");
-            let mut v: [f32; LANES] = (&*a).try_into().expect("a whole vector");
+pub fn block_products<const R: usize>(
+    x: &[f32],
+    hs: usize,
+    mt: &[f32],
+    tp: usize,
+    n: usize,
+    s: &mut [f32],
+    stride: usize,
+) {
+    let x = &x[..R * hs];
+    for c in (0..n).step_by(LANES) {
+        // (`std::array::from_fn` here and below was not inlined: a call per vector, measured.)
+        let m = lanes(mt, c);
+        let mut acc = [[0f32; LANES]; R];
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xr = x[r * hs];
             for l in 0..LANES {
-                v[l] += pc[l] * m[l];
+                a[l] = xr * m[l];
             }
-            a.copy_from_slice(&v);
+        }
+        for d in 1..hs {
+            let m = lanes(mt, d * tp + c);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xr = x[r * hs + d];
+                for l in 0..LANES {
+                    a[l] += xr * m[l];
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            s[r * stride + c..][..LANES].copy_from_slice(a);
         }
     }
-    for (o, a) in out.iter_mut().zip(acc.chunks_exact(LANES)) {
-        *o = horizontal_sum(a.try_into().expect("a whole vector"));
+}
+
+/// `out[r·hs + d] = Σ_j p[r·stride + j] · mt[d·tp + j]` for `R` rows of `p`, every row `d <
+/// hs` of `mt` and `j < n` (a multiple of [`LANES`]): row pairs of `mt` at a time (a single
+/// last one for odd `hs`), so each load of `p` serves two rows of `mt` and each load of `mt`
+/// serves `R` rows of `p`.
+#[inline(always)]
+pub fn block_rows_dot<const R: usize>(
+    p: &[f32],
+    stride: usize,
+    n: usize,
+    mt: &[f32],
+    tp: usize,
+    hs: usize,
+    out: &mut [f32],
+) {
+    let mut d = 0;
+    while d + 2 <= hs {
+        dims_dot::<R, 2>(p, stride, n, mt, tp, d, hs, out);
+        d += 2;
+    }
+    if d < hs {
+        dims_dot::<R, 1>(p, stride, n, mt, tp, d, hs, out);
+    }
+}
+
+/// [`block_rows_dot`] for rows `d0..d0 + D` of `mt`: one vector of partial sums per (row of
+/// `p`, row of `mt`), `R·D` of them in registers, added vector after vector, then across
+/// lanes. Each element's order is fixed: vectors in order of `j`, then [`horizontal_sum`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dims_dot<const R: usize, const D: usize>(
+    p: &[f32],
+    stride: usize,
+    n: usize,
+    mt: &[f32],
+    tp: usize,
+    d0: usize,
+    hs: usize,
+    out: &mut [f32],
+) {
+    let mut acc = [[[0f32; LANES]; D]; R];
+    for c in (0..n).step_by(LANES) {
+        let (mut pr, mut m) = ([[0f32; LANES]; R], [[0f32; LANES]; D]);
+        for (r, pr) in pr.iter_mut().enumerate() {
+            *pr = *lanes(p, r * stride + c);
+        }
+        for (e, m) in m.iter_mut().enumerate() {
+            *m = *lanes(mt, (d0 + e) * tp + c);
+        }
+        for (a, pr) in acc.iter_mut().zip(&pr) {
+            for (a, m) in a.iter_mut().zip(&m) {
+                for l in 0..LANES {
+                    a[l] += pr[l] * m[l];
+                }
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for (e, a) in a.iter().enumerate() {
+            out[r * hs + d0 + e] = horizontal_sum(*a);
+        }
+    }
+}
+
+/// `yt[d·tp + j] += Σ_r x[r·hs + d] · w[r·stride + j]` for `d < hs` and `j < n` (a multiple
+/// of [`LANES`]): every vector of `yt` is loaded and stored once for all `R` rows (with the
+/// `R` factors of row `d` in registers). The rows are added in order `r = 0, 1, …`, so each
+/// element gets the same sum as from `R` updates one row at a time.
+#[inline(always)]
+pub fn block_outer_add<const R: usize>(
+    yt: &mut [f32],
+    tp: usize,
+    x: &[f32],
+    hs: usize,
+    w: &[f32],
+    stride: usize,
+    n: usize,
+) {
+    let x = &x[..R * hs];
+    let mut w_rows = [&w[..0]; R];
+    for (r, row) in w_rows.iter_mut().enumerate() {
+        *row = &w[r * stride..][..n];
+    }
+    for d in 0..hs {
+        let mut xd = [0f32; R];
+        for (r, xd) in xd.iter_mut().enumerate() {
+            *xd = x[r * hs + d];
+        }
+        for (c, y) in yt[d * tp..][..n].chunks_exact_mut(LANES).enumerate() {
+            let y: &mut [f32; LANES] = y.try_into().expect("a whole vector");
+            let mut v = *y;
+            for (&xr, row) in xd.iter().zip(&w_rows) {
+                let wr = lanes(row, c * LANES);
+                for l in 0..LANES {
+                    v[l] += xr * wr[l];
+                }
+            }
+            *y = v;
+        }
     }
 }
 
@@ -121,14 +243,6 @@ fn horizontal_sum(acc: [f32; LANES]) -> f32 {
         acc[3] + acc[7],
     ];
     (quad[0] + quad[2]) + (quad[1] + quad[3])
-}
-
-/// `y[i] += c · x[i]`.
-#[inline(always)]
-pub fn axpy(y: &mut [f32], c: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += c * x;
-    }
 }
 
 /// `e^x` to about 2 ulp for x ≤ 88 (values below −87 give ≈ 1e-38 rather than smaller): the
