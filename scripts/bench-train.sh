@@ -6,7 +6,8 @@
 #
 # usage: scripts/bench-train.sh [SECONDS]        (default 60 per trainer and shape)
 # env:   DATA, VALID (default ../shared/datasets/tinystories/{train,valid}.txt),
-#        SHAPES (default "story-1k chat-10k stories260k"), THREADS (default 2),
+#        SHAPES (default "story-1k chat-10k stories260k"; an entry `shape:S` gives that shape its own
+#        budget of S seconds, e.g. SHAPES="story-1k:120 stories260k:600"), THREADS (default 2),
 #        MEMORY_KB (ulimit -v for both trainers, default 16000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,17 +36,20 @@ PY
 
 HAVE_TORCH=0
 if python3 -c "import torch" 2>/dev/null && [ -f "$REF" ]; then HAVE_TORCH=1; fi
-for shape in $SHAPES; do
-    echo "== $shape: starmind, ${SECONDS_PER_RUN} s" >&2
+budget_of() { case "$1" in *:*) echo "${1#*:}" ;; *) echo "$SECONDS_PER_RUN" ;; esac; }
+for entry in $SHAPES; do
+    shape=${entry%%:*}
+    budget=$(budget_of "$entry")
+    echo "== $shape: starmind, ${budget} s" >&2
     (ulimit -v "$MEMORY_KB"; nice -n 10 "$BIN" train --config "$shape" --data "$DATA" --valid "$VALID" \
-        --out "$OUT/$shape" --batch-size 32 --steps 1000000 --max-seconds "$SECONDS_PER_RUN" \
+        --out "$OUT/$shape" --batch-size 32 --steps 1000000 --max-seconds "$budget" \
         --threads "$THREADS" --json) > "$OUT/$shape.starmind.log" 2> "$OUT/$shape.starmind.err" \
         || { tail -5 "$OUT/$shape.starmind.err" >&2; exit 1; }
     tail -1 "$OUT/$shape.starmind.log" > "$OUT/$shape.starmind.json"
     if [ "$HAVE_TORCH" = 1 ]; then
-        echo "== $shape: pytorch, ${SECONDS_PER_RUN} s" >&2
+        echo "== $shape: pytorch, ${budget} s" >&2
         # shellcheck disable=SC2046
-        (ulimit -v "$MEMORY_KB"; nice -n 10 python3 "$REF" --seconds "$SECONDS_PER_RUN" $(torch_flags "$shape") \
+        (ulimit -v "$MEMORY_KB"; nice -n 10 python3 "$REF" --seconds "$budget" $(torch_flags "$shape") \
             --batch 32 --threads "$THREADS" --train "$DATA" --valid "$VALID") | tail -1 > "$OUT/$shape.torch.json"
     fi
 done
@@ -57,30 +61,35 @@ def load(path):
     return json.load(open(path)) if os.path.exists(path) else None
 load_avg = open("/proc/loadavg").read().split()[:3]
 rows = []
-for shape in shapes.split():
+for entry in shapes.split():
+    shape, _, own = entry.partition(":")
+    secs = own or budget
     s, t = load(f"{out}/{shape}.starmind.json"), load(f"{out}/{shape}.torch.json")
     cfg = json.load(open(f"configs/{shape}.json"))["model"]
     seq = cfg["seq_len"]
     gb = lambda b: f"{b / 1e9:.2f} GB" if b else "?"
     if t:
         ratio = s["tokens_per_s"] / t["tokens_per_s"]
-        rows.append(f"| {shape} | 32 × {seq} | {s['tokens_per_s']:,.0f} | {t['tokens_per_s']:,.0f} | {ratio:.2f}× "
+        rows.append(f"| {shape} | 32 × {seq} | {secs} s | {s['tokens_per_s']:,.0f} | {t['tokens_per_s']:,.0f} | {ratio:.2f}× "
                     f"| {gb(s['peak_rss_bytes'])} | {gb(t['peak_rss_bytes'])} | {s['val_bpb']:.3f} | {t['val_bpb']:.3f} "
                     f"| {s['steps']} / {t['steps']} |")
     else:
-        rows.append(f"| {shape} | 32 × {seq} | {s['tokens_per_s']:,.0f} | – | – | {gb(s['peak_rss_bytes'])} | – "
+        rows.append(f"| {shape} | 32 × {seq} | {secs} s | {s['tokens_per_s']:,.0f} | – | – | {gb(s['peak_rss_bytes'])} | – "
                     f"| {s['val_bpb']:.3f} | – | {s['steps']} / – |")
+env = [f'SHAPES="{shapes}"'] if shapes != "story-1k chat-10k stories260k" else []
+env += [f"DATA={data}"] if data != "../shared/datasets/tinystories/train.txt" else []
+command = " ".join(env + [f"scripts/bench-train.sh {budget}"])
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 table = "\n".join([
-    f"Measured by `scripts/bench-train.sh {budget}` on {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC "
+    f"Measured by `{command}` on {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC "
     f"(commit {commit}, {os.cpu_count()} cores, {threads} threads each, load average {' '.join(load_avg)} at the end: "
     "the machine was shared, so read the ratios, taken one run after the other, rather than the absolute figures). "
-    f"Each trainer had {budget} s of training on `{data}`; starmind's val bpb is over all of `{valid}` with its "
+    f"Each trainer had the same budget of training (the budget column; {budget} s unless the shape names its own) on `{data}`; starmind's val bpb is over all of `{valid}` with its "
     "config's tokenizer, PyTorch's over its first 200 KB with characters (bits per byte compare across tokenizers).",
     "",
-    "| shape | batch × seq | starmind tok/s | PyTorch tok/s | ratio | starmind peak RSS | PyTorch peak RSS "
+    "| shape | batch × seq | budget | starmind tok/s | PyTorch tok/s | ratio | starmind peak RSS | PyTorch peak RSS "
     "| starmind val bpb | PyTorch val bpb | steps (starmind / PyTorch) |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     *rows,
 ])
 doc = "docs/training.md"
