@@ -8,7 +8,7 @@
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Ffn, TokenizerKind};
 use anyhow::{bail, Context, Result};
-use starmind_engine::budget::{Board, Budget};
+use starmind_engine::budget::{model_runs_from_sram, Board, Budget};
 use starmind_engine::format::{self, Quant};
 use starmind_engine::quantize::{quantize_model, FloatLayer, FloatModel};
 use starmind_engine::Model;
@@ -86,6 +86,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let budget = Budget::new(&config, bytes.len(), context);
     print_budget(&budget, &board)?;
+    let full_arena = Budget::new(&config, bytes.len(), config.seq_len).arena_bytes;
+    print_placement(bytes.len(), full_arena, &board)?;
     if !board.fits(&budget) {
         bail!(
             "the model does not fit the {} board: flash {} of {} bytes, RAM {} of {} bytes (context {context}); \
@@ -171,6 +173,29 @@ fn print_budget(b: &Budget, board: &Board) -> Result<()> {
         b.activation_bytes,
         b.kv_cache_bytes
     )?;
+    Ok(())
+}
+
+/// Where each part lives on the board (the firmware's rule, [`model_runs_from_sram`], against
+/// the board's RAM after the firmware: an estimate; the board measures its free RAM at boot and
+/// says `model_in=` in its ready line).
+fn print_placement(model_bytes: usize, full_arena: usize, board: &Board) -> Result<()> {
+    crate::outln!(
+        "where it lives (estimate; the firmware decides at boot with the RAM it measures):"
+    )?;
+    if model_runs_from_sram(model_bytes, full_arena, board.arena_ram_bytes()) {
+        crate::outln!(
+            "  SRAM   model           copied from flash at boot: {model_bytes} B + the arena of its full context ({full_arena} B) fit the {} B",
+            board.arena_ram_bytes()
+        )?;
+    } else {
+        crate::outln!(
+            "  flash  model           read in place through the 16 KB XIP cache: {model_bytes} B + the arena of its full context ({full_arena} B) exceed the {} B of RAM",
+            board.arena_ram_bytes()
+        )?;
+    }
+    crate::outln!("  SRAM   arena           activations and the KV cache (above)")?;
+    crate::outln!("  SRAM   hot kernels     matvec, attention, softmax, norms, SiLU, RoPE (.data.ramfunc, copied at boot)")?;
     Ok(())
 }
 

@@ -182,6 +182,9 @@ fn ctrl_c_stops_the_story_not_the_chat() {
     wait_for(&stdout, |s| s.len() >= 2 + 20, "the first story's text");
     interrupt(&chat);
     wait_for(&stderr, summaries(1), "the first story's end");
+    // chat ends the story's line on stdout before it writes the summary on stderr, but the two
+    // pipes are read by different threads: wait for that newline before cutting the output.
+    wait_for(&stdout, |s| s.ends_with(b"\n"), "the first story's newline");
     let first_len = stdout.lock().unwrap().len();
     input.write_all(b"b\n").unwrap();
     wait_for(

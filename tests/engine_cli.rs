@@ -198,6 +198,8 @@ fn export_writes_a_model_that_runs_and_refuses_what_does_not_fit() {
             stdout.contains("flash") && stdout.contains("arena"),
             "{stdout}"
         );
+        // A model this small is copied into SRAM at boot (the firmware's rule).
+        assert!(stdout.contains("SRAM   model"), "{stdout}");
         let report: serde_json::Value =
             serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
         assert!(
@@ -215,6 +217,21 @@ fn export_writes_a_model_that_runs_and_refuses_what_does_not_fit() {
         .args(["--context", "65"]));
     assert!(!out.status.success());
     assert!(!dir.join("x.smb").exists());
+    // The committed flagship (0.69 MB) does not fit the RAM beside its arena: read from flash.
+    let out = run(bin()
+        .arg("export")
+        .arg(repo("models/story-flagship-float"))
+        .arg("-o")
+        .arg(dir.join("flagship.smb"))
+        .args(["--context", "256"]));
+    assert!(out.status.success(), "export: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("flash  model")
+            && stdout.contains("read in place through the 16 KB XIP cache"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("SRAM   model"), "{stdout}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -35,6 +35,22 @@ impl Budget {
     }
 }
 
+/// Whether the firmware copies a model into SRAM at boot and runs it from there (no XIP cache
+/// misses on its weights) instead of reading it in place from flash: when the file, 4 bytes of
+/// alignment and the arena of the model's *full* context fit the free RAM together. The
+/// firmware decides with the free RAM it measures at boot; `starmind export` reports the same
+/// rule against [`Board::arena_ram_bytes`].
+pub fn model_runs_from_sram(
+    model_bytes: usize,
+    full_context_arena_bytes: usize,
+    free_ram_bytes: usize,
+) -> bool {
+    model_bytes
+        .saturating_add(4)
+        .saturating_add(full_context_arena_bytes)
+        <= free_ram_bytes
+}
+
 /// A board's memory as the firmware leaves it to the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Board {
@@ -104,6 +120,25 @@ mod tests {
             unk_id: crate::format::NO_TOKEN,
             head_size: None,
         }
+    }
+
+    #[test]
+    fn a_model_runs_from_sram_only_when_it_fits_beside_its_full_arena() {
+        let free = Board::PICO.arena_ram_bytes();
+        assert!(model_runs_from_sram(4_184, 3_651, free), "story-1k-sized");
+        assert!(
+            !model_runs_from_sram(687_472, 128_707, free),
+            "the flagship"
+        );
+        assert!(
+            model_runs_from_sram(free - 1_004, 1_000, free),
+            "exactly full"
+        );
+        assert!(
+            !model_runs_from_sram(free - 1_003, 1_000, free),
+            "one byte over"
+        );
+        assert!(!model_runs_from_sram(usize::MAX, 1, free), "no overflow");
     }
 
     #[test]

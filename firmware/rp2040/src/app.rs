@@ -7,6 +7,7 @@
 use core::fmt::Write as _;
 use core::ops::ControlFlow;
 
+use starmind_engine::budget;
 use starmind_engine::kernel_bench;
 use starmind_engine::run_config::{
     Mode, RunConfig, CONFIG_ADDR, CONFIG_BYTES, MAX_BENCH_TOKENS, MAX_PROMPT_BYTES, MODEL_ADDR,
@@ -63,7 +64,7 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     let mut free_bytes = measure::stack_top() - STACK_RESERVE_BYTES - free_start;
     let mut arena_start = free_start;
     let full_arena = Model::arena_bytes(&model.config(), model.config().seq_len);
-    let in_sram = model_bytes.len() + 4 + full_arena <= free_bytes;
+    let in_sram = budget::model_runs_from_sram(model_bytes.len(), full_arena, free_bytes);
     let model = if in_sram {
         let at = (free_start + 3) & !3;
         // SAFETY: [at, at + len) lies inside the free RAM (checked above), which nothing else
