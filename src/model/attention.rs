@@ -259,7 +259,20 @@ struct Head<'a> {
     stride: usize,
 }
 
-impl Head<'_> {
+impl<'a> Head<'a> {
+    /// Query head `h` of sequence `bi`: its rotated queries `qh` against the loaded `kv` head.
+    fn new(kv: &'a KvHead, qh: &'a [f32], dims: Dims, bi: usize, h: usize) -> Head<'a> {
+        let (hs, qw) = (dims.heads.head_size, dims.q_width());
+        Head {
+            kv,
+            qh,
+            hs,
+            scale: dims.scale(),
+            first: bi * dims.t * qw + h * hs,
+            stride: qw,
+        }
+    }
+
     /// Offset of row `i` of this head in a `[b, t, n_heads·hs]` tensor.
     fn at(&self, i: usize) -> usize {
         self.first + i * self.stride
@@ -344,14 +357,7 @@ fn forward_kernel(
             kv.load(rope, k, v, dims, bi, g);
             for h in g * dims.group()..(g + 1) * dims.group() {
                 gather_q(rope, q, dims, bi, h, &mut qh);
-                let head = Head {
-                    kv: &kv,
-                    qh: &qh,
-                    hs,
-                    scale: dims.scale(),
-                    first: bi * t * qw + h * hs,
-                    stride: qw,
-                };
+                let head = Head::new(&kv, &qh, dims, bi, h);
                 let lse = &mut lse[(bi * nh + h) * t..][..t];
                 for i in (0..whole).step_by(BLOCK) {
                     forward_rows::<BLOCK>(&head, i, &mut s, &mut out, lse);
@@ -452,14 +458,7 @@ fn backward_kernel(
             for h in g * dims.group()..(g + 1) * dims.group() {
                 gather_q(rope, saved.q, dims, bi, h, &mut qh);
                 gather_rows(d_out, dims, bi, h, &mut doh);
-                let head = Head {
-                    kv: &kv,
-                    qh: &qh,
-                    hs,
-                    scale: dims.scale(),
-                    first: bi * t * qw + h * hs,
-                    stride: qw,
-                };
+                let head = Head::new(&kv, &qh, dims, bi, h);
                 let lse = &saved.lse[(bi * nh + h) * t..][..t];
                 let (out, grads, dq) = (saved.out, &mut grads, &mut dq);
                 for i in (0..whole).step_by(BLOCK) {
