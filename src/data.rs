@@ -319,19 +319,107 @@ impl Rng {
     }
 }
 
-/// `batch` random windows of `seq_len + 1` tokens from `tokens`: inputs and next-token targets,
-/// each `batch·seq_len` ids, row-major.
-pub fn sample_batch(
+/// The order training reads its windows in: epochs of shuffled, non-overlapping windows.
+///
+/// Each epoch cuts the tokens into windows of `seq_len + 1` tokens (inputs and next-token
+/// targets; neighbours share one token) starting at a random phase in `0..seq_len`, so the cut
+/// points move between epochs, and visits them in a random order (Fisher–Yates): every window
+/// of an epoch once before any repeats. Epoch `e`'s phase and order come from `seed` and `e`
+/// alone, so the order is known from the number of windows drawn ([`WindowOrder::resume`]), which
+/// is all a checkpoint keeps.
+pub struct WindowOrder {
+    seed: u64,
+    tokens: usize,
+    seq_len: usize,
+    epoch: u64,
+    /// Window starts of this epoch, in visiting order.
+    starts: Vec<usize>,
+    next: usize,
+    drawn: u64,
+}
+
+impl WindowOrder {
+    /// The order from the first window of epoch 0 (`tokens ≥ seq_len + 1`).
+    pub fn new(tokens: usize, seq_len: usize, seed: u64) -> WindowOrder {
+        let mut order = WindowOrder {
+            seed,
+            tokens,
+            seq_len: seq_len.max(1),
+            epoch: 0,
+            starts: Vec::new(),
+            next: 0,
+            drawn: 0,
+        };
+        order.shuffle();
+        order
+    }
+
+    /// The order after `drawn` windows, exactly as if they had been drawn.
+    pub fn resume(tokens: usize, seq_len: usize, seed: u64, drawn: u64) -> WindowOrder {
+        let mut order = WindowOrder::new(tokens, seq_len, seed);
+        let mut left = drawn;
+        while left >= order.starts.len() as u64 {
+            left -= order.starts.len() as u64;
+            order.drawn += order.starts.len() as u64;
+            order.epoch += 1;
+            order.shuffle();
+        }
+        order.next = left as usize;
+        order.drawn += left;
+        order
+    }
+
+    /// Lays out and shuffles the windows of `self.epoch`.
+    fn shuffle(&mut self) {
+        let mut rng = Rng::new(self.seed ^ (self.epoch + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let window = self.seq_len + 1;
+        let mut phase = rng.below(self.seq_len);
+        if self.tokens < phase + window {
+            phase = 0;
+        }
+        let count = (self.tokens.saturating_sub(phase + 1) / self.seq_len).max(1);
+        self.starts = (0..count).map(|i| phase + i * self.seq_len).collect();
+        for i in (1..count).rev() {
+            let j = rng.below(i + 1);
+            self.starts.swap(i, j);
+        }
+        self.next = 0;
+    }
+
+    /// The start of the next window.
+    pub fn next_start(&mut self) -> usize {
+        if self.next == self.starts.len() {
+            self.epoch += 1;
+            self.shuffle();
+        }
+        self.next += 1;
+        self.drawn += 1;
+        self.starts[self.next - 1]
+    }
+
+    /// Windows drawn so far (what a checkpoint stores).
+    pub fn drawn(&self) -> u64 {
+        self.drawn
+    }
+
+    /// Passes over the training tokens so far: whole epochs plus the fraction of this one.
+    pub fn epochs(&self) -> f64 {
+        self.epoch as f64 + self.next as f64 / self.starts.len().max(1) as f64
+    }
+}
+
+/// The next `batch` windows of `order` from `tokens`: inputs and next-token targets, each
+/// `batch·seq_len` ids, row-major.
+pub fn next_batch(
     tokens: &[u32],
     batch: usize,
     seq_len: usize,
-    rng: &mut Rng,
+    order: &mut WindowOrder,
 ) -> (Vec<u32>, Vec<u32>) {
-    let span = tokens.len().saturating_sub(seq_len + 1) + 1;
     let mut inputs = Vec::with_capacity(batch * seq_len);
     let mut targets = Vec::with_capacity(batch * seq_len);
     for _ in 0..batch {
-        let start = rng.below(span);
+        let start = order.next_start();
         inputs.extend_from_slice(&tokens[start..start + seq_len]);
         targets.extend_from_slice(&tokens[start + 1..start + seq_len + 1]);
     }
@@ -410,10 +498,77 @@ mod tests {
     #[test]
     fn batches_are_windows_with_shifted_targets() {
         let tokens: Vec<u32> = (0..100).collect();
-        let (x, y) = sample_batch(&tokens, 4, 10, &mut Rng::new(1));
+        let (x, y) = next_batch(&tokens, 4, 10, &mut WindowOrder::new(100, 10, 1));
         assert_eq!(x.len(), 40);
         for (a, b) in x.iter().zip(&y) {
             assert_eq!(a + 1, *b);
+        }
+    }
+
+    /// Each epoch visits each of its windows once, non-overlapping (neighbours share one
+    /// token), inside the tokens; the phase and the order change between epochs.
+    #[test]
+    fn an_epoch_visits_every_window_once_and_the_next_one_cuts_and_orders_them_anew() {
+        let (tokens, seq_len) = (10_007, 64);
+        let mut order = WindowOrder::new(tokens, seq_len, 42);
+        let mut epochs: Vec<Vec<usize>> = Vec::new();
+        for _ in 0..3 {
+            // The first draw of an epoch lays it out; only then is its window count known.
+            let first = order.next_start();
+            let count = order.starts.len();
+            let starts: Vec<usize> = std::iter::once(first)
+                .chain((1..count).map(|_| order.next_start()))
+                .collect();
+            let mut sorted = starts.clone();
+            sorted.sort_unstable();
+            let phase = sorted[0];
+            assert!(phase < seq_len);
+            for (i, &s) in sorted.iter().enumerate() {
+                assert_eq!(s, phase + i * seq_len, "windows at a stride of seq_len");
+            }
+            assert!(sorted[count - 1] + seq_len < tokens, "last window inside");
+            assert!(
+                sorted[count - 1] + 2 * seq_len + 1 > tokens,
+                "no window left out"
+            );
+            assert_ne!(starts, sorted, "shuffled");
+            epochs.push(starts);
+        }
+        assert!(epochs[0] != epochs[1] && epochs[1] != epochs[2]);
+        assert!((order.epochs() - 3.0).abs() < 1e-12, "{}", order.epochs());
+        assert_eq!(
+            order.drawn(),
+            epochs.iter().map(|e| e.len() as u64).sum::<u64>()
+        );
+    }
+
+    /// Resuming from the count of drawn windows continues the very same sequence, across an
+    /// epoch boundary too; another seed gives another order.
+    #[test]
+    fn the_order_resumes_from_the_number_of_windows_drawn() {
+        let (tokens, seq_len) = (5_000, 32);
+        let mut straight = WindowOrder::new(tokens, seq_len, 7);
+        let all: Vec<usize> = (0..500).map(|_| straight.next_start()).collect();
+        for cut in [0, 1, 155, 156, 157, 300] {
+            let mut resumed = WindowOrder::resume(tokens, seq_len, 7, cut as u64);
+            assert_eq!(resumed.drawn(), cut as u64);
+            let rest: Vec<usize> = (cut..500).map(|_| resumed.next_start()).collect();
+            assert_eq!(rest, all[cut..], "resumed at {cut}");
+        }
+        let mut other = WindowOrder::new(tokens, seq_len, 8);
+        let other: Vec<usize> = (0..500).map(|_| other.next_start()).collect();
+        assert_ne!(other, all);
+    }
+
+    /// Text of just one window (or a little more) still gives a valid window every time.
+    #[test]
+    fn a_text_of_one_window_repeats_it() {
+        for tokens in [33, 34, 40] {
+            let mut order = WindowOrder::new(tokens, 32, 3);
+            for _ in 0..20 {
+                let s = order.next_start();
+                assert!(s + 33 <= tokens, "{tokens}: start {s}");
+            }
         }
     }
 }

@@ -7,9 +7,12 @@
 //! [`optim`] holds AdamW and the schedule, [`metrics`] metrics.csv and the loss plot,
 //! [`progress`] the progress bar.
 //!
-//! Determinism: all randomness (initial weights, batch sampling, the final sample) comes from
-//! [`Rng`] seeded with `--seed`; the sampler's state and the AdamW moments are saved with every
-//! checkpoint, so `--resume` continues exactly where the run stopped.
+//! Data order: epochs of shuffled, non-overlapping windows ([`data::WindowOrder`]): every
+//! window of an epoch once, cut at a new phase and visited in a new order each epoch.
+//!
+//! Determinism: all randomness (initial weights, the window order, the final sample) comes from
+//! `--seed`; the number of windows drawn, the generator's state and the AdamW moments are saved
+//! with every checkpoint, so `--resume` continues exactly where the run stopped.
 
 use crate::checkpoint::{self, CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE};
 use crate::config::{self, NamedConfig, TrainConfig};
@@ -129,6 +132,9 @@ pub struct Throughput {
     pub train_s: f64,
     /// Seconds of periodic evaluations and checkpoint writes inside the loop.
     pub eval_s: f64,
+    /// Passes over the training tokens in the whole run so far (resumed parts included):
+    /// [`data::WindowOrder::epochs`].
+    pub epochs: f64,
 }
 
 /// The one-line summary `--json` prints (the interface outside checks read).
@@ -143,6 +149,8 @@ pub struct JsonSummary {
     pub val_bpb: f64,
     pub val_loss: f64,
     pub peak_rss_bytes: Option<u64>,
+    /// Passes over the training tokens (whole run).
+    pub epochs: f64,
 }
 
 impl TrainReport {
@@ -158,6 +166,7 @@ impl TrainReport {
             val_bpb: self.eval.val_bpb,
             val_loss: self.eval.val_loss,
             peak_rss_bytes: self.peak_rss_bytes,
+            epochs: self.throughput.epochs,
         }
     }
 }
@@ -186,8 +195,9 @@ pub fn run(args: Args) -> Result<()> {
         report.eval.val_bpb, report.eval.val_loss, report.eval.unigram_bpb, report.eval.bigram_bpb
     );
     println!(
-        "{} steps, {:.0} tokens/s over {:.1} s of training ({:.1} s of evaluation and checkpoints); peak RSS {}",
+        "{} steps ({:.2} epochs), {:.0} tokens/s over {:.1} s of training ({:.1} s of evaluation and checkpoints); peak RSS {}",
         report.steps,
+        report.throughput.epochs,
         report.throughput.tokens_per_s,
         report.throughput.train_s,
         report.throughput.eval_s,
@@ -511,6 +521,9 @@ struct RunInputs<'a> {
 struct ResumeState {
     step: usize,
     rng_state: u64,
+    /// Training windows drawn so far ([`data::WindowOrder`]); `None` in checkpoints from before
+    /// the epoch order.
+    windows_drawn: Option<u64>,
     elapsed_s: f64,
     tensors: HashMap<String, Tensor>,
     data: Vec<String>,
@@ -535,6 +548,7 @@ impl ResumeState {
         Ok(ResumeState {
             step: get("step")?.parse()?,
             rng_state: get("rng_state")?.parse()?,
+            windows_drawn: meta.get("windows_drawn").map(|v| v.parse()).transpose()?,
             elapsed_s: get("elapsed_s")?.parse()?,
             data: serde_json::from_str(get("data")?)?,
             valid: serde_json::from_str(get("valid")?)?,
@@ -590,7 +604,17 @@ fn train_loop(
     let mut optimizer = AdamW::new(&varmap, t.weight_decay)?;
     let (mut step, mut elapsed_before) = (0, 0.0);
     let mut rows = Vec::new();
+    let n_tokens = run.train_tokens.len();
+    let mut windows = data::WindowOrder::new(n_tokens, c.seq_len, t.seed);
     if let Some(state) = &resumed {
+        match state.windows_drawn {
+            Some(drawn) => {
+                windows = data::WindowOrder::resume(n_tokens, c.seq_len, t.seed, drawn)
+            }
+            None => eprintln!(
+                "this checkpoint predates the epoch order of training windows: they start again at epoch 0"
+            ),
+        }
         optimizer.restore(&state.tensors, state.step)?;
         rng = Rng::from_state(state.rng_state);
         step = state.step;
@@ -621,7 +645,7 @@ fn train_loop(
         let mut loss_value = 0f64;
         for _ in 0..accumulate {
             let (inputs, targets) =
-                data::sample_batch(run.train_tokens, t.batch_size, c.seq_len, &mut rng);
+                data::next_batch(run.train_tokens, t.batch_size, c.seq_len, &mut windows);
             let batch = Batch {
                 inputs: &inputs,
                 targets: &targets,
@@ -696,7 +720,7 @@ fn train_loop(
             rows.push(row);
         }
         if is_checkpoint {
-            save_checkpoint(run, &optimizer, &rng, step, elapsed, &rows)?;
+            save_checkpoint(run, &optimizer, &rng, &windows, step, elapsed, &rows)?;
             last_checkpoint = Some(step);
         } else if is_eval {
             fsio::write_atomic(&run.out.join(METRICS_FILE), metrics_csv(&rows).as_bytes())?;
@@ -744,6 +768,7 @@ fn train_loop(
             tokens,
             train_s,
             eval_s,
+            epochs: windows.epochs(),
         },
         stopped_early,
     })
@@ -840,6 +865,7 @@ fn save_checkpoint(
     run: &RunInputs,
     optimizer: &AdamW,
     rng: &Rng,
+    windows: &data::WindowOrder,
     step: usize,
     elapsed: f64,
     rows: &[MetricsRow],
@@ -848,6 +874,7 @@ fn save_checkpoint(
     let state_meta = BTreeMap::from([
         ("step".to_string(), step.to_string()),
         ("rng_state".to_string(), rng.state().to_string()),
+        ("windows_drawn".to_string(), windows.drawn().to_string()),
         ("elapsed_s".to_string(), format!("{elapsed}")),
         ("data".to_string(), serde_json::to_string(run.data)?),
         (
