@@ -80,10 +80,12 @@ env = [f'SHAPES="{shapes}"'] if shapes != "story-1k chat-10k stories260k" else [
 env += [f"DATA={data}"] if data != "../shared/datasets/tinystories/train.txt" else []
 command = " ".join(env + [f"scripts/bench-train.sh {budget}"])
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+# The trainers' own threads count in the load average; more than that means other work shared the cores.
+shared = (": the machine was shared, so read the ratios, taken one run after the other, rather than the absolute figures"
+          if float(load_avg[0]) > int(threads) + 0.5 else ", the trainers' own threads: a quiet machine")
 table = "\n".join([
     f"Measured by `{command}` on {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC "
-    f"(commit {commit}, {os.cpu_count()} cores, {threads} threads each, load average {' '.join(load_avg)} at the end: "
-    "the machine was shared, so read the ratios, taken one run after the other, rather than the absolute figures). "
+    f"(commit {commit}, {os.cpu_count()} cores, {threads} threads each, load average {' '.join(load_avg)} at the end{shared}). "
     f"Each trainer had the same budget of training (the budget column; {budget} s unless the shape names its own) on `{data}`; starmind's val bpb is over all of `{valid}` with its "
     "config's tokenizer, PyTorch's over its first 200 KB with characters (bits per byte compare across tokenizers).",
     "",
