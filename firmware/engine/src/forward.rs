@@ -521,11 +521,21 @@ pub(crate) fn rope(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
         let pairs = (head_size / 2).min(rope_at_pos.len() / 8);
         let aligned = (rope_at_pos.as_ptr() as usize).is_multiple_of(4);
         if head_size > 0 && pairs > 0 && aligned {
-            for head in v.chunks_exact_mut(head_size) {
-                // SAFETY: head holds head_size ≥ 2·pairs words and the table ≥ 8·pairs bytes
+            // Head by head without `chunks_exact_mut` (its length division is a ~100-cycle
+            // library call on the M0+).
+            let mut at = 0;
+            while at + head_size <= v.len() {
+                // SAFETY: v[at..] holds head_size ≥ 2·pairs words and the table ≥ 8·pairs bytes
                 // from a 4-byte aligned start (little-endian words, as from_le_bytes reads them
-                // on this core); the routine reads/writes head[..2·pairs] and reads the table.
-                unsafe { rope_thumb(head.as_mut_ptr(), pairs, rope_at_pos.as_ptr().cast::<i32>()) };
+                // on this core); the routine reads/writes v[at..at + 2·pairs] and reads the table.
+                unsafe {
+                    rope_thumb(
+                        v.as_mut_ptr().add(at),
+                        pairs,
+                        rope_at_pos.as_ptr().cast::<i32>(),
+                    )
+                };
+                at += head_size;
             }
             return;
         }

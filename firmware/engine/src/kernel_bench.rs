@@ -12,11 +12,12 @@ use crate::forward::{
     weigh_by_value_steps_reference, AttentionShape, KvView, STEP_WORDS,
 };
 use crate::kernels::{
-    div_rem_u32, exp_q16, matvec_i4, matvec_i8, matvec_i8_reference, matvec_i8_x4, quad_rows,
-    quantize_act, quantize_act_reference, rmsnorm, rmsnorm_reference, silu_in_place, silu_q16,
-    step_q16, Multiplier, ACT_LEVELS, ONE_Q16,
+    argmax, div_rem_u32, exp_q16, isqrt_u64, isqrt_u64_reference, matvec_i4, matvec_i8,
+    matvec_i8_reference, matvec_i8_x4, quad_rows, quantize_act, quantize_act_reference,
+    quantize_kv, quantize_kv_reference, rmsnorm, rmsnorm_reference, silu_in_place, silu_q16,
+    step_q16, Multiplier, ACT_LEVELS, KV_WIDE, ONE_Q16,
 };
-use crate::sampler::{Sampler, SamplerConfig};
+use crate::sampler::{top_k, top_k_reference, Sampler, SamplerConfig, MAX_CANDIDATES};
 
 /// What one case measured: `calls` calls took `cycles`; each call does `macs` multiply-adds
 /// (elements, for the element-wise kernels).
@@ -491,6 +492,78 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
+    // quantize_kv (through quantize_act's routine on the device) against its plain form.
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..100usize {
+        let n = 1 + round % KV_WIDE;
+        let range = [1 << 12, 1 << 16, 1 << 20, i32::MAX >> 1][round % 4];
+        for (i, v) in q[..n].iter_mut().enumerate() {
+            *v = match (round + i) % 13 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                _ => rng.signed(range),
+            };
+        }
+        let (mut got, mut want_kv) = ([0i16; KV_WIDE], [0i16; KV_WIDE]);
+        let max = quantize_kv(&q[..n], &mut got[..n]);
+        let want_max = quantize_kv_reference(&q[..n], &mut want_kv[..n]);
+        cases += n as u32 + 1;
+        mismatches += (max != want_max) as u32;
+        mismatches += got[..n]
+            .iter()
+            .zip(&want_kv[..n])
+            .filter(|(a, b)| a != b)
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "quantize_kv",
+        cases,
+        mismatches,
+    });
+    // The divider-based integer square root against the bit-by-bit loop.
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for i in 0..1000u32 {
+        let v = ((rng.next() as u64) << 32 | rng.next() as u64) >> (i % 64);
+        let root = (v >> 32).max(1);
+        for v in [v, root * root, root * root - 1] {
+            cases += 1;
+            mismatches += (isqrt_u64(v) != isqrt_u64_reference(v)) as u32;
+        }
+    }
+    report(KernelCheck {
+        name: "isqrt_u64",
+        cases,
+        mismatches,
+    });
+    // The histogram top-k against the insertion reference: wide, narrow and tied logits.
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    let logits = take(&mut free, 512);
+    for round in 0..40usize {
+        let n = [1, 40, 64, 128, 144, 512][round % 6];
+        let span = [1 << 12, 1 << 18, 40 << 16, i32::MAX >> 1][(round / 6) % 4];
+        for (i, l) in logits[..n].iter_mut().enumerate() {
+            *l = rng.signed(span);
+            if (round + i) % 3 == 0 {
+                *l &= !0xFFFF; // ties
+            }
+        }
+        let (_, max) = argmax(&logits[..n]);
+        for k in [1, 40, 64] {
+            let (mut ids, mut vals) = ([0; MAX_CANDIDATES], [i32::MIN; MAX_CANDIDATES]);
+            let (mut ref_ids, mut ref_vals) = ([0; MAX_CANDIDATES], [i32::MIN; MAX_CANDIDATES]);
+            let got = top_k(&logits[..n], max, k, &mut ids, &mut vals);
+            let want = top_k_reference(&logits[..n], k, &mut ref_ids, &mut ref_vals);
+            cases += 1;
+            mismatches += (got != want
+                || ids[..got] != ref_ids[..want]
+                || vals[..got] != ref_vals[..want]) as u32;
+        }
+    }
+    report(KernelCheck {
+        name: "top_k",
+        cases,
+        mismatches,
+    });
 }
 
 /// Arena bytes [`run`] needs.
@@ -793,7 +866,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 12);
+        assert_eq!(checks.len(), 15);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
