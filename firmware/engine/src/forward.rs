@@ -564,10 +564,105 @@ macro_rules! ROPE_SECTION {
     };
 }
 
-// Per pair (a, b) and (cos, sin): the four signed 32×32→64 products (.Lrope_smul: the unsigned
-// product from four MULS, its high word corrected by each negative factor's partner), a·cos −
-// b·sin and a·sin + b·cos as 64-bit sums, each + 2^29, >> 30 and clamped to i32
-// (.Lrope_finish). r4 v, r5 the table (advancing), r6 the end of v, the products on the stack.
+/// r7:r6 = r0 · r1 (signed 32×32→64): each factor split into its signed high and unsigned low
+/// half, four MULS (each product fits 32 bits: ±2³⁰, ±2³¹, < 2³²), the two middle ones added
+/// shifted by 16 with their carries. Clobbers r0–r5.
+#[cfg(target_arch = "arm")]
+macro_rules! ROPE_PRODUCT {
+    () => {
+        concat!(
+            "asrs r2, r0, #16\n",
+            "uxth r0, r0\n",
+            "asrs r3, r1, #16\n",
+            "uxth r1, r1\n",
+            "mov r6, r0\n",
+            "muls r6, r1, r6\n",
+            "mov r7, r2\n",
+            "muls r7, r3, r7\n",
+            "muls r2, r1, r2\n",
+            "muls r0, r3, r0\n",
+            "lsls r4, r2, #16\n",
+            "asrs r2, r2, #16\n",
+            "adds r6, r6, r4\n",
+            "adcs r7, r2\n",
+            "lsls r4, r0, #16\n",
+            "asrs r0, r0, #16\n",
+            "adds r6, r6, r4\n",
+            "adcs r7, r0\n",
+        )
+    };
+}
+
+/// r7:r6 += r0 · r1 ("adds", "adcs") or −= ("subs", "sbcs"), as [`ROPE_PRODUCT`]. Clobbers
+/// r0–r5.
+#[cfg(target_arch = "arm")]
+macro_rules! ROPE_PRODUCT_ACC {
+    ($add:literal, $adc:literal) => {
+        concat!(
+            "asrs r2, r0, #16\n",
+            "uxth r0, r0\n",
+            "asrs r3, r1, #16\n",
+            "uxth r1, r1\n",
+            "mov r5, r0\n",
+            "muls r5, r1, r5\n",
+            $add,
+            " r6, r6, r5\n",
+            "movs r5, #0\n",
+            $adc,
+            " r7, r5\n",
+            "mov r5, r2\n",
+            "muls r5, r3, r5\n",
+            $add,
+            " r7, r7, r5\n",
+            "muls r2, r1, r2\n",
+            "muls r0, r3, r0\n",
+            "lsls r4, r2, #16\n",
+            "asrs r2, r2, #16\n",
+            $add,
+            " r6, r6, r4\n",
+            $adc,
+            " r7, r2\n",
+            "lsls r4, r0, #16\n",
+            "asrs r0, r0, #16\n",
+            $add,
+            " r6, r6, r4\n",
+            $adc,
+            " r7, r0\n",
+        )
+    };
+}
+
+/// r6 = clamp((r7:r6 + 2^29) >> 30) to `i32`; `$sat` is the label of the saturating exit, which
+/// comes back to `$back`. Clobbers r4, r5, r7.
+#[cfg(target_arch = "arm")]
+macro_rules! ROPE_ROUND {
+    ($sat:literal, $back:literal) => {
+        concat!(
+            "movs r4, #1\n",
+            "lsls r4, r4, #29\n",
+            "movs r5, #0\n",
+            "adds r6, r6, r4\n",
+            "adcs r7, r5\n",
+            "asrs r4, r7, #29\n",
+            "adds r4, #1\n",
+            "cmp r4, #1\n",
+            "bhi ",
+            $sat,
+            "\n",
+            "lsls r7, r7, #2\n",
+            "lsrs r6, r6, #30\n",
+            "orrs r6, r7\n",
+            $back,
+            ":\n",
+        )
+    };
+}
+
+// Per pair (a, b) and (cos, sin): a·cos − b·sin and a·sin + b·cos as 64-bit sums of the signed
+// products (ROPE_PRODUCT, inline), each + 2^29, >> 30 and clamped to i32 (ROPE_ROUND).
+// r8–r11 a, b, cos, sin; r12 v, lr the table (advancing); [sp] the end of v, [sp, #4] the
+// rotated a until b's is done. ~150 cycles a pair (stories260k's profile; with a call per
+// product it took ~217).
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     ROPE_SECTION!(),
@@ -577,99 +672,72 @@ core::arch::global_asm!(
     ".p2align 2",
     "rope_thumb:",
     "push {{r4-r7, lr}}",
-    "mov r4, r0",
-    "mov r5, r2",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "sub sp, #8",
     "lsls r1, r1, #3",
-    "adds r6, r0, r1",
+    "adds r1, r0, r1",
+    "str r1, [sp]",
+    "mov r12, r0",
+    "mov lr, r2",
     "1:",
-    "ldr r0, [r4]",
-    "ldr r1, [r5]",
-    "bl .Lrope_smul", // a·cos
-    "push {{r0, r1}}",
-    "ldr r0, [r4, #4]",
-    "ldr r1, [r5, #4]",
-    "bl .Lrope_smul", // b·sin
-    "pop {{r2, r3}}",
-    "subs r2, r2, r0",
-    "sbcs r3, r1",
-    "push {{r2, r3}}", // a·cos − b·sin
-    "ldr r0, [r4]",
-    "ldr r1, [r5, #4]",
-    "bl .Lrope_smul", // a·sin
-    "push {{r0, r1}}",
-    "ldr r0, [r4, #4]",
-    "ldr r1, [r5]",
-    "bl .Lrope_smul", // b·cos
-    "pop {{r2, r3}}",
-    "adds r0, r0, r2",
-    "adcs r1, r3",
-    "bl .Lrope_finish",
-    "str r0, [r4, #4]",
-    "pop {{r0, r1}}",
-    "bl .Lrope_finish",
-    "str r0, [r4]",
-    "adds r4, #8",
-    "adds r5, #8",
-    "cmp r4, r6",
-    "bne 1b",
-    "pop {{r4-r7, pc}}",
-    // r1:r0 = r0 · r1 (signed); clobbers r2, r3.
-    ".thumb_func",
-    ".Lrope_smul:",
-    "push {{r4, r5, lr}}",
-    "asrs r4, r0, #31",
-    "ands r4, r1",
-    "asrs r5, r1, #31",
-    "ands r5, r0",
-    "adds r4, r4, r5", // what the negative factors take off the high word
-    "uxth r2, r0",
-    "lsrs r0, r0, #16",
-    "uxth r3, r1",
-    "lsrs r1, r1, #16",
-    "mov r5, r2",
-    "muls r5, r3, r5", // lo·lo
-    "muls r2, r1, r2", // a lo · c hi
-    "muls r3, r0, r3", // a hi · c lo
-    "muls r1, r0, r1", // hi·hi
-    "adds r2, r2, r3", // mid (carry: bit 32)
-    "bcc 2f",
-    "movs r3, #1",
-    "lsls r3, r3, #16",
-    "adds r1, r1, r3",
-    "2:",
-    "lsrs r3, r2, #16",
-    "lsls r2, r2, #16",
-    "adds r0, r5, r2",
-    "adcs r1, r3",
-    "subs r1, r1, r4",
-    "pop {{r4, r5, pc}}",
-    // r0 = clamp((r1:r0 + 2^29) >> 30); clobbers r1, r2.
-    ".thumb_func",
-    ".Lrope_finish:",
-    "movs r2, #1",
-    "lsls r2, r2, #29",
-    "adds r0, r0, r2",
-    "movs r2, #0",
-    "adcs r1, r2",
-    "asrs r2, r1, #29",
-    "adds r2, #1",
-    "cmp r2, #1",
-    "bhi 3f",
-    "lsls r1, r1, #2",
-    "lsrs r0, r0, #30",
-    "orrs r0, r1",
-    "bx lr",
-    "3:",
-    "cmp r1, #0",
-    "blt 4f",
-    "movs r0, #0",
-    "mvns r0, r0",
-    "lsrs r0, r0, #1",
-    "bx lr",
+    "mov r0, r12",
+    "ldm r0!, {{r1, r2}}",
+    "mov r8, r1", // a
+    "mov r9, r2", // b
+    "mov r0, lr",
+    "ldm r0!, {{r1, r2}}",
+    "mov lr, r0",
+    "mov r10, r1", // cos
+    "mov r11, r2", // sin
+    "mov r0, r8",
+    "mov r1, r10",
+    ROPE_PRODUCT!(), // a·cos
+    "mov r0, r9",
+    "mov r1, r11",
+    ROPE_PRODUCT_ACC!("subs", "sbcs"), // − b·sin
+    ROPE_ROUND!("4f", "5"),
+    "str r6, [sp, #4]",
+    "mov r0, r8",
+    "mov r1, r11",
+    ROPE_PRODUCT!(), // a·sin
+    "mov r0, r9",
+    "mov r1, r10",
+    ROPE_PRODUCT_ACC!("adds", "adcs"), // + b·cos
+    ROPE_ROUND!("6f", "7"),
+    "ldr r1, [sp, #4]",
+    "mov r0, r12",
+    "stm r0!, {{r1, r6}}",
+    "mov r12, r0",
+    "ldr r1, [sp]",
+    "cmp r0, r1",
+    "beq 9f",
+    "b 1b", // beyond a conditional branch's reach
     "4:",
-    "movs r0, #1",
-    "lsls r0, r0, #31",
-    "bx lr",
+    "asrs r6, r7, #31",
+    "movs r4, #1",
+    "lsls r4, r4, #31",
+    "mvns r4, r4",
+    "eors r6, r4", // i32::MAX, or i32::MIN below
+    "b 5b",
+    "6:",
+    "asrs r6, r7, #31",
+    "movs r4, #1",
+    "lsls r4, r4, #31",
+    "mvns r4, r4",
+    "eors r6, r4",
+    "b 7b",
+    "9:",
+    "add sp, #8",
+    "pop {{r4-r7}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
+    "pop {{r4-r7, pc}}",
     ".size rope_thumb, . - rope_thumb",
 );
 
@@ -934,14 +1002,20 @@ const PV_I32_MAX_WEIGHT: u32 = (i32::MAX / KV_LEVELS) as u32;
 /// Attention of every query head in `q` over the cached positions (`att.len()` of them):
 /// [`attention_reference`] bit for bit, faster. Per query head: the scores run down the cache
 /// with the query in registers (head sizes 2, 4 and 8 are unrolled), the softmax sums in `u32`
-/// and normalises with one 32-bit multiply per position, and the value sums run position by
-/// position in `i32` accumulators (exact below [`PV_I32_MAX_WEIGHT`], the usual case; the wide
-/// sums of the reference otherwise). Shapes the checks below do not cover (a short slice, a
-/// head past `kv_dim`) go to the reference.
+/// and normalises with one 32-bit multiply per position (inside [`weigh_exps`]), and the value
+/// sums run position by position in `i32` accumulators (exact below [`PV_I32_MAX_WEIGHT`], the
+/// usual case; the wide sums of the reference otherwise). Shapes the checks below do not cover
+/// (a short slice, a head past `kv_dim`) go to the reference.
+///
+/// Heads stay in the outer loop and each query head reads its group's keys and values itself:
+/// on the M0+ a key loaded once for two query heads needs a register copy for its second
+/// `MULS` and twice the query registers, which costs more than the shared load saves (an
+/// LDM of two key words is 3 cycles for four keys).
 ///
 /// rp2040js (`starmind bench --kernels --emulator`), 8 heads of 8 over 4 key/value heads:
-/// 57,094 cycles at 16 positions, 165,344 at 64 (20.2 cycles per q·k or p·v MAC; the plain
-/// form took 122,719 and 413,344).
+/// 46,719 cycles at 16 positions, 138,875 at 64 (16.95 cycles per q·k or p·v MAC; 52,812 and
+/// 161,031 before the straight paths of the scores and weights; the plain form took 122,719
+/// and 413,344).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
@@ -1029,8 +1103,9 @@ fn attention_heads<const N: usize>(
             attention_dots::<N>(att, xq, cache.keys, kv_offset, kv_dim);
         }
         scale_scores(att, cache.key_steps, q_scale);
-        softmax_u32(att);
-        let total = weigh_by_value_steps(att, cache.value_steps);
+        // softmax_u32 with its last loop folded into the weighing (n < 2¹⁶: `fits`).
+        let inv = exp_and_reciprocal(att);
+        let total = weigh_exps(att, inv, cache.value_steps);
         if total > PV_I32_MAX_WEIGHT {
             weighted_values_wide(out_h, att, cache.values, kv_offset, kv_dim);
         } else if N == 0 {
@@ -1069,12 +1144,15 @@ fn attention_dots<const N: usize>(
             .saturating_sub(1)
             .saturating_mul(kv_dim)
             .saturating_add(kv_offset + N);
-        if (N == 4 || N == 8) && n > 0 && keys.len() >= last {
+        // The routine reads the keys as words: a 4-byte aligned first key and an even kv_dim.
+        let words =
+            (keys.as_ptr() as usize + 2 * kv_offset).is_multiple_of(4) && kv_dim.is_multiple_of(2);
+        if (N == 4 || N == 8) && n > 0 && keys.len() >= last && words {
             for half in 0..N / 4 {
                 // SAFETY: att holds n ≥ 1 words; the routine reads 4 i16 at
                 // keys[kv_offset + 4·half + t·kv_dim ..] for t < n (all below `last` ≤
-                // keys.len()), the 4 words q[4·half..], and writes (half 0) or adds to (half 1)
-                // att[..n].
+                // keys.len(); as two words each, 4-byte aligned by `words`), the 4 words
+                // q[4·half..], and writes (half 0) or adds to (half 1) att[..n].
                 unsafe {
                     dots4_thumb(
                         att.as_mut_ptr(),
@@ -1106,33 +1184,30 @@ fn attention_dots<const N: usize>(
 
 #[cfg(target_arch = "arm")]
 extern "C" {
-    /// `att[t] (+)= Σ_{i<4} q[i] · k[t·stride/2 + i]` for `t < n` (n ≥ 1; `stride` in bytes),
-    /// stored when `add` is 0, added when 1; wrapping `i32` sums. Four elements of
-    /// [`attention_dots`]' products (two calls for a head of 8).
+    /// `att[t] (+)= Σ_{i<4} q[i] · k[t·stride/2 + i]` for `t < n` (n ≥ 1; `stride` in bytes, a
+    /// multiple of 4 ≥ 8; `k` 4-byte aligned), stored when `add` is 0, added when 1; wrapping
+    /// `i32` sums. Four elements of [`attention_dots`]' products (two calls for a head of 8).
     fn dots4_thumb(att: *mut i32, n: usize, k: *const i16, stride: usize, q: *const i32, add: u32);
 }
 
-/// One position of [`dots4_thumb`]: r1 = Σ key[j]·q[j] over the four `i16` keys at r0 and the
-/// four query values in r4–r7 (r2 scratch).
+/// One position of [`dots4_thumb`]: r3 = Σ key[j]·q[j] over the four `i16` keys at r0 (two
+/// words, r0 advanced past them) and the four query values in r4–r7 (r1, r2 scratch).
 #[cfg(target_arch = "arm")]
 macro_rules! DOTS4_POSITION {
     () => {
         concat!(
-            "ldrh r1, [r0, #0]\n",
-            "sxth r1, r1\n",
-            "muls r1, r4, r1\n",
-            "ldrh r2, [r0, #2]\n",
-            "sxth r2, r2\n",
-            "muls r2, r5, r2\n",
-            "adds r1, r1, r2\n",
-            "ldrh r2, [r0, #4]\n",
-            "sxth r2, r2\n",
-            "muls r2, r6, r2\n",
-            "adds r1, r1, r2\n",
-            "ldrh r2, [r0, #6]\n",
-            "sxth r2, r2\n",
+            "ldm r0!, {{r1, r2}}\n",
+            "sxth r3, r1\n",
+            "muls r3, r4, r3\n",
+            "asrs r1, r1, #16\n",
+            "muls r1, r5, r1\n",
+            "adds r3, r3, r1\n",
+            "sxth r1, r2\n",
+            "muls r1, r6, r1\n",
+            "adds r3, r3, r1\n",
+            "asrs r2, r2, #16\n",
             "muls r2, r7, r2\n",
-            "adds r1, r1, r2\n",
+            "adds r3, r3, r2\n",
         )
     };
 }
@@ -1151,9 +1226,10 @@ macro_rules! DOTS4_SECTION {
     };
 }
 
-// r0 keys (advancing by the stride), r1–r3 scratch, r4–r7 the four query values, r8 att
-// (advancing), r9 the stride, r10 the end of att. Per position: 4 × (LDRH + SXTH + MULS) + 3
-// ADDS, the store (and load, when adding), pointer steps and loop: ~26 cycles.
+// r0 keys (advancing: LDM of two words, then the stride less 8), r1–r3 scratch, r4–r7 the four
+// query values, r8 att (advancing), r9 the stride − 8, r10 the end of att. Per position: LDM 3,
+// 4 × (extract + MULS) + 3 ADDS, the store (and load, when adding), pointer steps and loop:
+// 22 cycles (25 adding).
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     DOTS4_SECTION!(),
@@ -1171,6 +1247,7 @@ core::arch::global_asm!(
     "lsls r1, r1, #2",
     "adds r1, r0, r1",
     "mov r10, r1",
+    "subs r3, #8",
     "mov r9, r3",
     "mov r0, r2",
     "ldr r3, [sp, #32]", // q: the fifth argument, above the 8 words pushed
@@ -1180,22 +1257,22 @@ core::arch::global_asm!(
     "bne 2f",
     "1:",
     DOTS4_POSITION!(),
-    "mov r3, r8",
-    "stm r3!, {{r1}}",
-    "mov r8, r3",
+    "mov r1, r8",
+    "stm r1!, {{r3}}",
+    "mov r8, r1",
     "add r0, r9",
-    "cmp r3, r10",
+    "cmp r1, r10",
     "bne 1b",
     "b 9f",
     "2:",
     DOTS4_POSITION!(),
-    "mov r3, r8",
-    "ldr r2, [r3]",
-    "adds r1, r1, r2",
-    "stm r3!, {{r1}}",
-    "mov r8, r3",
+    "mov r1, r8",
+    "ldr r2, [r1]",
+    "adds r3, r3, r2",
+    "stm r1!, {{r3}}",
+    "mov r8, r1",
     "add r0, r9",
-    "cmp r3, r10",
+    "cmp r1, r10",
     "bne 2b",
     "9:",
     "pop {{r4-r6}}",
@@ -1309,10 +1386,12 @@ macro_rules! SCORES_SECTION {
 }
 
 // Multiplier::times then Multiplier::apply_i32 (round_shift for shifts 1..=62), bit for bit:
-// m = (q.mant · k.mant) >> 31 from four 16×16 MULS; then |v| · m as two words from four more,
-// + 2^(s-1) (- 1 for a negative v: floor division of the negated product, on the magnitude),
-// >> s across the two words, saturated, the sign put back.
-// r0 att (advancing), r1–r7 scratch, r8 / r9 the low / high half of q.mant, r10 q.shift − 31,
+// m = (q.mant · k.mant) >> 31 from four 16×16 MULS; then v · m from four more. The usual shift
+// s in 33..=62 takes a straight path (~55 cycles a position: the signed product's high word,
+// + 2^(s-33), >> (s-32)); any other goes the general way (~80): |v| · m as two words, + 2^(s-1)
+// (- 1 for a negative v: floor division of the negated product, on the magnitude), >> s across
+// the two words, saturated, the sign put back.
+// r0 att (advancing), r1–r7 scratch, r8 / r9 the low / high half of q.mant, r10 q.shift − 64,
 // r11 att at entry, r12 steps (advancing), lr the end of att.
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
@@ -1335,21 +1414,80 @@ core::arch::global_asm!(
     "mov r12, r2",
     "ldr r4, [r3]",
     "ldr r5, [r3, #4]",
-    "subs r5, #31",
-    "mov r10, r5",
+    "subs r5, #64",
+    "mov r10, r5", // q.shift − 31 − 33
     "uxth r6, r4",
     "mov r8, r6",
     "lsrs r4, r4, #16",
     "mov r9, r4",
     "cmp r0, lr",
-    "beq 9f",
+    "bne 1f",
+    "b 9f", // no positions (beyond a conditional branch's reach)
     "1:",
     "mov r1, r12",
     "ldm r1!, {{r2, r3}}", // r2 = k.mant, r3 = k.shift
-    // k.shift must be in 0..2^30 (so q.shift + k.shift cannot wrap), s = that − 31 in 1..=31.
-    "lsrs r4, r3, #30",
-    "bne 9f",
+    // s − 33 with s = q.shift + k.shift − 31, wrapping: with |q.shift| < 2^20 a wrapped sum is
+    // far outside 33..=62, so the fast path below only takes shifts the saturating sum gives too.
     "add r3, r10",
+    "cmp r3, #29",
+    "bhi 20f",
+    "mov r12, r1",
+    // The fast path, s in 33..=62: m as below, then the signed v · m from v's signed high and
+    // unsigned low half (four MULS, two carries), whose high word (h + 2^(s-33)) >> (s-32) is
+    // round_shift's result (no saturation at these shifts).
+    "uxth r4, r2",
+    "lsrs r2, r2, #16",
+    "mov r5, r8",
+    "mov r6, r5",
+    "muls r6, r4, r6", // lo·lo
+    "muls r5, r2, r5", // q lo · k hi
+    "mov r7, r9",
+    "muls r4, r7, r4", // q hi · k lo
+    "muls r7, r2, r7", // hi·hi
+    "adds r5, r5, r4", // mid < 2^32 (both halves < 2^31)
+    "lsls r4, r5, #16",
+    "lsrs r5, r5, #16",
+    "adds r6, r6, r4",
+    "adcs r7, r5",
+    "lsrs r6, r6, #31",
+    "lsls r7, r7, #1",
+    "orrs r7, r6", // r7 = m < 2^31
+    "ldr r2, [r0]",
+    "asrs r1, r2, #16", // v hi, signed
+    "uxth r2, r2",      // v lo
+    "lsrs r5, r7, #16", // m hi
+    "uxth r7, r7",      // m lo
+    "mov r4, r2",
+    "muls r4, r7, r4", // v lo · m lo
+    "muls r2, r5, r2", // v lo · m hi (< 2^31)
+    "muls r7, r1, r7", // v hi · m lo (signed, |.| < 2^31)
+    "muls r1, r5, r1", // v hi · m hi (signed)
+    "lsls r5, r7, #16",
+    "asrs r7, r7, #16",
+    "adds r4, r4, r5",
+    "adcs r1, r7",
+    "lsls r5, r2, #16",
+    "lsrs r2, r2, #16",
+    "adds r4, r4, r5",
+    "adcs r1, r2", // r1 = floor(v · m / 2^32)
+    "movs r2, #1",
+    "lsls r2, r3",
+    "adds r1, r1, r2",
+    "adds r3, #1",
+    "asrs r1, r3",
+    "stm r0!, {{r1}}",
+    "cmp r0, lr",
+    "bne 1b",
+    "b 9f",
+    // The general path, s in 1..=62 (r1 the next step, r2 k.mant, r3 s − 33).
+    "20:",
+    "adds r3, #33",
+    "mov r4, r10",
+    "adds r4, #33",
+    "subs r4, r3, r4", // k.shift again
+    // k.shift must be in 0..2^30 (so q.shift + k.shift cannot wrap), s = that − 31 in 1..=62.
+    "lsrs r4, r4, #30",
+    "bne 9f",
     "subs r4, r3, #1",
     "cmp r4, #61",
     "bhi 9f",
@@ -1441,8 +1579,8 @@ core::arch::global_asm!(
     "4:",
     "stm r0!, {{r1}}",
     "cmp r0, lr",
-    "bne 1b",
-    "b 9f",
+    "beq 9f",
+    "b 1b", // beyond a conditional branch's reach
     "5:",
     "cmp r7, #0",
     "bne 7f",
@@ -1479,6 +1617,19 @@ pub(crate) fn softmax_u32(att: &mut [i32]) {
     if att.is_empty() || att.len() >= 1 << 16 {
         return softmax(att);
     }
+    let inv = exp_and_reciprocal(att);
+    for a in att.iter_mut() {
+        *a = normalized(*a, inv);
+    }
+}
+
+/// [`softmax_u32`] but its last loop, for `1 ≤ att.len() < 2¹⁶`: `att[t] = exp(att[t] − max)`,
+/// returning the Q16 reciprocal of their sum (≤ 2¹⁶), which [`normalized`] applies.
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+fn exp_and_reciprocal(att: &mut [i32]) -> u32 {
     let max = att.iter().copied().max().unwrap_or(0);
     #[cfg(target_arch = "arm")]
     // SAFETY: att holds att.len() ≥ 1 words, which the routine reads and writes once each; it
@@ -1487,14 +1638,18 @@ pub(crate) fn softmax_u32(att: &mut [i32]) {
     #[cfg(not(target_arch = "arm"))]
     let sum = exp_and_sum(att, max);
     // sum ≥ 2¹⁶: the max contributes exp(0).
-    let inv = div_rem_u32(u32::MAX, sum).0 + sum.is_power_of_two() as u32;
-    for a in att.iter_mut() {
-        let p = *a as u32;
-        *a = if p >= 1 << 16 {
-            inv as i32
-        } else {
-            (p.wrapping_mul(inv) >> 16) as i32
-        };
+    div_rem_u32(u32::MAX, sum.max(1)).0 + sum.is_power_of_two() as u32
+}
+
+/// The probability of an `exp` (`e`, ≤ 2¹⁶) given the reciprocal `inv` of their sum:
+/// [`softmax_u32`]'s last step.
+#[inline(always)]
+pub(crate) fn normalized(e: i32, inv: u32) -> i32 {
+    let p = e as u32;
+    if p >= 1 << 16 {
+        inv as i32
+    } else {
+        (p.wrapping_mul(inv) >> 16) as i32
     }
 }
 
@@ -1532,8 +1687,9 @@ macro_rules! EXP_SUM_SECTION {
 
 // exp_q16(a.saturating_sub(max)) per score, as kernels::exp_q16 computes it: x ≥ 0 → 2^16;
 // x < -16 → 0; t = |x| log2(e) from two 16×16 products, 2^-frac(t) interpolated between two
-// table entries, rounded and shifted by 14 + whole(t) (≥ 32 → 0).
-// r0 att (advancing), r3 the table, r4–r7 scratch, r8 the sum, r9 max, r10 29012, r11 the end.
+// table entries (one LDM), rounded and shifted by 14 + whole(t) (≥ 32 → 0).
+// r0 att (advancing), r1 29012, r2 max, r3 the table, r4–r7 scratch, r8 the sum, r10 2^20,
+// r11 the end. The usual score (-16 ≤ x < 0) runs straight through: ~44 cycles.
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     EXP_SUM_SECTION!(),
@@ -1544,38 +1700,31 @@ core::arch::global_asm!(
     "exp_sum_thumb:",
     "push {{r4-r7, lr}}",
     "mov r4, r8",
-    "mov r5, r9",
-    "mov r6, r10",
-    "mov r7, r11",
-    "push {{r4-r7}}",
+    "mov r5, r10",
+    "mov r6, r11",
+    "push {{r4-r6}}",
     "lsls r1, r1, #2",
     "adds r1, r0, r1",
     "mov r11, r1",
-    "mov r9, r2",
     "movs r4, #0",
     "mov r8, r4",
-    "ldr r4, =29012",
+    "movs r4, #1",
+    "lsls r4, r4, #20",
     "mov r10, r4",
+    "ldr r1, =29012",
     "1:",
     "ldr r4, [r0]",
-    "mov r5, r9",
-    "subs r4, r4, r5", // x = a - max
-    "bvc 2f",
-    "movs r4, #1", // underflow: saturates to i32::MIN
-    "lsls r4, r4, #31",
-    "2:",
+    "subs r4, r4, r2", // x = a - max
+    "bvs 8f",          // underflow: saturates to i32::MIN, whose exp is 0
     "cmp r4, #0",
     "bge 7f",
-    "rsbs r4, r4, #0", // |x| (2^31 for i32::MIN, as u32)
-    "movs r5, #1",
-    "lsls r5, r5, #20",
-    "cmp r4, r5",
+    "rsbs r4, r4, #0", // |x|
+    "cmp r4, r10",
     "bhi 8f", // x < -16: 0
-    "mov r5, r10",
     "lsrs r6, r4, #16",
-    "muls r6, r5, r6",
+    "muls r6, r1, r6",
     "uxth r7, r4",
-    "muls r7, r5, r7",
+    "muls r7, r1, r7",
     "lsrs r7, r7, #16",
     "adds r4, r4, r6",
     "adds r4, r4, r7",  // t
@@ -1583,14 +1732,13 @@ core::arch::global_asm!(
     "uxth r4, r4",      // frac
     "lsrs r6, r4, #8",
     "lsls r6, r6, #2",
-    "ldr r7, [r3, r6]", // lo
-    "adds r6, #4",
-    "ldr r6, [r3, r6]", // hi
-    "subs r6, r7, r6",
+    "adds r6, r6, r3",
+    "ldm r6, {{r6, r7}}", // lo, hi
+    "subs r7, r6, r7",
     "uxtb r4, r4", // between
-    "muls r6, r4, r6",
-    "lsrs r6, r6, #8",
-    "subs r7, r7, r6", // p = 2^-frac in Q30
+    "muls r7, r4, r7",
+    "lsrs r7, r7, #8",
+    "subs r7, r6, r7", // p = 2^-frac in Q30
     "adds r5, #14",    // shift
     "cmp r5, #32",
     "bhs 8f",
@@ -1599,24 +1747,25 @@ core::arch::global_asm!(
     "lsls r4, r6",
     "adds r7, r7, r4",
     "lsrs r7, r5",
-    "b 9f",
-    "7:",
-    "movs r7, #1",
-    "lsls r7, r7, #16",
-    "b 9f",
-    "8:",
-    "movs r7, #0",
     "9:",
     "stm r0!, {{r7}}",
     "add r8, r7",
     "cmp r0, r11",
     "bne 1b",
+    "b 10f",
+    "7:",
+    "movs r7, #1",
+    "lsls r7, r7, #16",
+    "b 9b",
+    "8:",
+    "movs r7, #0",
+    "b 9b",
+    "10:",
     "mov r0, r8",
-    "pop {{r4-r7}}",
+    "pop {{r4-r6}}",
     "mov r8, r4",
-    "mov r9, r5",
-    "mov r10, r6",
-    "mov r11, r7",
+    "mov r10, r5",
+    "mov r11, r6",
     "pop {{r4-r7, pc}}",
     ".ltorg",
     ".size exp_sum_thumb, . - exp_sum_thumb",
@@ -1640,8 +1789,30 @@ pub(crate) fn weigh_by_value_steps_reference(att: &mut [i32], value_steps: &[i32
     link_section = ".data.ramfunc"
 )]
 pub(crate) fn weigh_by_value_steps(att: &mut [i32], value_steps: &[i32]) -> u32 {
+    weigh(att, value_steps, 0)
+}
+
+/// [`weigh_by_value_steps`] of the probabilities of exps: `att[t] = value step t ·
+/// normalized(att[t], inv)` (softmax's last step folded in; `inv` ≤ 2¹⁶ from
+/// [`exp_and_reciprocal`]), bit for bit [`normalized`] then [`weigh_by_value_steps_reference`].
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+pub(crate) fn weigh_exps(att: &mut [i32], inv: u32, value_steps: &[i32]) -> u32 {
+    if inv == 0 || inv > 1 << 16 {
+        att.iter_mut().for_each(|a| *a = normalized(*a, inv));
+        return weigh(att, value_steps, 0);
+    }
+    weigh(att, value_steps, inv)
+}
+
+/// [`weigh_by_value_steps`] (`inv` 0) or [`weigh_exps`] (`inv` in 1..=2¹⁶).
+#[inline(always)]
+fn weigh(att: &mut [i32], value_steps: &[i32], inv: u32) -> u32 {
     let n = att.len().min(value_steps.len() / STEP_WORDS);
     let mut total = 0u32;
+    let probability = |a: i32| if inv == 0 { a } else { normalized(a, inv) };
     #[allow(unused_mut)]
     let mut done = 0;
     #[cfg(target_arch = "arm")]
@@ -1655,13 +1826,14 @@ pub(crate) fn weigh_by_value_steps(att: &mut [i32], value_steps: &[i32]) -> u32 
                 n - done,
                 value_steps.as_ptr().add(STEP_WORDS * done),
                 &mut total,
+                inv,
             )
         };
         if done >= n {
             return total;
         }
         let a = &mut att[done];
-        *a = step_at(&value_steps[STEP_WORDS * done..]).apply_i32(*a);
+        *a = step_at(&value_steps[STEP_WORDS * done..]).apply_i32(probability(*a));
         total = total.saturating_add(a.unsigned_abs());
         done += 1;
     }
@@ -1669,7 +1841,7 @@ pub(crate) fn weigh_by_value_steps(att: &mut [i32], value_steps: &[i32]) -> u32 
         .iter_mut()
         .zip(value_steps[STEP_WORDS * done..].chunks_exact(STEP_WORDS))
     {
-        *a = step_at(step).apply_i32(*a);
+        *a = step_at(step).apply_i32(probability(*a));
         total = total.saturating_add(a.unsigned_abs());
     }
     total
@@ -1677,10 +1849,12 @@ pub(crate) fn weigh_by_value_steps(att: &mut [i32], value_steps: &[i32]) -> u32 
 
 #[cfg(target_arch = "arm")]
 extern "C" {
-    /// [`weigh_by_value_steps`] on thumbv6m for up to `n` positions, while each probability is
-    /// in 0..=2¹⁶ and each step's shift in 1..=62 (always, from softmax and step_q16); adds to
-    /// `*total` (saturating) and returns how many positions it did.
-    fn weigh_thumb(att: *mut i32, n: usize, steps: *const i32, total: *mut u32) -> usize;
+    /// [`weigh_by_value_steps`] (`inv` 0) or [`weigh_exps`] (`inv` in 1..=2¹⁶, each `att[t]` an
+    /// exp normalised first) on thumbv6m for up to `n` positions, while each probability is in
+    /// 0..=2¹⁶ and each step's shift in 1..=62 (always, from softmax and step_q16); adds to
+    /// `*total` (saturating) and returns how many positions it did (the one it stops at keeps
+    /// its value).
+    fn weigh_thumb(att: *mut i32, n: usize, steps: *const i32, total: *mut u32, inv: u32) -> usize;
 }
 
 /// Where [`weigh_thumb`] lives: SRAM on the RP2040, flash elsewhere.
@@ -1697,10 +1871,16 @@ macro_rules! WEIGH_SECTION {
     };
 }
 
-// Multiplier::apply_i32(p) for 0 ≤ p ≤ 2^16: p · mant as two words from two MULS (p · the
-// high half < 2^31, p · the low half < 2^32), + 2^(s-1) as a 64-bit add, >> s across the words
-// (s ≤ 31: saturating) or of the high word (s ≥ 32). r0 att (advancing), r1 steps
-// (advancing), r2–r7 scratch, r8 att at entry, r9 the total pointer, r12 the total, lr the end.
+// Multiplier::apply_i32(p) for 0 ≤ p ≤ 2^16; with inv ≠ 0, p = normalized(att[t], inv) first
+// (one MULS; the loop at 30 instead of 1). The fast path, s in 17..=47 (every value step from
+// step_q16 of a max above ~2^-14): with A = floor(p · mant / 2^16) = p · (mant >> 16) +
+// (p · (mant & 0xFFFF)) >> 16 (< 2^31 for mant < 2^31), round(p · mant / 2^s) is
+// (A + 2^(s-17)) >> (s-16), the dropped low half being too small to carry: ~28 cycles a
+// position (+4 normalising). Otherwise the general path (~50): p · mant as two words from the
+// same two MULS, + 2^(s-1) as a 64-bit add, >> s across the words (s ≤ 31: saturating) or of
+// the high word (s ≥ 32). r0 att (advancing), r1 steps (advancing), r2–r6 scratch, r7 the total
+// (r12 while the general path runs), r8 att at entry, r9 the total pointer, r10 2^16, r11 inv,
+// lr the end.
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     WEIGH_SECTION!(),
@@ -1712,29 +1892,64 @@ core::arch::global_asm!(
     "push {{r4-r7, lr}}",
     "mov r4, r8",
     "mov r5, r9",
-    "push {{r4, r5}}",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "ldr r4, [sp, #36]", // inv: the fifth argument, above the nine saved registers
+    "mov r11, r4",
     "mov r8, r0",
     "mov r9, r3",
-    "ldr r4, [r3]",
-    "mov r12, r4",
+    "ldr r7, [r3]",
     "lsls r3, r1, #2",
     "adds r3, r0, r3",
     "mov lr, r3",
-    "mov r1, r2",
-    "cmp r0, lr",
-    "beq 9f",
-    "1:",
-    "ldr r2, [r0]", // p
     "movs r3, #1",
     "lsls r3, r3, #16",
-    "cmp r2, r3",
-    "bhi 9f",           // outside 0..=2^16
-    "ldr r5, [r1, #4]", // shift
+    "mov r10, r3",
+    "mov r1, r2",
+    "cmp r0, lr",
+    "beq 18f",
+    "cmp r4, #0",
+    "bne 30f",
+    "1:",
+    "ldr r2, [r0]", // p
+    "cmp r2, r10",
+    "bhi 18f",             // outside 0..=2^16
+    "ldm r1!, {{r4, r5}}", // mant, shift
+    "movs r6, r5",
+    "subs r6, #17",
+    "cmp r6, #30",
+    "bhi 20f",
+    "uxth r3, r4",
+    "lsrs r4, r4, #16",
+    "muls r3, r2, r3", // p · m lo
+    "muls r4, r2, r4", // p · m hi
+    "lsrs r3, r3, #16",
+    "adds r4, r4, r3", // A
+    "movs r3, #1",
+    "lsls r3, r6",
+    "adds r4, r4, r3",
+    "adds r6, #1",
+    "lsrs r4, r6",
+    "stm r0!, {{r4}}",
+    "adds r7, r7, r4",
+    "bcs 21f",
+    "cmp r0, lr",
+    "bne 1b",
+    "18:",
+    "b 9f",
+    "21:",
+    "movs r7, #0",
+    "mvns r7, r7", // the total saturates, and stays so
+    "cmp r0, lr",
+    "bne 1b",
+    "b 9f",
+    // The general path (r2 p, r4 mant, r5 shift; r1 already at the next step).
+    "20:",
     "subs r6, r5, #1",
     "cmp r6, #61",
     "bhi 9f",
-    "ldm r1!, {{r4}}", // mant
-    "adds r1, #4",
+    "mov r12, r7",
     "uxth r6, r4",
     "lsrs r4, r4, #16",
     "muls r4, r2, r4", // p · m hi
@@ -1784,24 +1999,67 @@ core::arch::global_asm!(
     "7:",
     "stm r0!, {{r7}}",
     "mov r2, r12",
-    "adds r2, r2, r7",
+    "adds r7, r2, r7",
     "bcc 8f",
-    "movs r2, #0",
-    "mvns r2, r2", // saturated
+    "movs r7, #0",
+    "mvns r7, r7", // saturated
     "8:",
-    "mov r12, r2",
     "cmp r0, lr",
-    "bne 1b",
+    "beq 9f",
+    "mov r3, r11",
+    "cmp r3, #0",
+    "bne 30f",
+    "b 1b",
+    // The loop of exps: p = normalized(e, inv), then as at 1.
+    "30:",
+    "ldr r2, [r0]", // e
+    "cmp r2, r10",
+    "bhs 31f", // e ≥ 2^16: p = inv
+    "mov r3, r11",
+    "muls r2, r3, r2",
+    "lsrs r2, r2, #16",
+    "32:",
+    "ldm r1!, {{r4, r5}}",
+    "movs r6, r5",
+    "subs r6, #17",
+    "cmp r6, #30",
+    "bhi 20b",
+    "uxth r3, r4",
+    "lsrs r4, r4, #16",
+    "muls r3, r2, r3",
+    "muls r4, r2, r4",
+    "lsrs r3, r3, #16",
+    "adds r4, r4, r3",
+    "movs r3, #1",
+    "lsls r3, r6",
+    "adds r4, r4, r3",
+    "adds r6, #1",
+    "lsrs r4, r6",
+    "stm r0!, {{r4}}",
+    "adds r7, r7, r4",
+    "bcs 33f",
+    "cmp r0, lr",
+    "bne 30b",
+    "b 9f",
+    "31:",
+    "mov r2, r11",
+    "b 32b",
+    "33:",
+    "movs r7, #0",
+    "mvns r7, r7",
+    "cmp r0, lr",
+    "bne 30b",
     "9:",
-    "mov r2, r12",
     "mov r3, r9",
-    "str r2, [r3]",
+    "str r7, [r3]",
     "mov r1, r8",
     "subs r0, r0, r1",
     "lsrs r0, r0, #2",
-    "pop {{r4, r5}}",
+    "pop {{r4-r7}}",
     "mov r8, r4",
     "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
     "pop {{r4-r7, pc}}",
     ".size weigh_thumb, . - weigh_thumb",
 );

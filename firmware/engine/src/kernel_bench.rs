@@ -7,9 +7,9 @@
 //! weights live (flash, XIP cache) is the model bench's business.
 
 use crate::forward::{
-    attention, attention_reference, put_step, rope, rope_reference, scale_scores,
+    attention, attention_reference, normalized, put_step, rope, rope_reference, scale_scores,
     scale_scores_reference, softmax, softmax_u32, weigh_by_value_steps,
-    weigh_by_value_steps_reference, AttentionShape, KvView, STEP_WORDS,
+    weigh_by_value_steps_reference, weigh_exps, AttentionShape, KvView, STEP_WORDS,
 };
 use crate::kernels::{
     argmax, div_rem_u32, exp_q16, isqrt_u64, isqrt_u64_reference, matvec_i4, matvec_i8,
@@ -365,6 +365,40 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
     }
     report(KernelCheck {
         name: "weigh_by_value_steps",
+        cases,
+        mismatches,
+    });
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..200usize {
+        let n = 1 + round % 64;
+        for (i, (a, b)) in att[..n].iter_mut().zip(att_ref.iter_mut()).enumerate() {
+            let v = match (round + i) % 11 {
+                0 => 1 << 16,
+                1 => 0,
+                _ => (rng.next() % (1 << 16)) as i32,
+            };
+            (*a, *b) = (v, v);
+        }
+        for pair in steps[..2 * 64].chunks_exact_mut(2) {
+            pair[0] = (rng.next() >> 1 >> (rng.next() % 8)) as i32;
+            pair[1] = (rng.next() % 72) as i32 - 4;
+        }
+        let inv = 1 + rng.next() % (1 << 16);
+        let total = weigh_exps(&mut att[..n], inv, &steps[..2 * n]);
+        for b in att_ref[..n].iter_mut() {
+            *b = normalized(*b, inv);
+        }
+        let want = weigh_by_value_steps_reference(&mut att_ref[..n], &steps[..2 * n]);
+        cases += n as u32 + 1;
+        mismatches += (total != want) as u32;
+        mismatches += att[..n]
+            .iter()
+            .zip(&att_ref[..n])
+            .filter(|(a, b)| a != b)
+            .count() as u32;
+    }
+    report(KernelCheck {
+        name: "weigh_exps",
         cases,
         mismatches,
     });
@@ -866,7 +900,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 15);
+        assert_eq!(checks.len(), 16);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
