@@ -1,7 +1,8 @@
 //! `starmind upgrade`: a model file of an older format version rewritten as the current one
 //! (`format::upgrade`), with the same numbers, so it runs on the current fast kernels
-//! (version 2: int8 layer matrices in row quads for `matvec_i8_x4`). Older files still run as
-//! they are, through the row-major kernel; this only makes them faster.
+//! (version 3: every int8 matrix, the embedding and classifier too, in row quads for
+//! `matvec_i8_x4`). Older files still run as they are, through the row-major kernel; this only
+//! makes them faster.
 
 use anyhow::{Context, Result};
 use clap::Parser;

@@ -320,7 +320,7 @@ fn trained_int8_model_of_either_format_version_is_bit_exact_on_the_emulated_boar
     if !emulator_available() {
         return;
     }
-    // tests/golden: story-1k.smb (version 2: layer matrices in row quads, matvec_i8_x4) and
+    // tests/golden: story-1k.smb (version 3: every matrix in row quads, matvec_i8_x4) and
     // story-1k-v1.smb (the same model as version 1 wrote it: row-major, matvec_i8).
     let dir = scratch("bench_emulator_versions");
     let mut ids = Vec::new();

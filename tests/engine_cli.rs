@@ -247,7 +247,7 @@ fn upgrade_rewrites_a_version_1_file_as_the_current_one_and_guards_its_output() 
         "{}",
         text(&up.stderr)
     );
-    // The committed version-2 golden is the upgrade of the version-1 one.
+    // The committed current-version golden is the upgrade of the version-1 one.
     assert_eq!(
         std::fs::read(&out).unwrap(),
         std::fs::read(repo("tests/golden/story-1k.smb")).unwrap()

@@ -16,9 +16,10 @@ use core::fmt;
 
 /// First four bytes of every model file.
 pub const MAGIC: [u8; 4] = *b"SMND";
-/// Format version written by this crate (see FORMAT.md). Version 2 stores the int8 layer
-/// matrices in row quads ([`WeightLayout::RowQuads`]); version 1 stored them row-major.
-pub const VERSION: u32 = 2;
+/// Format version written by this crate (see FORMAT.md). Version 3 stores the token embedding
+/// and the classifier in row quads ([`WeightLayout::RowQuads`]) too; version 2 only the int8
+/// layer matrices; version 1 every matrix row-major.
+pub const VERSION: u32 = 3;
 /// The oldest version the reader accepts: it reads versions `OLDEST_VERSION..=VERSION` (files
 /// already in users' hands keep working, through the row-major kernel).
 pub const OLDEST_VERSION: u32 = 1;
@@ -116,11 +117,12 @@ pub enum Quant {
 /// How a matrix's weight bytes are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightLayout {
-    /// Row after row (`cols` bytes each for int8): the embedding, the classifier, int4 matrices
-    /// and every matrix of a version-1 file.
+    /// Row after row (`cols` bytes each for int8): int4 matrices, the embedding and the
+    /// classifier before version 3, and every matrix of a version-1 file.
     RowMajor,
-    /// int8 layer matrices of version 2: groups of 4 rows, one 32-bit word per column holding
-    /// the 4 rows' weights offset-binary (`q ^ 0x80`), then the last `rows % 4` rows row-major
+    /// int8 layer matrices from version 2 on, the embedding and the classifier from version 3
+    /// on: groups of 4 rows, one 32-bit word per column holding the 4 rows' weights
+    /// offset-binary (`q ^ 0x80`), then the last `rows % 4` rows row-major
     /// ([`crate::kernels::quad_rows`], read by [`crate::kernels::matvec_i8_x4`]).
     RowQuads,
 }
@@ -627,6 +629,21 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// The int8 weight `q[r][c]` in either layout (0 outside the matrix): the embedding's row
+    /// of a token, one weight at a time.
+    #[inline]
+    pub fn weight_i8(&self, r: usize, c: usize) -> i8 {
+        if r >= self.rows || c >= self.cols {
+            return 0;
+        }
+        match self.layout {
+            WeightLayout::RowQuads => {
+                crate::kernels::quad_weight(self.weights, self.rows, self.cols, r, c) as i8
+            }
+            WeightLayout::RowMajor => self.weights.get(r * self.cols + c).map_or(0, |&b| b as i8),
+        }
+    }
+
     /// Rows `first..first + n` as a matrix of their own (clamped to the rows there are): the
     /// streamed classifier multiplies one chunk of the vocabulary at a time. In row quads only
     /// whole quads can be cut out (`first` and `n` multiples of 4, or `n` reaching the last
@@ -940,14 +957,20 @@ impl<'a> Model<'a> {
         self.version
     }
 
-    fn matrix(&self, index: usize, rows: usize, cols: usize, quant: Quant) -> Matrix<'a> {
+    /// The embedding or the classifier (int8, `vocab × dim`): in row quads from version 3 on.
+    fn vocab_matrix(&self, index: usize) -> Matrix<'a> {
+        let layout = if self.version >= 3 {
+            WeightLayout::RowQuads
+        } else {
+            WeightLayout::RowMajor
+        };
         Matrix::from_section(
             self.section(index),
-            rows,
-            cols,
-            quant,
+            self.config.vocab_size,
+            self.config.dim,
+            Quant::Int8,
             self.config.group_size,
-            WeightLayout::RowMajor,
+            layout,
         )
     }
 
@@ -969,14 +992,9 @@ impl<'a> Model<'a> {
         )
     }
 
-    /// The token embedding (int8, `vocab × dim`).
+    /// The token embedding (int8, `vocab × dim`; read a row with [`Matrix::weight_i8`]).
     pub fn token_embedding(&self) -> Matrix<'a> {
-        self.matrix(
-            index::TOKEN_EMBEDDING,
-            self.config.vocab_size,
-            self.config.dim,
-            Quant::Int8,
-        )
+        self.vocab_matrix(index::TOKEN_EMBEDDING)
     }
 
     /// The classifier: the embedding when tied, else `output.weight` (int8, `vocab × dim`).
@@ -984,12 +1002,7 @@ impl<'a> Model<'a> {
         if self.config.tied_embeddings {
             self.token_embedding()
         } else {
-            self.matrix(
-                index::output(&self.config),
-                self.config.vocab_size,
-                self.config.dim,
-                Quant::Int8,
-            )
+            self.vocab_matrix(index::output(&self.config))
         }
     }
 
@@ -1162,28 +1175,36 @@ mod writer {
     }
 
     /// A file of an older version rewritten as the current one, with the same numbers: the
-    /// sections keep their offsets and lengths, each int8 layer matrix's weights are rearranged
-    /// into row quads ([`crate::kernels::quad_rows`]; the same byte count), then the version and
-    /// the CRC are rewritten and the result re-parsed. A current file comes back unchanged.
+    /// sections keep their offsets and lengths, the weights of each matrix the older version
+    /// stored row-major but the current one in row quads (version 1: the int8 layer matrices;
+    /// versions 1 and 2: the embedding and the classifier) are rearranged
+    /// ([`crate::kernels::quad_rows`]; the same byte count), then the version and the CRC are
+    /// rewritten and the result re-parsed. A current file comes back unchanged.
     pub fn upgrade(bytes: &[u8]) -> Result<Vec<u8>, FormatError> {
         let model = Model::parse(bytes)?;
         let mut out = bytes.to_vec();
         if model.version() == VERSION {
             return Ok(out);
         }
-        if model.config().quant == Quant::Int8 {
+        let mut plain_matrices = Vec::new();
+        if model.config().quant == Quant::Int8 && model.version() < 2 {
             for l in 0..model.config().n_layers {
                 let w = model.layer(l);
-                for m in [w.wq, w.wk, w.wv, w.wo, w.w1, w.w2, w.w3] {
-                    let n = m.rows * m.cols;
-                    let start = m.weights.as_ptr() as usize - bytes.as_ptr() as usize;
-                    let plain = m.weights.get(..n).ok_or(FormatError::Truncated {
-                        needed: start + n,
-                        got: bytes.len(),
-                    })?;
-                    crate::kernels::quad_rows(plain, m.rows, m.cols, &mut out[start..start + n]);
-                }
+                plain_matrices.extend([w.wq, w.wk, w.wv, w.wo, w.w1, w.w2, w.w3]);
             }
+        }
+        plain_matrices.push(model.token_embedding());
+        if !model.config().tied_embeddings {
+            plain_matrices.push(model.output());
+        }
+        for m in plain_matrices {
+            let n = m.rows * m.cols;
+            let start = m.weights.as_ptr() as usize - bytes.as_ptr() as usize;
+            let plain = m.weights.get(..n).ok_or(FormatError::Truncated {
+                needed: start + n,
+                got: bytes.len(),
+            })?;
+            crate::kernels::quad_rows(plain, m.rows, m.cols, &mut out[start..start + n]);
         }
         out[header::VERSION..header::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
         let crc = crc32(&out[CRC_START..]);
@@ -1350,5 +1371,41 @@ mod tests {
             ..m
         };
         assert_eq!(plain.rows(2, 3).rows, 3);
+    }
+
+    /// `weight_i8` reads the same weight from a row-major matrix and from its row quads (the
+    /// embedding lookup of version 3), tail rows included, and 0 outside the matrix.
+    #[test]
+    fn weight_i8_reads_both_layouts_alike() {
+        for (rows, cols) in [(1, 1), (4, 2), (10, 3), (13, 8), (16, 64)] {
+            let plain: std::vec::Vec<u8> = (0..rows * cols)
+                .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_right(13) as u8)
+                .collect();
+            let mut quads = std::vec![0u8; rows * cols];
+            crate::kernels::quad_rows(&plain, rows, cols, &mut quads);
+            let a = Matrix {
+                weights: &plain,
+                ..Matrix::from_section(&[], rows, cols, Quant::Int8, 0, WeightLayout::RowMajor)
+            };
+            let b = Matrix {
+                weights: &quads,
+                ..Matrix::from_section(&[], rows, cols, Quant::Int8, 0, WeightLayout::RowQuads)
+            };
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        a.weight_i8(r, c),
+                        plain[r * cols + c] as i8,
+                        "{rows}×{cols}"
+                    );
+                    assert_eq!(
+                        b.weight_i8(r, c),
+                        a.weight_i8(r, c),
+                        "{rows}×{cols} at {r},{c}"
+                    );
+                }
+            }
+            assert_eq!((b.weight_i8(rows, 0), b.weight_i8(0, cols)), (0, 0));
+        }
     }
 }

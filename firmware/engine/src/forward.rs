@@ -808,16 +808,12 @@ fn forward(
         .get(pos * pairs * 8..(pos + 1) * pairs * 8)
         .unwrap_or(&[]);
 
-    // x = tok_embeddings[token], dequantised to Q16.16.
+    // x = tok_embeddings[token], dequantised to Q16.16 (the row read across its row quad).
     let emb = model.token_embedding();
-    let row = emb
-        .weights
-        .get(token as usize * dim..(token as usize + 1) * dim)
-        .unwrap_or(&[]);
-    let row_scale =
-        Multiplier::from_le_bytes(emb.row_scales.get(token as usize * 8..).unwrap_or(&[]));
-    for (x, &w) in s.x.iter_mut().zip(row) {
-        *x = row_scale.apply((w as i8 as i64) << 16);
+    let t = token as usize;
+    let row_scale = Multiplier::from_le_bytes(emb.row_scales.get(t * 8..).unwrap_or(&[]));
+    for (c, x) in s.x.iter_mut().enumerate().take(dim) {
+        *x = row_scale.apply((emb.weight_i8(t, c) as i64) << 16);
     }
 
     for l in 0..c.n_layers {

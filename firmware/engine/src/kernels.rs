@@ -811,7 +811,7 @@ pub fn quad_rows(plain: &[u8], rows: usize, cols: usize, out: &mut [u8]) {
 
 /// The weight `q[r][c]` of a row-quad matrix ([`quad_rows`]) of `rows × cols`.
 #[inline]
-fn quad_weight(weights: &[u8], rows: usize, cols: usize, r: usize, c: usize) -> i32 {
+pub(crate) fn quad_weight(weights: &[u8], rows: usize, cols: usize, r: usize, c: usize) -> i32 {
     let grouped = rows - rows % QUAD_ROWS;
     let byte = if r < grouped {
         weights

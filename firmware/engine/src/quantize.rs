@@ -86,7 +86,8 @@ pub fn quantize_int8(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
 }
 
 /// [`quantize_int8`] with the weights in row quads ([`crate::format::WeightLayout::RowQuads`]): the
-/// layout of the int8 layer matrices from format version 2 on.
+/// layout of the int8 layer matrices from format version 2 on, and of the embedding and the
+/// classifier from version 3 on.
 pub fn quantize_int8_quads(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
     let mut section = quantize_int8(w, rows, cols);
     let (start, n) = (rows * 8, rows * cols);
@@ -176,7 +177,7 @@ pub fn rope_angle(pos: usize, pair: usize, head_size: usize) -> f64 {
 }
 
 /// Quantises every tensor of `m` with `quant` (layer matrices, int8 ones in row quads; embedding
-/// and classifier are always int8 row-major) into file sections.
+/// and classifier are always int8, in row quads) into file sections.
 pub fn quantize_model(m: &FloatModel, quant: Quant, group_size: usize) -> ModelSections {
     let mut config = m.config;
     config.quant = quant;
@@ -218,11 +219,11 @@ pub fn quantize_model(m: &FloatModel, quant: Quant, group_size: usize) -> ModelS
             Vec::new()
         },
         rope_q30: rope_table(c.seq_len, c.head_size()),
-        token_embedding: quantize_int8(&m.tok_embeddings, c.vocab_size, dim),
+        token_embedding: quantize_int8_quads(&m.tok_embeddings, c.vocab_size, dim),
         layers,
         final_norm: norm_q16(&m.norm),
         output: match &m.output {
-            Some(w) if !c.tied_embeddings => quantize_int8(w, c.vocab_size, dim),
+            Some(w) if !c.tied_embeddings => quantize_int8_quads(w, c.vocab_size, dim),
             _ => Vec::new(),
         },
     }
