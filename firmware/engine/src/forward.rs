@@ -2061,8 +2061,8 @@ core::arch::global_asm!(
 );
 
 /// `out[i] = round(Σ_t w_t · v_t[i] / 2⁸)` for a head of `N` elements, in `i32` (exact when
-/// Σ|w_t| ≤ [`PV_I32_MAX_WEIGHT`]): position by position, up to four sums in registers (a head
-/// of 8 in two passes of 4: eight sums do not fit the M0+'s registers).
+/// Σ|w_t| ≤ [`PV_I32_MAX_WEIGHT`]): position by position, up to eight sums in registers (a head
+/// of 8 in one pass of [`pv8_thumb`] when its values are word-aligned, else two of 4).
 fn weighted_values<const N: usize>(
     out: &mut [i32],
     weights: &[i32],
@@ -2070,6 +2070,36 @@ fn weighted_values<const N: usize>(
     kv_offset: usize,
     kv_dim: usize,
 ) {
+    #[cfg(target_arch = "arm")]
+    if N == 8 {
+        let n = weights.len();
+        let last = n
+            .saturating_sub(1)
+            .saturating_mul(kv_dim)
+            .saturating_add(kv_offset + 8);
+        let words = (values.as_ptr() as usize + 2 * kv_offset).is_multiple_of(4)
+            && kv_dim.is_multiple_of(2)
+            && kv_dim >= 8;
+        if n > 0 && values.len() >= last && out.len() >= 8 && words {
+            let mut acc = [0i32; 8];
+            // SAFETY: `weights` holds n ≥ 1 words; the routine reads 8 i16 (four words, 4-byte
+            // aligned by `words`) at values[kv_offset + t·kv_dim ..] for t < n, all below
+            // `last` ≤ values.len(), and writes the 8 words of `acc`.
+            unsafe {
+                pv8_thumb(
+                    weights.as_ptr(),
+                    n,
+                    values.as_ptr().add(kv_offset),
+                    2 * kv_dim,
+                    acc.as_mut_ptr(),
+                )
+            };
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = ((a as i64 + (1 << 7)) >> 8) as i32;
+            }
+            return;
+        }
+    }
     if N == 8 {
         let (lo, hi) = out.split_at_mut(N / 2);
         weighted_values_4(lo, weights, values, kv_offset, kv_dim);
@@ -2127,6 +2157,126 @@ extern "C" {
     /// bytes), wrapping `i32` sums: the p·v loop of [`weighted_values_cols`].
     fn pv4_thumb(w: *const i32, n: usize, v: *const i16, stride: usize, acc: *mut i32);
 }
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// `acc[i] = Σ_t w[t] · v[t·stride/2 + i]` for `i < 8`, `t < n` (n ≥ 1; `v` 4-byte aligned,
+    /// `stride` in bytes, a multiple of 4 ≥ 16), wrapping `i32` sums: a head of 8 in one pass.
+    fn pv8_thumb(w: *const i32, n: usize, v: *const i16, stride: usize, acc: *mut i32);
+}
+
+/// Four columns of [`pv8_thumb`]: two value words by LDM, each value times the weight (r3) into
+/// the sums `$a`–`$d` (`$c`, `$d` low registers when the ADD must be `adds`).
+#[cfg(target_arch = "arm")]
+macro_rules! PV8_QUAD {
+    ($a:literal, $b:literal, $c:literal, $d:literal) => {
+        concat!(
+            "ldm r2!, {{r4, r5}}\n",
+            "sxth r1, r4\n",
+            "muls r1, r3, r1\n",
+            "add ",
+            $a,
+            ", r1\n",
+            "asrs r4, r4, #16\n",
+            "muls r4, r3, r4\n",
+            "add ",
+            $b,
+            ", r4\n",
+            "sxth r1, r5\n",
+            "muls r1, r3, r1\n",
+            "add ",
+            $c,
+            ", r1\n",
+            "asrs r5, r5, #16\n",
+            "muls r5, r3, r5\n",
+            "add ",
+            $d,
+            ", r5\n",
+        )
+    };
+}
+
+/// Where [`pv8_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! PV8_SECTION {
+    () => {
+        ".section .data.ramfunc.pv8_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! PV8_SECTION {
+    () => {
+        ".section .text.pv8_thumb,\"ax\",%progbits"
+    };
+}
+
+// r0 weights (advancing), r1 scratch, r2 values (advancing: two LDM of two words, then the
+// stride less 16), r3 the weight, r4 / r5 value words, r8–r12, lr, r6, r7 the eight sums;
+// [sp] the stride − 16, [sp, #4] the end of the weights. Per position: LDM 2, 2 × (LDM 3 +
+// 4 × (extract, MULS, ADD)), the stride and the loop: 40 cycles for 8 MACs (two pv4_thumb
+// passes: 44, and a second call).
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    PV8_SECTION!(),
+    ".global pv8_thumb",
+    ".type pv8_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "pv8_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "sub sp, #8",
+    "subs r3, #16",
+    "str r3, [sp]",
+    "lsls r1, r1, #2",
+    "adds r1, r0, r1",
+    "str r1, [sp, #4]",
+    "movs r4, #0",
+    "mov r8, r4",
+    "mov r9, r4",
+    "mov r10, r4",
+    "mov r11, r4",
+    "mov r12, r4",
+    "mov lr, r4",
+    "movs r6, #0",
+    "movs r7, #0",
+    "1:",
+    "ldm r0!, {{r3}}",
+    PV8_QUAD!("r8", "r9", "r10", "r11"),
+    PV8_QUAD!("r12", "lr", "r6", "r7"),
+    "ldr r1, [sp]",
+    "add r2, r1",
+    "ldr r1, [sp, #4]",
+    "cmp r0, r1",
+    "bne 1b",
+    "ldr r0, [sp, #44]", // acc: the fifth argument, above the 9 words pushed and the 2 reserved
+    "mov r1, r8",
+    "str r1, [r0]",
+    "mov r1, r9",
+    "str r1, [r0, #4]",
+    "mov r1, r10",
+    "str r1, [r0, #8]",
+    "mov r1, r11",
+    "str r1, [r0, #12]",
+    "mov r1, r12",
+    "str r1, [r0, #16]",
+    "mov r1, lr",
+    "str r1, [r0, #20]",
+    "str r6, [r0, #24]",
+    "str r7, [r0, #28]",
+    "add sp, #8",
+    "pop {{r4-r7}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
+    "pop {{r4-r7, pc}}",
+    ".size pv8_thumb, . - pv8_thumb",
+);
 
 /// Where [`pv4_thumb`] lives: SRAM on the RP2040, flash elsewhere.
 #[cfg(all(target_arch = "arm", feature = "rp2040"))]
