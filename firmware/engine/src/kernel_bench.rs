@@ -17,7 +17,10 @@ use crate::kernels::{
     quantize_kv, quantize_kv_reference, rmsnorm, rmsnorm_reference, silu_in_place, silu_q16,
     step_q16, Multiplier, ACT_LEVELS, KV_WIDE, ONE_Q16,
 };
-use crate::sampler::{top_k, top_k_reference, Sampler, SamplerConfig, MAX_CANDIDATES};
+use crate::sampler::{
+    temperature_weights, temperature_weights_reference, top_k, top_k_reference, Sampler,
+    SamplerConfig, MAX_CANDIDATES,
+};
 
 /// What one case measured: `calls` calls took `cycles`; each call does `macs` multiply-adds
 /// (elements, for the element-wise kernels).
@@ -598,6 +601,39 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
+    // The sampler's candidate weights (weights_thumb on the device) against the plain loop.
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    let (vals, rest) = logits.split_at_mut(64);
+    let (got, want) = rest.split_at_mut(64);
+    for round in 0..200usize {
+        let n = 1 + round % 64;
+        let span = [1 << 12, 1 << 18, 20 << 16, i32::MAX >> 1][round % 4];
+        for v in vals[..n].iter_mut() {
+            *v = rng.signed(span);
+        }
+        let max = if round % 5 == 0 {
+            i32::MAX
+        } else {
+            argmax(&vals[..n]).1
+        };
+        let inv_t = [1, 1 << 16, 81_840, 1 << 24, i32::MAX as u32][round % 5] >> (round % 3);
+        // SAFETY: initialised i32 words read as u32 (same size and alignment).
+        let (got, want): (&mut [u32], &mut [u32]) = unsafe {
+            (
+                core::slice::from_raw_parts_mut(got.as_mut_ptr().cast::<u32>(), n),
+                core::slice::from_raw_parts_mut(want.as_mut_ptr().cast::<u32>(), n),
+            )
+        };
+        temperature_weights(&vals[..n], max, inv_t, got);
+        temperature_weights_reference(&vals[..n], max, inv_t, want);
+        cases += n as u32;
+        mismatches += got.iter().zip(want.iter()).filter(|(a, b)| a != b).count() as u32;
+    }
+    report(KernelCheck {
+        name: "temperature_weights",
+        cases,
+        mismatches,
+    });
 }
 
 /// Arena bytes [`run`] needs.
@@ -900,7 +936,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 16);
+        assert_eq!(checks.len(), 17);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));

@@ -1,6 +1,8 @@
 //! Next-token sampling in integers: greedy, temperature, top-k, top-p, with a seeded xorshift
 //! PRNG, so the host and the device draw the same tokens from the same logits.
 
+#[cfg(target_arch = "arm")]
+use crate::kernels::EXP2_Q30;
 use crate::kernels::{argmax, div_rem_u32, exp_q16, mul_wide_u32};
 
 /// Top-k and top-p look at no more than this many candidates (a fixed array on the stack).
@@ -74,12 +76,7 @@ impl Sampler {
         let inv_temperature_q16 = div_rem_u32(256u32 << 16, c.temperature_q8)
             .0
             .min(i32::MAX as u32);
-        let weight = |l: i32| -> u32 {
-            // (l - max)·(1/T) from one exact u32×u32 product: max - l < 2³², 1/T < 2³¹.
-            let below_max = (max as i64 - l as i64) as u32;
-            let z = -(mul_wide_u32(below_max, inv_temperature_q16) as i64) >> 16;
-            exp_q16(z.max(i32::MIN as i64) as i32) as u32
-        };
+        let weight = |l: i32| temperature_weight(max.wrapping_sub(l) as u32, inv_temperature_q16);
         let limited = c.top_k > 0 || c.top_p_q16 < (1 << 16);
         if !limited {
             // Whole vocabulary: two passes, no buffer.
@@ -103,9 +100,7 @@ impl Sampler {
         let mut vals = [i32::MIN; MAX_CANDIDATES];
         let n = top_k(logits, max, k, &mut ids, &mut vals);
         let mut weights = [0u32; MAX_CANDIDATES];
-        for (w, &v) in weights.iter_mut().zip(&vals[..n]) {
-            *w = weight(v);
-        }
+        temperature_weights(&vals[..n], max, inv_temperature_q16, &mut weights[..n]);
         self.draw_nucleus(&ids[..n], &weights[..n])
     }
 
@@ -166,6 +161,197 @@ impl Sampler {
         (((high as u64) << 32) | low as u64) % total
     }
 }
+
+/// The weight of a logit `below_max` under the max: exp((l − max) / T) in Q16, with 1/T as a
+/// Q16 factor. The exponent is floor((l − max)·(1/T) / 2¹⁶) from one exact u32×u32 product
+/// (max − l < 2³², 1/T < 2³¹); beyond −16 the weight rounds to 0.
+#[inline(always)]
+pub fn temperature_weight(below_max: u32, inv_temperature_q16: u32) -> u32 {
+    let product = mul_wide_u32(below_max, inv_temperature_q16);
+    if product > 1 << 36 {
+        return 0; // the exponent is below −2²⁰ = −16 in Q16: exp_q16 gives 0
+    }
+    // floor(−p / 2¹⁶) = −ceil(p / 2¹⁶), which fits i32 here.
+    let magnitude = ((product + 0xFFFF) >> 16) as i32;
+    exp_q16(-magnitude) as u32
+}
+
+/// `weights[i] = temperature_weight(max − vals[i], 1/T)` for every candidate
+/// ([`temperature_weights_reference`] bit for bit; on thumbv6m through [`weights_thumb`]:
+/// ~60 cycles a candidate against ~118 for the inlined Rust, which spills).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+pub fn temperature_weights(vals: &[i32], max: i32, inv_temperature_q16: u32, weights: &mut [u32]) {
+    let n = vals.len().min(weights.len());
+    #[cfg(target_arch = "arm")]
+    if n > 0 && inv_temperature_q16 < 1 << 31 {
+        let params = [max as u32, inv_temperature_q16, EXP2_Q30.as_ptr() as u32];
+        // SAFETY: vals and weights hold ≥ n ≥ 1 words; the routine reads vals[..n], the three
+        // words of `params` and EXP2_Q30 at indices ≤ 256, and writes weights[..n].
+        unsafe { weights_thumb(vals.as_ptr(), n, weights.as_mut_ptr(), params.as_ptr()) };
+        return;
+    }
+    temperature_weights_reference(&vals[..n], max, inv_temperature_q16, &mut weights[..n]);
+}
+
+/// The plain form of [`temperature_weights`].
+pub fn temperature_weights_reference(
+    vals: &[i32],
+    max: i32,
+    inv_temperature_q16: u32,
+    weights: &mut [u32],
+) {
+    for (w, &v) in weights.iter_mut().zip(vals) {
+        *w = temperature_weight(max.wrapping_sub(v) as u32, inv_temperature_q16);
+    }
+}
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// [`temperature_weights_reference`] of `n ≥ 1` values, `params = [max, 1/T (< 2³¹),
+    /// EXP2_Q30]`.
+    fn weights_thumb(vals: *const i32, n: usize, weights: *mut u32, params: *const u32);
+}
+
+/// Where [`weights_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! WEIGHTS_SECTION {
+    () => {
+        ".section .data.ramfunc.weights_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! WEIGHTS_SECTION {
+    () => {
+        ".section .text.weights_thumb,\"ax\",%progbits"
+    };
+}
+
+// Per value, as temperature_weight: d = max − v (u32), p = d · (1/T) as two words from four
+// MULS (the middle sum's carry is 2⁴⁸), 0 when p > 2³⁶, else a = ceil(p / 2¹⁶) ≤ 2²⁰ and
+// exp_q16(−a) (exp_sum_thumb's steps: a = 0 → 2¹⁶; t = a·log₂e, 2^−frac(t) interpolated in the
+// table, rounded and shifted by 14 + whole(t), ≥ 32 → 0). r0 vals, r1 weights (both advancing),
+// r2–r7 scratch, r8 max, r9 / r10 the low / high half of 1/T, r11 the end of vals, r12 the
+// table, lr 29012 (log₂e − 1 in Q16).
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    WEIGHTS_SECTION!(),
+    ".global weights_thumb",
+    ".type weights_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "weights_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "lsls r1, r1, #2",
+    "adds r1, r0, r1",
+    "mov r11, r1",
+    "mov r1, r2",
+    "ldr r4, [r3]",
+    "mov r8, r4",
+    "ldr r4, [r3, #4]",
+    "uxth r5, r4",
+    "mov r9, r5",
+    "lsrs r4, r4, #16",
+    "mov r10, r4",
+    "ldr r4, [r3, #8]",
+    "mov r12, r4",
+    "ldr r4, =29012",
+    "mov lr, r4",
+    "1:",
+    "ldm r0!, {{r4}}",
+    "mov r5, r8",
+    "subs r4, r5, r4",  // d = max − v
+    "uxth r5, r4",      // d lo
+    "lsrs r4, r4, #16", // d hi
+    "mov r6, r9",
+    "mov r7, r10",
+    "mov r2, r5",
+    "muls r2, r6, r2", // lo·lo
+    "muls r5, r7, r5", // d lo · t hi < 2^31
+    "muls r6, r4, r6", // d hi · t lo < 2^32
+    "muls r4, r7, r4", // hi·hi
+    "adds r5, r5, r6", // mid; a carry is 2^48
+    "bcc 2f",
+    "movs r6, #1",
+    "lsls r6, r6, #16",
+    "adds r4, r4, r6",
+    "2:",
+    "lsls r6, r5, #16",
+    "lsrs r5, r5, #16",
+    "adds r2, r2, r6",
+    "adcs r4, r5", // p = r4:r2
+    "cmp r4, #16",
+    "bhi 8f", // p ≥ 2^36 + 2^32
+    "bne 3f",
+    "cmp r2, #0",
+    "bne 8f", // p > 2^36
+    "3:",
+    "lsls r4, r4, #16",
+    "lsrs r5, r2, #16",
+    "orrs r4, r5",
+    "uxth r2, r2",
+    "cmp r2, #0",
+    "beq 4f",
+    "adds r4, #1", // a = ceil(p / 2^16)
+    "4:",
+    "cmp r4, #0",
+    "beq 7f",
+    "mov r5, lr",
+    "lsrs r6, r4, #16",
+    "muls r6, r5, r6",
+    "uxth r7, r4",
+    "muls r7, r5, r7",
+    "lsrs r7, r7, #16",
+    "adds r4, r4, r6",
+    "adds r4, r4, r7",  // t
+    "lsrs r5, r4, #16", // whole
+    "uxth r4, r4",      // frac
+    "lsrs r6, r4, #8",
+    "lsls r6, r6, #2",
+    "mov r3, r12",
+    "ldr r7, [r3, r6]", // lo
+    "adds r6, #4",
+    "ldr r6, [r3, r6]", // hi
+    "subs r6, r7, r6",
+    "uxtb r4, r4", // between
+    "muls r6, r4, r6",
+    "lsrs r6, r6, #8",
+    "subs r7, r7, r6", // 2^-frac in Q30
+    "adds r5, #14",    // shift
+    "cmp r5, #32",
+    "bhs 8f",
+    "subs r6, r5, #1",
+    "movs r4, #1",
+    "lsls r4, r6",
+    "adds r7, r7, r4",
+    "lsrs r7, r5",
+    "b 9f",
+    "7:",
+    "movs r7, #1",
+    "lsls r7, r7, #16",
+    "b 9f",
+    "8:",
+    "movs r7, #0",
+    "9:",
+    "stm r1!, {{r7}}",
+    "cmp r0, r11",
+    "bne 1b",
+    "pop {{r4-r7}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
+    "pop {{r4-r7, pc}}",
+    ".ltorg",
+    ".size weights_thumb, . - weights_thumb",
+);
 
 /// Logit buckets of [`top_k`]'s histogram: `(max − l) >> BUCKET_SHIFT`, the last one open.
 const BUCKETS: usize = 256;
@@ -437,9 +623,7 @@ impl Stream {
 
     /// exp((l − max) / T) in Q16, as `Sampler::sample` weighs a logit.
     fn weight(&self, l: i32) -> u32 {
-        let below_max = (self.best.1 as i64 - l as i64) as u32;
-        let z = -(mul_wide_u32(below_max, self.inv_temperature_q16) as i64) >> 16;
-        exp_q16(z.max(i32::MIN as i64) as i32) as u32
+        temperature_weight(self.best.1.wrapping_sub(l) as u32, self.inv_temperature_q16)
     }
 
     /// Keeps `(id, l)` when it is among the `limit` largest so far (insertion, as
@@ -588,6 +772,21 @@ mod tests {
                 assert_eq!(ids[..got], ref_ids[..want], "case {case} k {k}");
                 assert_eq!(vals[..got], ref_vals[..want], "case {case} k {k}");
             }
+        }
+    }
+
+    #[test]
+    fn temperature_weight_is_the_wide_formula() {
+        let mut rng = Sampler::new(SamplerConfig {
+            seed: 3,
+            ..SamplerConfig::GREEDY
+        });
+        for i in 0..50_000u32 {
+            let below = rng.next_u32() >> (i % 32);
+            let inv_t = (rng.next_u32() >> 1 >> (i % 31)).max(1);
+            let z = -(mul_wide_u32(below, inv_t) as i64) >> 16;
+            let want = exp_q16(z.max(i32::MIN as i64) as i32) as u32;
+            assert_eq!(temperature_weight(below, inv_t), want, "{below} {inv_t}");
         }
     }
 
