@@ -107,11 +107,7 @@ pub fn check(words: &mut [i32], report: &mut dyn FnMut(KernelCheck)) {
         matvec_i8(&mut out[..rows], scales, weights, cols, &x[..cols], step);
         matvec_i8_reference(&mut want[..rows], scales, weights, cols, &x[..cols], step);
         outputs += rows as u32;
-        mismatches += out[..rows]
-            .iter()
-            .zip(&want[..rows])
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        mismatches += differing(&out[..rows], &want[..rows]);
         // The same matrix in row quads.
         // SAFETY: as above, mutably (the words are not otherwise borrowed meanwhile).
         let quads: &mut [u8] = unsafe {
@@ -122,11 +118,7 @@ pub fn check(words: &mut [i32], report: &mut dyn FnMut(KernelCheck)) {
         };
         quad_rows(weights, rows, cols, quads);
         matvec_i8_x4(&mut out[..rows], scales, quads, cols, &x[..cols], step);
-        quad_mismatches += out[..rows]
-            .iter()
-            .zip(&want[..rows])
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        quad_mismatches += differing(&out[..rows], &want[..rows]);
     }
     report(KernelCheck {
         name: "matvec_i8",
@@ -233,11 +225,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
             score_scale,
         );
         cases += m as u32;
-        mismatches += out[..m]
-            .iter()
-            .zip(&want[..m])
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        mismatches += differing(&out[..m], &want[..m]);
     }
     report(KernelCheck {
         name: "attention",
@@ -267,11 +255,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         scale_scores(att, &steps[..2 * 64], q_scale);
         scale_scores_reference(att_ref, &steps[..2 * 64], q_scale);
         cases += 64;
-        mismatches += att
-            .iter()
-            .zip(att_ref.iter())
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        mismatches += differing(att, att_ref);
     }
     report(KernelCheck {
         name: "scale_scores",
@@ -293,11 +277,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         softmax_u32(&mut att[..n]);
         softmax(&mut att_ref[..n]);
         cases += n as u32;
-        mismatches += att[..n]
-            .iter()
-            .zip(&att_ref[..n])
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        mismatches += differing(&att[..n], &att_ref[..n]);
     }
     report(KernelCheck {
         name: "softmax",
@@ -329,11 +309,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         );
         cases += n as u32 + 1;
         mismatches += (a != b) as u32;
-        mismatches += out[..n]
-            .iter()
-            .zip(&want[..n])
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        mismatches += differing(&out[..n], &want[..n]);
     }
     report(KernelCheck {
         name: "quantize_act",
@@ -360,11 +336,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         let want = weigh_by_value_steps_reference(&mut att_ref[..n], &steps[..2 * n]);
         cases += n as u32 + 1;
         mismatches += (total != want) as u32;
-        mismatches += att[..n]
-            .iter()
-            .zip(&att_ref[..n])
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        mismatches += differing(&att[..n], &att_ref[..n]);
     }
     report(KernelCheck {
         name: "weigh_by_value_steps",
@@ -394,11 +366,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         let want = weigh_by_value_steps_reference(&mut att_ref[..n], &steps[..2 * n]);
         cases += n as u32 + 1;
         mismatches += (total != want) as u32;
-        mismatches += att[..n]
-            .iter()
-            .zip(&att_ref[..n])
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        mismatches += differing(&att[..n], &att_ref[..n]);
     }
     report(KernelCheck {
         name: "weigh_exps",
@@ -434,11 +402,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         rmsnorm(&mut out[..n], &q[..n], gain);
         rmsnorm_reference(&mut want[..n], &q[..n], gain);
         cases += n as u32;
-        mismatches += out[..n]
-            .iter()
-            .zip(&want[..n])
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        mismatches += differing(&out[..n], &want[..n]);
     }
     report(KernelCheck {
         name: "rmsnorm",
@@ -518,11 +482,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         rope(&mut out[..64], hs, table);
         rope_reference(&mut want[..64], hs, table);
         cases += 64;
-        mismatches += out[..64]
-            .iter()
-            .zip(&want[..64])
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        mismatches += differing(&out[..64], &want[..64]);
     }
     report(KernelCheck {
         name: "rope",
@@ -546,11 +506,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         let want_max = quantize_kv_reference(&q[..n], &mut want_kv[..n]);
         cases += n as u32 + 1;
         mismatches += (max != want_max) as u32;
-        mismatches += got[..n]
-            .iter()
-            .zip(&want_kv[..n])
-            .filter(|(a, b)| a != b)
-            .count() as u32;
+        mismatches += differing(&got[..n], &want_kv[..n]);
     }
     report(KernelCheck {
         name: "quantize_kv",
@@ -627,7 +583,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         temperature_weights(&vals[..n], max, inv_t, got);
         temperature_weights_reference(&vals[..n], max, inv_t, want);
         cases += n as u32;
-        mismatches += got.iter().zip(want.iter()).filter(|(a, b)| a != b).count() as u32;
+        mismatches += differing(got, want);
     }
     report(KernelCheck {
         name: "temperature_weights",
@@ -910,6 +866,11 @@ fn elementwise(name: &'static str, n: u32, calls: u32, cycles: u64) -> KernelTim
         cycles,
         macs: n,
     }
+}
+
+/// How many places two equal-length results differ in (a device check's mismatches).
+fn differing<T: PartialEq>(got: &[T], want: &[T]) -> u32 {
+    got.iter().zip(want).filter(|(a, b)| a != b).count() as u32
 }
 
 #[cfg(test)]
