@@ -639,28 +639,33 @@ fn generate_with_the_default_prompt_stops_at_end_of_text_unless_no_stop() {
             "--data",
             "sample:tinystories",
         ])
-        .args(["--steps", "300", "--batch-size", "16", "--out"])
+        .args(["--steps", "600", "--batch-size", "16", "--out"])
         .arg(&out));
     let smb = s.path("story.smb");
     ok(bin().arg("export").arg(&out).arg("-o").arg(&smb));
-    let ids = |extra: &[&str]| -> Vec<u32> {
+    let ids = |seed: &str, extra: &[&str]| -> Vec<u32> {
         let o = ok(bin()
             .arg("generate")
             .arg(&smb)
-            .args(["--ids", "-n", "1500", "--seed", "3"])
+            .args(["--ids", "-n", "1500", "--seed", seed])
             .args(extra));
         text(&o.stdout)
             .split_whitespace()
             .map(|w| w.parse().unwrap())
             .collect()
     };
-    let stopped = ids(&[]);
-    let all = ids(&["--no-stop"]);
-    assert_eq!(all.len(), 1500);
-    let first_end = all
-        .iter()
-        .position(|&id| id == 0)
-        .expect("the model ends a story");
+    // A tiny model ends a story in 1500 tokens for some draws, not all: the first seed whose
+    // story ends.
+    let (seed, all, first_end) = (1..=8)
+        .map(|seed| seed.to_string())
+        .find_map(|seed| {
+            let all = ids(&seed, &["--no-stop"]);
+            assert_eq!(all.len(), 1500);
+            let end = all.iter().position(|&id| id == 0)?;
+            Some((seed, all, end))
+        })
+        .expect("the model ends a story for one of 8 seeds");
+    let stopped = ids(&seed, &[]);
     assert_eq!(
         stopped,
         all[..first_end],
@@ -676,7 +681,7 @@ fn generate_with_the_default_prompt_stops_at_end_of_text_unless_no_stop() {
     let o = ok(bin()
         .arg("generate")
         .arg(&smb)
-        .args(["--seed", "3", "-n", "1500"]));
+        .args(["--seed", seed.as_str(), "-n", "1500"]));
     let story = text(&o.stdout);
     assert!(!story.contains("<|endoftext|>"), "{story}");
     eprintln!("{first_end} tokens, {ends} ends; story: {story}");
