@@ -552,7 +552,7 @@ pub fn dot_w8(w: &[u8], x: &[i32]) -> i32 {
 /// with step `x_step` (Q16.16 per unit); `out` is Q16.16. Rows go in pairs through
 /// [`dot2_w8`] (thumbv6m assembly on the device) when the rows are whole 32-bit words, then
 /// [`rescale_rows`] scales every sum; the result equals [`matvec_i8_reference`] bit for bit
-/// (integer sums, any order). rp2040js: 6.80 cycles/MAC at 64×64, 6.74 at 172×64
+/// (integer sums, any order). rp2040js: 6.54 cycles/MAC at 64×64, 6.47 at 172×64
 /// (`starmind bench --kernels --emulator`).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
@@ -638,10 +638,10 @@ fn mul_wide_31(a: u32, b: u32) -> (u32, u32) {
 /// sum and becomes `row_multiplier(scale_r).times(x_step).apply_i32(sum)`, bit for bit.
 /// `scales` starts on a 4-byte boundary (8 bytes per row); rows without a scale are left alone.
 ///
-/// On thumbv6m: [`rescale_rows_thumb`], 55 cycles a row (65 when the combined shift is ≤ 32;
-/// two 32×32→64 products from four `MULS` each, against ~170 for the [`Multiplier`] calls;
-/// stories260k's profile: 54.5 a row over the whole run); rows whose combined shift falls
-/// outside 33..=62 (none from the exporter) are finished here in Rust.
+/// On thumbv6m: [`rescale_rows_thumb`], 51.5 cycles a row when the combined shift is ≥ 32 (two
+/// 32×32→64 products from four `MULS` each, against ~170 for the [`Multiplier`] calls;
+/// stories260k's profile: 51.0 a row over the whole run, was 54.5); rows whose combined shift
+/// falls outside 1..=62 (none from the exporter) are finished here in Rust.
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
@@ -726,12 +726,14 @@ impl RowRescale {
         let Some(s) = self.shift_of(scale) else {
             return row.times(self.x_step).apply_i32(acc);
         };
-        // Multiplier::times: the top 31 bits of the 62-bit product.
+        // Multiplier::times: the top 31 bits of the 62-bit product, m; doubled (2m < 2³²), so
+        // that the high word of the product below is floor(acc · m / 2³¹).
         let (high, low) = mul_wide_31(row.mant, self.x_step.mant);
-        let m = (high << 1) | (low >> 31);
-        // The signed product acc · m from acc's signed high half and unsigned low half.
+        let m2 = ((high << 1) | (low >> 31)) << 1;
+        // The signed product acc · 2m from acc's signed high half and unsigned low half (each
+        // partial product fits its 32-bit word, |acc · 2m| < 2⁶³).
         let (a_hi, a_lo) = (acc >> 16, (acc as u32) & 0xFFFF);
-        let (m_hi, m_lo) = (m >> 16, m & 0xFFFF);
+        let (m_hi, m_lo) = (m2 >> 16, m2 & 0xFFFF);
         let mut high = a_hi.wrapping_mul(m_hi as i32) as u32;
         let mut low = a_lo * m_lo;
         for (part, signed) in [
@@ -747,10 +749,13 @@ impl RowRescale {
             low = sum;
             high = high.wrapping_add(top).wrapping_add(carry as u32);
         }
-        // Multiplier::round_shift by s.
-        if s >= 33 {
-            return (((high as i32) >> (s - 33)) + 1) >> 1;
+        // Multiplier::round_shift by s: for s ≥ 32 from floor(acc · m / 2³¹) alone (no
+        // saturation there: |acc · m| < 2⁶²).
+        if s >= 32 {
+            return (((high as i32) >> (s - 32)) + 1) >> 1;
         }
+        // s ≤ 31: halve back to acc · m.
+        let (high, low) = ((high as i32 >> 1) as u32, (low >> 1) | (high << 31));
         let (rounded_low, carry) = low.overflowing_add(1 << (s - 1));
         let high = high.wrapping_add(carry as u32) as i32;
         let top = high >> (s - 1);
@@ -857,8 +862,8 @@ pub fn matvec_i8_x4_reference(
 /// `U0 = F − 256E`, `U1 = E − 256B`, `U2 = B − 256D`, `U3 = D` (exact mod 2³², and the true
 /// sums fit `i32`), so row `4g + i` is `Ui − 128·Σx`. On thumbv6m: [`dot4_rows_thumb`], 3.5
 /// cycles/MAC in the loop (per pair of columns: two LDM of 2, then per column 3 × (LSRS, MULS,
-/// ADD) + MULS, ADD), then [`rescale_rows`]. rp2040js: 4.95 cycles/MAC at 64×64, 4.83 at
-/// 172×64, 4.12 at 64×172 (`starmind bench --kernels --emulator`).
+/// ADD) + MULS, ADD), then [`rescale_rows`]. rp2040js: 4.67 cycles/MAC at 64×64, 4.56 at
+/// 172×64, 4.00 at 64×172 (`starmind bench --kernels --emulator`).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
@@ -1003,12 +1008,13 @@ macro_rules! DOT4_SECTION {
     };
 }
 
-// r0 weights (advancing through all quads), r1 x (advancing), r2 scratch, r4/r5 two activations,
-// r6/r7 two weight words, r8–r11 the sums F, E, B, D of the current quad, r12 end of x, lr the
-// entry into the 8-pair body (so the first pass runs (cols/2) mod 8 pairs, every later one 8).
-// Stack: [sp] x start, [sp, #4] out (advancing), [sp, #8] quads left, [sp, #12] offset = 128·Σx
-// (summed first, 4 cycles a column).
-// Per quad ~40 cycles outside the loop (zeroing, the jump, U0..U3 and the offset, the store).
+// r0 weights (advancing through all quads), r1 x (advancing), r2 scratch, r3 out (advancing),
+// r4/r5 two activations, r6/r7 two weight words, r8–r11 the sums F, E, B, D of the current quad,
+// r12 end of x, lr the entry into the 8-pair body (so the first pass runs (cols/2) mod 8 pairs,
+// every later one 8). Stack: [sp] x start, [sp, #4] end of the weights, [sp, #12] offset =
+// 128·Σx (summed first, 3 cycles a column).
+// Per quad ~40 cycles outside the loop by the rp2040js cycle model, was ~46 (zeroing, the jump,
+// U0..U3 and the offset, the store).
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     DOT4_SECTION!(),
@@ -1026,32 +1032,45 @@ core::arch::global_asm!(
     "ldr r4, [sp, #36]", // groups (fifth argument, above the nine saved registers)
     "sub sp, #16",
     "str r1, [sp]",
-    "str r3, [sp, #4]",
-    "str r4, [sp, #8]",
-    "lsls r3, r2, #2",
-    "adds r3, r1",
-    "mov r12, r3",
-    // offset = 128·Σx (4 cycles a column)
+    "lsls r5, r2, #2",
+    "muls r4, r5, r4",
+    "adds r4, r0",
+    "str r4, [sp, #4]", // end of the weights: w + groups·4·cols
+    // entry = body + ((-(cols/2)) mod 8) · 48, with the Thumb bit
+    "lsrs r4, r2, #1",
+    "rsbs r4, r4, #0",
+    "movs r5, #7",
+    "ands r4, r5",
+    "movs r5, #48",
+    "muls r4, r5, r4",
+    "adr r5, 5f",
+    "adds r4, r5",
+    "adds r4, #1",
+    "mov lr, r4",
+    "lsls r5, r2, #2",
+    "adds r5, r1",
+    "mov r12, r5", // end of x
+    // offset = 128·Σx (a first pair when cols/2 is odd, then 3 cycles a column)
     "movs r6, #0",
+    "lsls r2, r2, #30", // bit 1 of cols (even) into N
+    "bpl 8f",
+    "ldm r1!, {{r4, r7}}",
+    "adds r6, r6, r4",
+    "adds r6, r6, r7",
     "8:",
-    "ldm r1!, {{r4, r5}}",
+    "cmp r1, r12",
+    "bhs 9f",
+    "8:",
+    "ldm r1!, {{r2, r4, r5, r7}}",
+    "adds r6, r6, r2",
     "adds r6, r6, r4",
     "adds r6, r6, r5",
-    "cmp r1, r3",
+    "adds r6, r6, r7",
+    "cmp r1, r12",
     "blo 8b",
+    "9:",
     "lsls r6, r6, #7",
     "str r6, [sp, #12]",
-    // entry = body + ((-(cols/2)) mod 8) · 48, with the Thumb bit
-    "lsrs r2, r2, #1",
-    "rsbs r2, r2, #0",
-    "movs r3, #7",
-    "ands r2, r3",
-    "movs r3, #48",
-    "muls r2, r3, r2",
-    "adr r3, 5f",
-    "adds r2, r3",
-    "adds r2, #1",
-    "mov lr, r2",
     "4:",
     "movs r2, #0",
     "mov r8, r2",
@@ -1075,28 +1094,25 @@ core::arch::global_asm!(
     "b 5b", // the body is beyond a conditional branch's reach
     "6:",
     // U0 = F − 256E, U1 = E − 256B, U2 = B − 256D, U3 = D, each − offset
-    "mov r2, r8",
-    "mov r3, r9",
-    "mov r4, r10",
-    "mov r5, r11",
-    "lsls r6, r3, #8",
-    "subs r2, r2, r6",
-    "lsls r6, r4, #8",
-    "subs r3, r3, r6",
-    "lsls r6, r5, #8",
-    "subs r4, r4, r6",
-    "ldr r6, [sp, #12]",
-    "subs r2, r2, r6",
-    "subs r3, r3, r6",
-    "subs r4, r4, r6",
-    "subs r5, r5, r6",
-    "ldr r7, [sp, #4]",
-    "stm r7!, {{r2, r3, r4, r5}}",
-    "str r7, [sp, #4]",
-    "ldr r7, [sp, #8]",
-    "subs r7, #1",
-    "str r7, [sp, #8]",
-    "beq 7f",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "lsls r2, r5, #8",
+    "subs r4, r4, r2",
+    "lsls r2, r6, #8",
+    "subs r5, r5, r2",
+    "lsls r2, r7, #8",
+    "subs r6, r6, r2",
+    "ldr r2, [sp, #12]",
+    "subs r4, r4, r2",
+    "subs r5, r5, r2",
+    "subs r6, r6, r2",
+    "subs r7, r7, r2",
+    "stm r3!, {{r4, r5, r6, r7}}",
+    "ldr r2, [sp, #4]",
+    "cmp r0, r2",
+    "bhs 7f",
     "b 4b",
     "7:",
     "add sp, #16",
@@ -1258,14 +1274,77 @@ macro_rules! RESCALE_SECTION {
     };
 }
 
-// r0 out (advancing), r1 scales (advancing), r8 / r9 low / high half of x_mant, r10 x_shift − 32,
-// r11 end of out, r12 rows left as sums. Per row: t = shift + x_shift − 32 (the combined shift
-// s − 1; outside 0..=61 → left as it is); m = ((mant & 0x7FFF_FFFF) · x_mant) >> 31; the signed
-// 64-bit (high:low) = sum · m from the sum's signed high and unsigned low half (four MULS); then
-// Multiplier::round_shift: for s ≤ 32 add 2^(s−1) over both words, saturate unless
-// high >> (s−1) is 0 or −1, and join high << (32−s) | low >> s; for s ≥ 33,
-// ((high >> (s−33)) + 1) >> 1, which is (high + 2^(s−33)) >> (s−32).
-// 55 cycles a row for s ≥ 33 (the straight path), 65 for s ≤ 32.
+/// One row of [`rescale_rows_thumb`] at r0 (scale at r1; both advance): the sum times 2m, with
+/// m = ((mant & 0x7FFF_FFFF) · x_mant) >> 31 < 2³¹, as the signed 64-bit (r6:r2), so the high
+/// word is floor(sum · m / 2³¹); for the usual shifts (s − 32 = shift + x_shift − 63 in 0..=30)
+/// round_shift is ((high >> (s − 32)) + 1) >> 1 (no saturation: |sum · m| < 2⁶²), else the
+/// out-of-line `$slow` hands back to `$back` with the result in r6. 50 cycles on the straight path.
+#[cfg(target_arch = "arm")]
+macro_rules! RESCALE_ROW {
+    ($slow:literal, $back:literal) => {
+        concat!(
+            "ldm r1!, {{r4, r5}}\n",
+            "add r5, r10\n", // s − 32, wrapping (|x_shift| < 2^24: a wrapped sum is far off)
+            // 2m = (((mant & 0x7FFFFFFF) · x_mant) >> 31) << 1 into r7
+            "lsls r6, r4, #1\n",
+            "lsrs r6, r6, #17\n",
+            "uxth r4, r4\n",
+            "mov r2, r8\n",
+            "mov r3, r9\n",
+            "mov r7, r6\n",
+            "muls r7, r3\n",
+            "muls r6, r2\n",
+            "muls r3, r4\n",
+            "muls r4, r2\n",
+            "adds r6, r3\n",
+            "lsls r3, r6, #16\n",
+            "lsrs r6, r6, #16\n",
+            "adds r4, r3\n",
+            "adcs r7, r6\n",
+            "lsrs r4, r4, #31\n",
+            "lsls r7, r7, #1\n",
+            "orrs r7, r4\n",
+            "lsls r7, r7, #1\n",
+            // (r6:r2) = sum · 2m, signed (each partial product fits its word)
+            "ldr r2, [r0]\n",
+            "asrs r3, r2, #16\n",
+            "uxth r2, r2\n",
+            "lsrs r4, r7, #16\n",
+            "uxth r7, r7\n",
+            "mov r6, r3\n",
+            "muls r6, r4\n",
+            "muls r3, r7\n",
+            "muls r4, r2\n",
+            "muls r2, r7\n",
+            "lsls r7, r3, #16\n",
+            "asrs r3, r3, #16\n",
+            "adds r2, r7\n",
+            "adcs r6, r3\n",
+            "lsls r7, r4, #16\n",
+            "lsrs r4, r4, #16\n",
+            "adds r2, r7\n",
+            "adcs r6, r4\n",
+            "cmp r5, #30\n",
+            "bhi ",
+            $slow,
+            "f\n",
+            // s in 32..=62: ((high >> (s − 32)) + 1) >> 1
+            "asrs r6, r5\n",
+            "adds r6, #1\n",
+            "asrs r6, r6, #1\n",
+            $back,
+            ":\n",
+            "stm r0!, {{r6}}\n",
+        )
+    };
+}
+
+// r0 out (advancing), r1 scales (advancing), r8 / r9 low / high half of x_mant, r10 x_shift − 63,
+// r11 end of out, r12 rows left as sums. Two rows a pass ([`RESCALE_ROW`]; an odd count enters at
+// the second): 51.5 cycles a row on the straight path (s ≥ 32). Any other shift goes through
+// the shared tail at 50 (BL, so lr is free): for s ≤ 31 (t = s − 1 in 0..=30) halve the
+// product back to sum · m, add 2^(s−1) over both words, saturate unless high >> (s−1) is 0 or
+// −1, and join high << (32−s) | low >> s; outside 1..=62 the sum stays (r6 reloaded), counted.
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     RESCALE_SECTION!(),
@@ -1280,109 +1359,28 @@ core::arch::global_asm!(
     "mov r6, r10",
     "mov r7, r11",
     "push {{r4-r7}}",
-    "ldr r4, [sp, #36]", // the fifth argument, above the nine saved registers
+    "ldr r4, [sp, #36]", // the fifth argument (x_shift − 32), above the nine saved registers
+    "subs r4, #31",
     "mov r10, r4",
-    "lsls r2, r2, #2",
-    "adds r2, r0",
-    "mov r11, r2",
     "uxth r4, r3",
     "mov r8, r4",
     "lsrs r4, r3, #16",
     "mov r9, r4",
     "movs r4, #0",
     "mov r12, r4",
+    "lsls r3, r2, #2",
+    "adds r3, r0",
+    "mov r11, r3",
     "cmp r0, r11",
-    "bhs 6f",
+    "bne 1f",
+    "b 6f",
     "1:",
-    "ldm r1!, {{r4, r5}}",
-    "add r5, r10",
-    "cmp r5, #61",
-    "bhi 4f",
-    // m = ((mant & 0x7FFFFFFF) · x_mant) >> 31 into r7
-    "lsls r6, r4, #1",
-    "lsrs r6, r6, #17",
-    "uxth r4, r4",
-    "mov r2, r8",
-    "mov r3, r9",
-    "mov r7, r6",
-    "muls r7, r3",
-    "muls r6, r2",
-    "muls r3, r4",
-    "muls r4, r2",
-    "adds r6, r3",
-    "lsls r3, r6, #16",
-    "lsrs r6, r6, #16",
-    "adds r4, r3",
-    "adcs r7, r6",
-    "lsrs r4, r4, #31",
-    "lsls r7, r7, #1",
-    "orrs r7, r4",
-    // (r6:r2) = sum · m, signed
-    "ldr r2, [r0]",
-    "asrs r3, r2, #16",
-    "uxth r2, r2",
-    "lsrs r4, r7, #16",
-    "uxth r7, r7",
-    "mov r6, r3",
-    "muls r6, r4",
-    "muls r3, r7",
-    "muls r4, r2",
-    "muls r2, r7",
-    "lsls r7, r3, #16",
-    "asrs r3, r3, #16",
-    "adds r2, r7",
-    "adcs r6, r3",
-    "lsls r7, r4, #16",
-    "lsrs r4, r4, #16",
-    "adds r2, r7",
-    "adcs r6, r4",
-    "cmp r5, #32",
-    "blo 2f",
-    // s ≥ 33 (the usual shift: it falls through)
-    "subs r5, #32",
-    "asrs r6, r5",
-    "adds r6, #1",
-    "asrs r6, r6, #1",
-    "3:",
-    "stm r0!, {{r6}}",
-    "cmp r0, r11",
-    "blo 1b",
-    "b 6f",
-    // s ≤ 32
+    "lsrs r2, r2, #1",
+    "bcs 2f", // an odd count: the first row is a second one
+    "1:",
+    RESCALE_ROW!("40", "41"),
     "2:",
-    "movs r4, #1",
-    "lsls r4, r5",
-    "movs r7, #0",
-    "adds r2, r4",
-    "adcs r6, r7",
-    "mov r4, r6",
-    "asrs r4, r5",
-    "adds r4, #1",
-    "cmp r4, #1",
-    "bhi 5f",
-    "movs r4, #31",
-    "subs r4, r4, r5",
-    "lsls r6, r4",
-    "adds r5, #1",
-    "lsrs r2, r5",
-    "orrs r6, r2",
-    "stm r0!, {{r6}}",
-    "cmp r0, r11",
-    "blo 1b",
-    "b 6f",
-    // saturated: i32::MAX, or i32::MIN for a negative high word
-    "5:",
-    "asrs r6, r6, #31",
-    "movs r4, #1",
-    "lsls r4, r4, #31",
-    "mvns r4, r4",
-    "eors r6, r4",
-    "b 3b",
-    // a row for the general path
-    "4:",
-    "adds r0, #4",
-    "movs r4, #1",
-    "add r12, r4",
+    RESCALE_ROW!("42", "43"),
     "cmp r0, r11",
     "blo 1b",
     "6:",
@@ -1393,6 +1391,52 @@ core::arch::global_asm!(
     "mov r10, r6",
     "mov r11, r7",
     "pop {{r4-r7, pc}}",
+    "40:",
+    "bl 50f",
+    "b 41b",
+    "42:",
+    "bl 50f",
+    "b 43b",
+    // r5 = s − 32 (wrapping), (r6:r2) = sum · 2m; the result into r6, back by lr
+    "50:",
+    "adds r5, #31", // t = s − 1
+    "cmp r5, #30",
+    "bhi 52f",
+    "lsls r7, r6, #31", // (r6:r2) >>= 1 (arithmetic): sum · m
+    "lsrs r2, r2, #1",
+    "orrs r2, r7",
+    "asrs r6, r6, #1",
+    "movs r4, #1",
+    "lsls r4, r5",
+    "movs r7, #0",
+    "adds r2, r4",
+    "adcs r6, r7",
+    "mov r4, r6",
+    "asrs r4, r5",
+    "adds r4, #1",
+    "cmp r4, #1",
+    "bhi 51f",
+    "movs r4, #31",
+    "subs r4, r4, r5",
+    "lsls r6, r4",
+    "adds r5, #1",
+    "lsrs r2, r5",
+    "orrs r6, r2",
+    "bx lr",
+    // saturated: i32::MAX, or i32::MIN for a negative high word
+    "51:",
+    "asrs r6, r6, #31",
+    "movs r4, #1",
+    "lsls r4, r4, #31",
+    "mvns r4, r4",
+    "eors r6, r4",
+    "bx lr",
+    // a row for the general path: the sum stays
+    "52:",
+    "ldr r6, [r0]",
+    "movs r4, #1",
+    "add r12, r4",
+    "bx lr",
     ".size rescale_rows_thumb, . - rescale_rows_thumb",
 );
 
