@@ -18,8 +18,9 @@ use crate::kernels::{
     step_q16, Multiplier, ACT_LEVELS, KV_WIDE, ONE_Q16,
 };
 use crate::sampler::{
-    temperature_weights, temperature_weights_reference, top_k, top_k_reference, Sampler,
-    SamplerConfig, MAX_CANDIDATES,
+    near_keys, near_keys_reference, temperature_weights, temperature_weights_reference, top_k,
+    top_k_reference, Near, Sampler, SamplerConfig, MAX_CANDIDATES, NEAR_BUCKETS, NEAR_VOCAB,
+    NEAR_WORDS,
 };
 
 /// What one case measured: `calls` calls took `cycles`; each call does `macs` multiply-adds
@@ -550,6 +551,32 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
             mismatches += (got != want
                 || ids[..got] != ref_ids[..want]
                 || vals[..got] != ref_vals[..want]) as u32;
+            // The near candidates' keys (near_thumb on the device) against the plain passes.
+            if n <= NEAR_VOCAB {
+                let near = Near::for_temperature([81_840, 1 << 13, 1 << 20][round % 3]);
+                let near = near.unwrap_or(Near::for_temperature(1 << 16).unwrap());
+                let (mut got, mut want) = ([0u32; NEAR_WORDS], [0u32; NEAR_WORDS]);
+                let (got_max, got_placed) = near_keys(&logits[..n], k, near, &mut got);
+                let (want_max, want_placed) = near_keys_reference(&logits[..n], k, near, &mut want);
+                cases += 1;
+                mismatches += (got_max != want_max
+                    || got_placed != want_placed
+                    || got[NEAR_BUCKETS..][..got_placed] != want[NEAR_BUCKETS..][..want_placed])
+                    as u32;
+            }
+        }
+        // The whole draw: the same token from the fast and the plain sampler.
+        for temperature_q8 in [205, 64, 4000] {
+            let config = SamplerConfig {
+                temperature_q8,
+                top_k: 40,
+                top_p_q16: 58_982,
+                seed: round as u64 + 1,
+            };
+            let (mut fast, mut plain) = (Sampler::new(config), Sampler::new(config));
+            cases += 1;
+            mismatches +=
+                (fast.sample(&logits[..n]) != plain.sample_reference(&logits[..n])) as u32;
         }
     }
     report(KernelCheck {

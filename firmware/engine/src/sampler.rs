@@ -32,11 +32,27 @@ impl SamplerConfig {
     };
 }
 
-/// A sampler: its settings and PRNG state.
+/// A sampler: its settings, PRNG state, and what it derives from the settings once.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     config: SamplerConfig,
     rng: u64,
+    /// 1/T in Q16 (when sampling with a temperature).
+    inv_temperature_q16: u32,
+    /// [`top_k_near`]'s window, when the temperature allows it.
+    near: Option<Near>,
+    /// Candidate buffers, reused by every draw (no per-token initialisation).
+    scratch: Scratch,
+}
+
+/// The candidates of one draw and [`top_k_near`]'s sort keys.
+#[derive(Debug, Clone)]
+struct Scratch {
+    ids: [u32; MAX_CANDIDATES],
+    vals: [i32; MAX_CANDIDATES],
+    weights: [u32; MAX_CANDIDATES],
+    /// [`near_keys`]' buckets, then its sort keys.
+    near: [u32; NEAR_WORDS],
 }
 
 impl Sampler {
@@ -46,19 +62,26 @@ impl Sampler {
         } else {
             config.seed
         };
-        Sampler { config, rng }
+        let inv_temperature_q16 = div_rem_u32(256u32 << 16, config.temperature_q8)
+            .0
+            .min(i32::MAX as u32);
+        Sampler {
+            config,
+            rng,
+            inv_temperature_q16,
+            near: Near::for_temperature(inv_temperature_q16),
+            scratch: Scratch {
+                ids: [0; MAX_CANDIDATES],
+                vals: [0; MAX_CANDIDATES],
+                weights: [0; MAX_CANDIDATES],
+                near: [0; NEAR_WORDS],
+            },
+        }
     }
 
     /// xorshift64* (as llama2.c's `random_u32`).
-    #[cfg_attr(
-        all(target_arch = "arm", feature = "rp2040"),
-        link_section = ".data.ramfunc"
-    )]
     pub fn next_u32(&mut self) -> u32 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
+        next_u32(&mut self.rng)
     }
 
     /// Draws a token id from Q16.16 logits.
@@ -68,98 +91,202 @@ impl Sampler {
     )]
     pub fn sample(&mut self, logits: &[i32]) -> u32 {
         let c = self.config;
+        if c.temperature_q8 == 0 || logits.len() <= 1 {
+            return argmax(logits).0 as u32;
+        }
+        let limited = c.top_k > 0 || c.top_p_q16 < (1 << 16);
+        if !limited {
+            let (best, max) = argmax(logits);
+            return self.sample_whole(logits, best, max);
+        }
+        // The k most likely tokens, sorted descending (ties: lower id first): all of them, or
+        // (top_k_near) those of them whose weight is not 0, which draw the same token.
+        let k = match c.top_k {
+            0 => MAX_CANDIDATES,
+            k => (k as usize).min(MAX_CANDIDATES),
+        };
+        let Sampler {
+            rng,
+            near,
+            scratch,
+            inv_temperature_q16,
+            ..
+        } = self;
+        let Scratch {
+            ids,
+            vals,
+            weights,
+            near: near_buffer,
+        } = scratch;
+        let (max, n) = match *near {
+            Some(near) if logits.len() <= NEAR_VOCAB => {
+                top_k_near(logits, k, near, near_buffer, ids, vals)
+            }
+            _ => {
+                let (_, max) = argmax(logits);
+                (max, top_k(logits, max, k, ids, vals))
+            }
+        };
+        temperature_weights(&vals[..n], max, *inv_temperature_q16, &mut weights[..n]);
+        draw_nucleus(rng, c.top_p_q16, &ids[..n], &weights[..n])
+    }
+
+    /// [`Sampler::sample`] the plain way: every candidate by [`top_k_reference`], their weights
+    /// by [`temperature_weights_reference`], the sums in `u64` ([`draw_nucleus_reference`]).
+    /// The same token and PRNG steps as `sample`.
+    pub fn sample_reference(&mut self, logits: &[i32]) -> u32 {
+        let c = self.config;
         let (best, max) = argmax(logits);
         if c.temperature_q8 == 0 || logits.len() <= 1 {
             return best as u32;
         }
-        // Weight of a logit: exp((l - max) / T) in Q16, with 1/T as a Q16 factor.
-        let inv_temperature_q16 = div_rem_u32(256u32 << 16, c.temperature_q8)
-            .0
-            .min(i32::MAX as u32);
-        let weight = |l: i32| temperature_weight(max.wrapping_sub(l) as u32, inv_temperature_q16);
-        let limited = c.top_k > 0 || c.top_p_q16 < (1 << 16);
-        if !limited {
-            // Whole vocabulary: two passes, no buffer.
-            let total: u64 = logits.iter().map(|&l| weight(l) as u64).sum();
-            let mut r = self.draw(total);
-            for (i, &l) in logits.iter().enumerate() {
-                let w = weight(l) as u64;
-                if r < w {
-                    return i as u32;
-                }
-                r -= w;
-            }
-            return best as u32;
+        if c.top_k == 0 && c.top_p_q16 >= (1 << 16) {
+            return self.sample_whole(logits, best, max);
         }
-        // The k most likely tokens, sorted descending (ties: lower id first).
         let k = match c.top_k {
             0 => MAX_CANDIDATES,
             k => (k as usize).min(MAX_CANDIDATES),
         };
         let mut ids = [0u32; MAX_CANDIDATES];
         let mut vals = [i32::MIN; MAX_CANDIDATES];
-        let n = top_k(logits, max, k, &mut ids, &mut vals);
+        let n = top_k_reference(logits, k, &mut ids, &mut vals);
         let mut weights = [0u32; MAX_CANDIDATES];
-        temperature_weights(&vals[..n], max, inv_temperature_q16, &mut weights[..n]);
-        self.draw_nucleus(&ids[..n], &weights[..n])
+        temperature_weights_reference(&vals[..n], max, self.inv_temperature_q16, &mut weights[..n]);
+        draw_nucleus_reference(&mut self.rng, c.top_p_q16, &ids[..n], &weights[..n])
+    }
+
+    /// Temperature over the whole vocabulary: two passes, no buffer.
+    fn sample_whole(&mut self, logits: &[i32], best: usize, max: i32) -> u32 {
+        let inv_temperature_q16 = self.inv_temperature_q16;
+        let weight = |l: i32| temperature_weight(max.wrapping_sub(l) as u32, inv_temperature_q16);
+        let total: u64 = logits.iter().map(|&l| weight(l) as u64).sum();
+        let mut r = draw(&mut self.rng, total);
+        for (i, &l) in logits.iter().enumerate() {
+            let w = weight(l) as u64;
+            if r < w {
+                return i as u32;
+            }
+            r -= w;
+        }
+        best as u32
     }
 
     /// Top-p over candidates sorted most likely first (`weights[i]` is `ids[i]`'s weight), then
-    /// one draw among those kept. The whole-vector and the streamed sampler both end here.
-    #[cfg_attr(
-        all(target_arch = "arm", feature = "rp2040"),
-        link_section = ".data.ramfunc"
-    )]
+    /// one draw among those kept (the streamed sampler ends here).
     fn draw_nucleus(&mut self, ids: &[u32], weights: &[u32]) -> u32 {
-        let total: u64 = weights.iter().map(|&w| w as u64).sum();
-        // Nucleus: the shortest prefix whose mass reaches top_p of the candidates' mass.
-        let top_p_q16 = self.config.top_p_q16;
-        let mut kept = weights.len();
-        if top_p_q16 < (1 << 16) {
-            let target = (total * top_p_q16 as u64) >> 16;
-            let mut cumulative = 0u64;
-            for (i, &w) in weights.iter().enumerate() {
-                cumulative += w as u64;
-                if cumulative >= target {
-                    kept = i + 1;
-                    break;
-                }
-            }
-        }
-        let kept_total: u64 = weights[..kept].iter().map(|&w| w as u64).sum();
-        let mut r = self.draw(kept_total);
-        for (&id, &w) in ids[..kept].iter().zip(&weights[..kept]) {
-            if r < w as u64 {
-                return id;
-            }
-            r -= w as u64;
-        }
-        ids[0]
+        draw_nucleus(&mut self.rng, self.config.top_p_q16, ids, weights)
     }
 
     /// A uniform draw in `0..total` (0 when total is 0).
-    #[cfg_attr(
-        all(target_arch = "arm", feature = "rp2040"),
-        link_section = ".data.ramfunc"
-    )]
     fn draw(&mut self, total: u64) -> u64 {
-        if total == 0 {
-            return 0;
-        }
-        let (high, low) = (self.next_u32(), self.next_u32());
-        if let Ok(total) = u32::try_from(total) {
-            if total < 1 << 23 {
-                // (high·2³² + low) mod total by u32 steps, 8 bits at a time (each partial
-                // remainder < 2²³, so remainder·2⁸ + byte fits u32): no u64 division.
-                let mut rem = div_rem_u32(high, total).1;
-                for byte_shift in [24, 16, 8, 0] {
-                    rem = div_rem_u32((rem << 8) | ((low >> byte_shift) & 0xFF), total).1;
-                }
-                return rem as u64;
+        draw(&mut self.rng, total)
+    }
+}
+
+/// xorshift64* (as llama2.c's `random_u32`) of the state `rng`.
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+fn next_u32(rng: &mut u64) -> u32 {
+    *rng ^= *rng >> 12;
+    *rng ^= *rng << 25;
+    *rng ^= *rng >> 27;
+    (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
+}
+
+/// Top-p over at most [`MAX_CANDIDATES`] candidates sorted most likely first (`weights[i]`,
+/// each ≤ 2¹⁶, is `ids[i]`'s weight), then one draw among those kept
+/// ([`draw_nucleus_reference`] bit for bit: the sums stay below 64 · 2¹⁶ = 2²², so they run in
+/// `u32`, and the mass the nucleus keeps is the running sum where it stops).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+fn draw_nucleus(rng: &mut u64, top_p_q16: u32, ids: &[u32], weights: &[u32]) -> u32 {
+    let n = ids.len().min(weights.len());
+    if n > MAX_CANDIDATES {
+        return draw_nucleus_reference(rng, top_p_q16, ids, weights);
+    }
+    let (ids, weights) = (&ids[..n], &weights[..n]);
+    let total: u64 = weights.iter().map(|&w| w as u64).sum();
+    let Ok(total) = u32::try_from(total) else {
+        // Not from temperature weights (each ≤ 2¹⁶).
+        return draw_nucleus_reference(rng, top_p_q16, ids, weights);
+    };
+    // Nucleus: the shortest prefix whose mass reaches top_p of the candidates' mass.
+    let mut kept_total = total;
+    let mut kept = n;
+    if top_p_q16 < (1 << 16) {
+        let target = (mul_wide_u32(total, top_p_q16) >> 16) as u32;
+        let mut cumulative = 0u32;
+        for (i, &w) in weights.iter().enumerate() {
+            cumulative += w;
+            if cumulative >= target {
+                kept = i + 1;
+                kept_total = cumulative;
+                break;
             }
         }
-        (((high as u64) << 32) | low as u64) % total
     }
+    let mut r = draw(rng, kept_total as u64) as u32;
+    for (&id, &w) in ids[..kept].iter().zip(&weights[..kept]) {
+        if r < w {
+            return id;
+        }
+        r -= w;
+    }
+    ids.first().copied().unwrap_or(0)
+}
+
+/// The plain form of [`draw_nucleus`] (sums in `u64`).
+fn draw_nucleus_reference(rng: &mut u64, top_p_q16: u32, ids: &[u32], weights: &[u32]) -> u32 {
+    let total: u64 = weights.iter().map(|&w| w as u64).sum();
+    let mut kept = weights.len();
+    if top_p_q16 < (1 << 16) {
+        let target = (total * top_p_q16 as u64) >> 16;
+        let mut cumulative = 0u64;
+        for (i, &w) in weights.iter().enumerate() {
+            cumulative += w as u64;
+            if cumulative >= target {
+                kept = i + 1;
+                break;
+            }
+        }
+    }
+    let kept_total: u64 = weights[..kept].iter().map(|&w| w as u64).sum();
+    let mut r = draw(rng, kept_total);
+    for (&id, &w) in ids[..kept].iter().zip(&weights[..kept]) {
+        if r < w as u64 {
+            return id;
+        }
+        r -= w as u64;
+    }
+    ids[0]
+}
+
+/// A uniform draw in `0..total` (0 when total is 0) from two PRNG steps of `rng`.
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+fn draw(rng: &mut u64, total: u64) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    let (high, low) = (next_u32(rng), next_u32(rng));
+    if let Ok(total) = u32::try_from(total) {
+        if total < 1 << 23 {
+            // (high·2³² + low) mod total by u32 steps, 8 bits at a time (each partial
+            // remainder < 2²³, so remainder·2⁸ + byte fits u32): no u64 division.
+            let mut rem = div_rem_u32(high, total).1;
+            for byte_shift in [24, 16, 8, 0] {
+                rem = div_rem_u32((rem << 8) | ((low >> byte_shift) & 0xFF), total).1;
+            }
+            return rem as u64;
+        }
+    }
+    (((high as u64) << 32) | low as u64) % total
 }
 
 /// The weight of a logit `below_max` under the max: exp((l − max) / T) in Q16, with 1/T as a
@@ -351,6 +478,374 @@ core::arch::global_asm!(
     "pop {{r4-r7, pc}}",
     ".ltorg",
     ".size weights_thumb, . - weights_thumb",
+);
+
+/// The longest vocabulary [`top_k_near`] takes (ids in the low 8 bits of its sort keys).
+pub const NEAR_VOCAB: usize = 256;
+/// [`top_k_near`]'s buckets of distance below the max.
+pub const NEAR_BUCKETS: usize = 64;
+
+/// The logits that can weigh anything under a temperature: a logit more than `below` under the
+/// max gets weight 0 ([`temperature_weight`]: `(max − l) · (1/T) > 2³⁶`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Near {
+    below: u32,
+}
+
+impl Near {
+    /// The window of `1/T` (Q16): `below = floor(2³⁶ / (1/T))`, or `None` when that is 2²⁴ or
+    /// more (T ≥ 16: the distance and an 8-bit id would not share a `u32` key).
+    pub fn for_temperature(inv_temperature_q16: u32) -> Option<Near> {
+        if inv_temperature_q16 == 0 {
+            return None;
+        }
+        let below = (1u64 << 36) / inv_temperature_q16 as u64;
+        if below >= 1 << 24 {
+            return None;
+        }
+        Some(Near {
+            below: below as u32,
+        })
+    }
+}
+
+/// Words of [`near_keys`]' buffer: the buckets' counts, then the keys.
+pub const NEAR_WORDS: usize = NEAR_BUCKETS + NEAR_VOCAB;
+
+/// The `k` (≤ [`MAX_CANDIDATES`]) largest of `logits` (1 to [`NEAR_VOCAB`] of them) **among
+/// those within `near.below` of the max** into `ids`/`vals`, sorted by value descending, ties
+/// lower id first; returns the max and how many (`min(k, that many)`). Every logit left out
+/// weighs 0 at this temperature, so the candidates that weigh anything, in their order, are
+/// [`top_k`]'s, and the draw over them is the same (zero weights add nothing to a sum and are
+/// never drawn). `buffer` is scratch ([`near_keys`]).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+pub fn top_k_near(
+    logits: &[i32],
+    k: usize,
+    near: Near,
+    buffer: &mut [u32; NEAR_WORDS],
+    ids: &mut [u32; MAX_CANDIDATES],
+    vals: &mut [i32; MAX_CANDIDATES],
+) -> (i32, usize) {
+    let k = k.min(MAX_CANDIDATES);
+    if k == 0 || logits.is_empty() || logits.len() > NEAR_VOCAB {
+        let (_, max) = argmax(logits);
+        return (max, top_k(logits, max, k, ids, vals));
+    }
+    let (max, placed) = near_keys(logits, k, near, buffer);
+    let n = k.min(placed);
+    let keys = &buffer[NEAR_BUCKETS..][..n];
+    for ((id, v), &key) in ids.iter_mut().zip(vals.iter_mut()).zip(keys) {
+        *id = key & 0xFF;
+        *v = max.wrapping_sub((key >> 8) as i32);
+    }
+    (max, n)
+}
+
+/// The max of `logits` (1 to [`NEAR_VOCAB`] of them) and, sorted ascending in
+/// `buffer[NEAR_BUCKETS..][..placed]`, the keys `(max − l) · 2⁸ + id` of at least the `k`
+/// (≥ 1) largest logits within `near.below` of the max (all of them when fewer): returns
+/// `(max, placed)` ([`near_keys_reference`] bit for bit; on thumbv6m one Thumb routine,
+/// [`near_thumb`]).
+///
+/// A counting sort of the distances `max − l` into [`NEAR_BUCKETS`] buckets that span the
+/// logits' own range (at most `near.below`: distances bunch up when the logits are narrow), in
+/// id order within each bucket, only up to the bucket where the k-th lies; then an insertion
+/// sort of those keys (each moves only within its bucket).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+pub fn near_keys(
+    logits: &[i32],
+    k: usize,
+    near: Near,
+    buffer: &mut [u32; NEAR_WORDS],
+) -> (i32, usize) {
+    #[cfg(target_arch = "arm")]
+    if !logits.is_empty() && logits.len() <= NEAR_VOCAB && k > 0 {
+        let mut params = [near.below, k.min(NEAR_VOCAB) as u32];
+        // SAFETY: logits holds n ∈ 1..=256 words, buffer NEAR_BUCKETS + NEAR_VOCAB words,
+        // params two; the routine reads logits[..n] and params, writes buffer (the counts and
+        // at most n keys after them) and params.
+        let placed = unsafe {
+            near_thumb(
+                logits.as_ptr(),
+                logits.len(),
+                buffer.as_mut_ptr(),
+                params.as_mut_ptr(),
+            )
+        };
+        return (params[0] as i32, placed);
+    }
+    near_keys_reference(logits, k, near, buffer)
+}
+
+/// The plain form of [`near_keys`].
+pub fn near_keys_reference(
+    logits: &[i32],
+    k: usize,
+    near: Near,
+    buffer: &mut [u32; NEAR_WORDS],
+) -> (i32, usize) {
+    let (counts, keys) = buffer.split_at_mut(NEAR_BUCKETS);
+    let max = logits.iter().copied().max().unwrap_or(0);
+    let min = logits.iter().copied().min().unwrap_or(max);
+    let below = near.below.min(max.wrapping_sub(min) as u32);
+    let mut shift = 0;
+    while below >> shift >= NEAR_BUCKETS as u32 {
+        shift += 1;
+    }
+    let buckets = (below >> shift) as usize + 1;
+    counts[..buckets].fill(0);
+    for &l in logits {
+        let d = max.wrapping_sub(l) as u32;
+        if d <= below {
+            counts[(d >> shift) as usize] += 1;
+        }
+    }
+    // Counts into first slots, up to the bucket where the running count reaches k (the edge).
+    let mut placed = 0;
+    let mut past_edge = buckets;
+    for (b, count) in counts[..buckets].iter_mut().enumerate() {
+        let n = *count;
+        *count = placed;
+        placed += n;
+        if placed as usize >= k {
+            past_edge = b + 1;
+            break;
+        }
+    }
+    let limit = below.min(((past_edge as u32) << shift) - 1);
+    for (i, &l) in logits.iter().take(NEAR_VOCAB).enumerate() {
+        let d = max.wrapping_sub(l) as u32;
+        if d <= limit {
+            let b = (d >> shift) as usize;
+            keys[counts[b] as usize] = (d << 8) | i as u32;
+            counts[b] += 1;
+        }
+    }
+    let placed = placed as usize;
+    keys[..placed].sort_unstable();
+    (max, placed)
+}
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// [`near_keys_reference`] of `n` ∈ 1..=256 logits into `buffer`, `params = [near.below,
+    /// k (≥ 1)]`; returns `placed` and leaves the max in `params[0]`.
+    fn near_thumb(logits: *const i32, n: usize, buffer: *mut u32, params: *mut u32) -> usize;
+}
+
+/// Where [`near_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! NEAR_SECTION {
+    () => {
+        ".section .data.ramfunc.near_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! NEAR_SECTION {
+    () => {
+        ".section .text.near_thumb,\"ax\",%progbits"
+    };
+}
+
+// Five passes, as near_keys_reference: (1) max and min; below = min(cap, max − min) and the
+// shift that brings it under 64; (2) the used buckets zeroed, four words a store; (3) counts;
+// (4) counts into slot pointers up to the edge bucket, limit = min(below, (edge + 1) << shift
+// − 1); (5) each logit within the limit stored as its key through its bucket's pointer;
+// (6) insertion sort of the keys. r8 logits, r9 their end, r10 buffer (counts, keys at +256
+// bytes), r11 params; the passes' registers are named at each.
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    NEAR_SECTION!(),
+    ".global near_thumb",
+    ".type near_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "near_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "lsls r1, r1, #2",
+    "adds r1, r0, r1",
+    "mov r8, r0",
+    "mov r9, r1",
+    "mov r10, r2",
+    "mov r11, r3",
+    // (1) r0 logits, r1 end, r2 max, r3 min.
+    "ldr r2, [r0]",
+    "mov r3, r2",
+    "1:",
+    "ldm r0!, {{r5}}",
+    "cmp r5, r2",
+    "ble 2f",
+    "mov r2, r5",
+    "2:",
+    "cmp r5, r3",
+    "bge 3f",
+    "mov r3, r5",
+    "3:",
+    "cmp r0, r1",
+    "bne 1b",
+    // below (r3) = min(cap, max − min); params[0] = max.
+    "subs r3, r2, r3",
+    "mov r4, r11",
+    "ldr r5, [r4]",
+    "str r2, [r4]",
+    "cmp r3, r5",
+    "bls 4f",
+    "mov r3, r5",
+    "4:",
+    // shift (r4): the least with below >> shift < 64 (by 4 while ≥ 1024, then by 1); r5 =
+    // below >> shift.
+    "movs r4, #0",
+    "mov r5, r3",
+    "5:",
+    "lsrs r6, r5, #10",
+    "beq 6f",
+    "lsrs r5, r5, #4",
+    "adds r4, #4",
+    "b 5b",
+    "6:",
+    "cmp r5, #63",
+    "bls 7f",
+    "lsrs r5, r5, #1",
+    "adds r4, #1",
+    "b 6b",
+    "7:",
+    // (2) r12 = the end of the used counts ((below >> shift) + 1 of them); zeroed by four
+    // (≤ 64 words).
+    "adds r5, #1",
+    "lsls r5, r5, #2",
+    "mov r6, r10",
+    "adds r5, r6, r5",
+    "mov r12, r5",
+    "movs r0, #0",
+    "movs r1, #0",
+    "movs r5, #0",
+    "movs r7, #0",
+    "8:",
+    "stm r6!, {{r0, r1, r5, r7}}",
+    "cmp r6, r12",
+    "blo 8b",
+    // (3) r0 logits, r5 counts, r6 d then its bucket's offset, r7 count.
+    "mov r0, r8",
+    "mov r5, r10",
+    "9:",
+    "ldm r0!, {{r6}}",
+    "subs r6, r2, r6",
+    "cmp r6, r3",
+    "bhi 10f",
+    "lsrs r6, r4",
+    "lsls r6, r6, #2",
+    "ldr r7, [r5, r6]",
+    "adds r7, #1",
+    "str r7, [r5, r6]",
+    "10:",
+    "cmp r0, r9",
+    "bne 9b",
+    // (4) r5 the bucket, r1 its first slot (keys at buffer + 256 bytes), r6 the running count,
+    // r7 k.
+    "mov r0, r11",
+    "ldr r7, [r0, #4]",
+    "movs r6, #0",
+    "mov r1, r5",
+    "adds r1, #255",
+    "adds r1, #1",
+    "11:",
+    "ldr r0, [r5]",
+    "str r1, [r5]",
+    "adds r6, r6, r0",
+    "lsls r0, r0, #2",
+    "adds r1, r1, r0",
+    "adds r5, #4",
+    "cmp r6, r7",
+    "bhs 12f",
+    "cmp r5, r12",
+    "blo 11b",
+    "12:",
+    // limit = min(below, ((edge + 1) << shift) − 1); params[1] = placed.
+    "mov r0, r10",
+    "subs r0, r5, r0",
+    "lsrs r0, r0, #2",
+    "lsls r0, r4",
+    "subs r0, #1",
+    "cmp r0, r3",
+    "bhs 13f",
+    "mov r3, r0",
+    "13:",
+    "mov r0, r11",
+    "str r6, [r0, #4]",
+    // (5) r0 logits, r1 id, r2 max, r3 shift, r4 counts, r5 d then the key, r6 the bucket's
+    // offset, r7 its slot; r12 limit.
+    "mov r12, r3",
+    "mov r3, r4",
+    "mov r4, r10",
+    "mov r0, r8",
+    "movs r1, #0",
+    "14:",
+    "ldm r0!, {{r5}}",
+    "subs r5, r2, r5",
+    "cmp r5, r12",
+    "bhi 15f",
+    "mov r6, r5",
+    "lsrs r6, r3",
+    "lsls r6, r6, #2",
+    "ldr r7, [r4, r6]",
+    "lsls r5, r5, #8",
+    "orrs r5, r1",
+    "stm r7!, {{r5}}",
+    "str r7, [r4, r6]",
+    "15:",
+    "adds r1, #1",
+    "cmp r0, r9",
+    "bne 14b",
+    // (6) r0 keys, r1 the next key's address, r2 their end, r3 the key, r4 the hole, r5 the
+    // key before it.
+    "mov r0, r4",
+    "adds r0, #255",
+    "adds r0, #1",
+    "mov r6, r11",
+    "ldr r2, [r6, #4]",
+    "lsls r2, r2, #2",
+    "adds r2, r0, r2",
+    "adds r1, r0, #4",
+    "b 20f",
+    "16:",
+    "ldm r1!, {{r3}}",
+    "subs r4, r1, #4",
+    "17:",
+    "cmp r4, r0",
+    "beq 19f",
+    "subs r4, #4",
+    "ldr r5, [r4]",
+    "cmp r5, r3",
+    "bls 18f",
+    "str r5, [r4, #4]",
+    "b 17b",
+    "18:",
+    "adds r4, #4",
+    "19:",
+    "str r3, [r4]",
+    "20:",
+    "cmp r1, r2",
+    "blo 16b",
+    "ldr r0, [r6, #4]",
+    "pop {{r4-r7}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
+    "pop {{r4-r7, pc}}",
+    ".size near_thumb, . - near_thumb",
 );
 
 /// Logit buckets of [`top_k`]'s histogram: `(max − l) >> BUCKET_SHIFT`, the last one open.
@@ -771,6 +1266,87 @@ mod tests {
                 assert_eq!(got, want, "case {case} k {k}");
                 assert_eq!(ids[..got], ref_ids[..want], "case {case} k {k}");
                 assert_eq!(vals[..got], ref_vals[..want], "case {case} k {k}");
+            }
+        }
+    }
+
+    /// The fast sampler draws what the plain one draws (the same PRNG steps), at vocabularies
+    /// below and above NEAR_VOCAB, with ties, wide and narrow logits, at several temperatures.
+    #[test]
+    fn sample_equals_sample_reference() {
+        let mut rng = Sampler::new(SamplerConfig {
+            seed: 11,
+            ..SamplerConfig::GREEDY
+        });
+        for (temperature_q8, top_k, top_p_q16) in [
+            (205, 40, 58_982),
+            (205, 40, 1 << 16),
+            (256, 0, 50_000),
+            (64, 64, 60_000),
+            (1, 5, 30_000),
+            (4000, 40, 58_982),
+            (20_000, 40, 58_982),
+            (205, 1, 0),
+        ] {
+            let config = SamplerConfig {
+                temperature_q8,
+                top_k,
+                top_p_q16,
+                seed: 5,
+            };
+            let (mut fast, mut plain) = (Sampler::new(config), Sampler::new(config));
+            for round in 0..600 {
+                let len = [2, 40, 64, 100, 128, 255, 256, 257, 512][round % 9];
+                let span = [1i32 << 12, 1 << 18, 6 << 16, 20 << 16, i32::MAX][(round / 9) % 5];
+                let logits: std::vec::Vec<i32> = (0..len)
+                    .map(|i| {
+                        let v = (rng.next_u32() % span as u32) as i32 - span / 2;
+                        if (round + i) % 3 == 0 {
+                            v & !0xFFFF // ties
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                let want = plain.sample_reference(&logits);
+                assert_eq!(fast.sample(&logits), want, "{config:?} round {round}");
+            }
+            assert_eq!(fast.next_u32(), plain.next_u32(), "{config:?}");
+        }
+    }
+
+    /// top_k_near's candidates are top_k_reference's, as far as they weigh anything.
+    #[test]
+    fn top_k_near_keeps_every_candidate_that_weighs() {
+        let mut rng = Sampler::new(SamplerConfig {
+            seed: 12,
+            ..SamplerConfig::GREEDY
+        });
+        let mut buffer = [0; NEAR_WORDS];
+        for round in 0..2000 {
+            let len = 1 + (rng.next_u32() as usize % NEAR_VOCAB);
+            let span = [1i32 << 12, 1 << 18, 6 << 16, 40 << 16][round % 4];
+            let logits: std::vec::Vec<i32> = (0..len)
+                .map(|_| {
+                    ((rng.next_u32() % span as u32) as i32 - span / 2) & !(round as i32 % 2 * 0xFFF)
+                })
+                .collect();
+            let (_, max) = argmax(&logits);
+            let inv_t = [81_840u32, 1 << 16, 1 << 13, 1 << 20][round % 4 / 2 + round % 2 * 2];
+            let near = Near::for_temperature(inv_t).unwrap();
+            for k in [1, 7, 40, 64] {
+                let (mut ids, mut vals) = ([0; MAX_CANDIDATES], [0; MAX_CANDIDATES]);
+                let (mut ref_ids, mut ref_vals) = ([0; MAX_CANDIDATES], [0; MAX_CANDIDATES]);
+                let (got_max, got) = top_k_near(&logits, k, near, &mut buffer, &mut ids, &mut vals);
+                assert_eq!(got_max, max);
+                let want = top_k_reference(&logits, k, &mut ref_ids, &mut ref_vals);
+                let weighs = ref_vals[..want]
+                    .iter()
+                    .filter(|&&v| temperature_weight(max.wrapping_sub(v) as u32, inv_t) > 0)
+                    .count();
+                assert!(got >= weighs && got <= want, "round {round} k {k}");
+                assert_eq!(ids[..got], ref_ids[..got], "round {round} k {k}");
+                assert_eq!(vals[..got], ref_vals[..got], "round {round} k {k}");
             }
         }
     }

@@ -136,7 +136,7 @@ fn kernels(console: &mut Console, clock: &CycleClock) -> ! {
     let arena =
         unsafe { core::slice::from_raw_parts_mut(measure::free_ram_start() as *mut u8, bytes) };
     let cycles = || clock.cycles();
-    let mut checks = [None; 16];
+    let mut checks = [None; 24];
     let mut n_checks = 0;
     let ran = kernel_bench::run(
         arena,
