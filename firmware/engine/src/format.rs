@@ -157,7 +157,10 @@ pub struct Config {
 impl Config {
     /// Elements per attention head: the explicit `head_size`, else `dim / n_heads`.
     pub fn head_size(&self) -> usize {
-        self.head_size.unwrap_or(self.dim / self.n_heads.max(1))
+        // The divider, not a ~200-cycle software division (this runs per token and layer).
+        self.head_size.unwrap_or(
+            crate::kernels::div_rem_u32(self.dim as u32, self.n_heads.max(1) as u32).0 as usize,
+        )
     }
     /// Width of the queries and of the attention output: `n_heads · head_size` (`dim` unless
     /// the head size is explicit).

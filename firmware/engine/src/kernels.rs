@@ -49,6 +49,43 @@ pub fn mul_wide_i32(a: i32, b: i32) -> i64 {
     }
 }
 
+/// `v.leading_zeros()`. The M0+ has no CLZ: on thumbv6m a five-step binary search inline
+/// (~15 cycles), not a call of compiler-builtins' `__clzsi2` (~40 with the long-branch thunk
+/// from SRAM code to flash).
+#[inline(always)]
+pub fn leading_zeros(v: u32) -> u32 {
+    #[cfg(target_arch = "arm")]
+    return leading_zeros_search(v);
+    #[cfg(not(target_arch = "arm"))]
+    v.leading_zeros()
+}
+
+/// The binary search of [`leading_zeros`].
+#[inline(always)]
+pub fn leading_zeros_search(v: u32) -> u32 {
+    if v == 0 {
+        return 32;
+    }
+    let (mut n, mut x) = (0, v);
+    if x >> 16 == 0 {
+        n += 16;
+        x <<= 16;
+    }
+    if x >> 24 == 0 {
+        n += 8;
+        x <<= 8;
+    }
+    if x >> 28 == 0 {
+        n += 4;
+        x <<= 4;
+    }
+    if x >> 30 == 0 {
+        n += 2;
+        x <<= 2;
+    }
+    n + (x >> 31 == 0) as u32
+}
+
 /// A positive real number `mant · 2^-shift`, `mant < 2³¹` (usually normalised to `[2³⁰, 2³¹)`).
 ///
 /// Weight row scales are stored in the file in this form, so the device never converts floats.
@@ -98,11 +135,11 @@ impl Multiplier {
         let down;
         if let Ok(v) = u32::try_from(v) {
             // 32-bit shifts: a u64 shift by a variable amount is a library call on the M0+.
-            let top = 31 - v.leading_zeros() as i32; // index of the top set bit
+            let top = 31 - leading_zeros(v) as i32; // index of the top set bit
             down = top - 30; // move it to bit 30
             mant = if down >= 0 { v >> down } else { v << -down };
         } else {
-            let top = 63 - v.leading_zeros() as i32;
+            let top = 63 - leading_zeros((v >> 32) as u32) as i32; // v ≥ 2³²
             down = top - 30;
             mant = (v >> down) as u32; // top ≥ 32, so down > 0
         }
@@ -123,7 +160,7 @@ impl Multiplier {
         if d == 0 {
             return Multiplier::ZERO;
         }
-        let top = 31 - d.leading_zeros() as i32; // d ∈ [2^top, 2^(top+1))
+        let top = 31 - leading_zeros(d) as i32; // d ∈ [2^top, 2^(top+1))
         if d.is_power_of_two() {
             // 2⁶²/d = 2^(62-top) exactly.
             return Multiplier {
@@ -162,7 +199,7 @@ impl Multiplier {
         if d == 0 || d.is_power_of_two() {
             return Multiplier::reciprocal(d, frac_bits);
         }
-        let top = 31 - d.leading_zeros() as i32;
+        let top = 31 - leading_zeros(d) as i32;
         let v = d << (31 - top);
         // One quotient digit of n / v for n < v · 2¹⁶: the estimate from n's top 32 bits and
         // v's top 16 (≥ 2¹⁵) is ≥ the digit; step down to it.
@@ -352,6 +389,24 @@ pub fn quantize_act(x_q16: &[i32], out: &mut [i32]) -> i32 {
                     // x_q16[..n] and the 4 words of `params`, and writes out[..n].
                     unsafe { quantize_thumb(x_q16.as_ptr(), n, out.as_mut_ptr(), params.as_ptr()) };
                     return max_abs as i32;
+                }
+                // A small vector (max|x| < 2⁻³: shift s in 1..=32): x · 2^(33−s) with the shift
+                // 33 rounds the same, floor((p·2^(33−s) + 2³²) / 2³³) = floor((p + 2^(s−1)) / 2^s),
+                // and fits i32 while max|x| < 2^(31 − (33 − s)). In place in `out`.
+                if (1..=32).contains(&inv.shift) {
+                    let up = (33 - inv.shift) as u32;
+                    if up <= 30 && max_abs < 1 << (31 - up) {
+                        for (o, &v) in out[..n].iter_mut().zip(x_q16) {
+                            *o = v << up;
+                        }
+                        let params = [inv.mant, 1, 1, ACT_LEVELS as u32];
+                        // SAFETY: out holds n ≥ 1 words; the routine reads each word of out[..n]
+                        // before it writes it, and the 4 words of `params`.
+                        unsafe {
+                            quantize_thumb(out.as_ptr(), n, out.as_mut_ptr(), params.as_ptr())
+                        };
+                        return max_abs as i32;
+                    }
                 }
             }
         }
@@ -1505,7 +1560,7 @@ pub fn isqrt_u64(v: u64) -> u64 {
     if high == 0 {
         return isqrt_u32(v as u32) as u64;
     }
-    let e = high.leading_zeros() / 2;
+    let e = leading_zeros(high) / 2;
     let n = v << (2 * e);
     let top = (n >> 32) as u32; // ≥ 2³⁰
                                 // floor(√n) ∈ [s·2¹⁶, (s + 1)·2¹⁶) with s ∈ [2¹⁵, 2¹⁶).
@@ -1530,7 +1585,7 @@ fn isqrt_u32(v: u32) -> u32 {
     }
     let mut rem = v;
     let mut root = 0u32;
-    let mut bit = 1u32 << ((31 - v.leading_zeros()) & !1);
+    let mut bit = 1u32 << ((31 - leading_zeros(v)) & !1);
     while bit != 0 {
         if rem >= root + bit {
             rem -= root + bit;
@@ -2513,6 +2568,69 @@ mod tests {
                 assert_eq!(m.apply_i32(a as i32), want, "{v} {m:?}");
             }
         }
+    }
+
+    /// quantize_act's small-vector path: x · 2^(33−s) through the shift-33 rounding equals
+    /// the reference's rounding at shift s.
+    #[test]
+    fn small_vectors_quantize_the_same_shifted_up() {
+        let mut r = 0x1234_5678_9ABC_DEF1u64;
+        let mut seen = 0;
+        for case in 0..3000 {
+            let n = 1 + case % 40;
+            let x: std::vec::Vec<i32> = (0..n)
+                .map(|_| {
+                    r ^= r << 13;
+                    r ^= r >> 7;
+                    r ^= r << 17;
+                    let bits = 1 + case % 16;
+                    (r as i32) >> (32 - bits)
+                })
+                .collect();
+            let max_abs = x
+                .iter()
+                .map(|v| v.unsigned_abs())
+                .max()
+                .unwrap()
+                .min(i32::MAX as u32);
+            if max_abs == 0 {
+                continue;
+            }
+            let inv = Multiplier::reciprocal_fast(max_abs, 62).times(ACT_LEVELS_MULTIPLIER);
+            if !(1..=32).contains(&inv.shift) {
+                continue;
+            }
+            let up = (33 - inv.shift) as u32;
+            assert!(up <= 30 && max_abs < 1 << (31 - up));
+            seen += 1;
+            let mut want = std::vec![0; n];
+            quantize_act_reference(&x, &mut want);
+            let at_33 = Multiplier {
+                mant: inv.mant,
+                shift: 33,
+            };
+            let got: std::vec::Vec<i32> = x
+                .iter()
+                .map(|&v| at_33.apply_i32(v << up).clamp(-ACT_LEVELS, ACT_LEVELS))
+                .collect();
+            assert_eq!(got, want, "case {case}");
+        }
+        assert!(seen > 1000, "{seen}");
+    }
+
+    #[test]
+    fn leading_zeros_search_is_leading_zeros() {
+        for shift in 0..32 {
+            for v in [
+                1u32 << shift,
+                (1 << shift) | 1,
+                u32::MAX >> shift,
+                0x9E37_79B9 >> shift,
+            ] {
+                assert_eq!(leading_zeros_search(v), v.leading_zeros(), "{v:#x}");
+            }
+        }
+        assert_eq!(leading_zeros_search(0), 32);
     }
 
     #[test]
