@@ -28,9 +28,9 @@ use crate::format::{Config, FfnKind, LayerWeights, Matrix, Model, Quant, WeightL
 #[cfg(target_arch = "arm")]
 use crate::kernels::EXP2_Q30;
 use crate::kernels::{
-    div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, matvec_i8_x4, mul_q16, mul_wide_i32,
-    mul_wide_u32, quantize_act, quantize_kv, rmsnorm, silu_in_place, step_q16, Multiplier,
-    ACT_LEVELS, KV_LEVELS,
+    div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, matvec_i8_x4, mul_wide_i32,
+    mul_wide_u32, quantize_act, quantize_kv, rmsnorm, silu_gate_in_place, silu_in_place, step_q16,
+    Multiplier, ACT_LEVELS, KV_LEVELS,
 };
 use crate::sampler::Sampler;
 use core::fmt;
@@ -904,10 +904,7 @@ fn forward(
             FfnKind::Plain => silu_in_place(s.hb),
             FfnKind::Swiglu => {
                 matmul(s.hb2, &w.w3, &s.xq[..dim], step);
-                silu_in_place(s.hb);
-                for (h, &g) in s.hb.iter_mut().zip(s.hb2.iter()) {
-                    *h = mul_q16(*h, g);
-                }
+                silu_gate_in_place(s.hb, s.hb2);
             }
         }
         quantize_and_matmul(s.xb2, &w.w2, s.hb, s.xq);

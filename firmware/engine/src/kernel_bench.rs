@@ -14,8 +14,9 @@ use crate::forward::{
 use crate::kernels::{
     argmax, div_rem_u32, exp_q16, isqrt_u64, isqrt_u64_reference, matvec_i4, matvec_i8,
     matvec_i8_reference, matvec_i8_x4, quad_rows, quantize_act, quantize_act_reference,
-    quantize_kv, quantize_kv_reference, rmsnorm, rmsnorm_reference, silu_in_place, silu_q16,
-    step_q16, Multiplier, ACT_LEVELS, KV_WIDE, ONE_Q16,
+    quantize_kv, quantize_kv_reference, rmsnorm, rmsnorm_reference, silu_gate_in_place,
+    silu_gate_reference, silu_in_place, silu_q16, step_q16, Multiplier, ACT_LEVELS, KV_WIDE,
+    ONE_Q16,
 };
 use crate::sampler::{
     near_keys, near_keys_reference, temperature_weights, temperature_weights_reference, top_k,
@@ -443,6 +444,42 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
+    // SwiGLU's gated activation (silu and the gate multiply in one pass) against its plain form.
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..60usize {
+        let range = [1 << 8, 1 << 16, 8 << 16, 20 << 16, i32::MAX >> 1][round % 5];
+        let gate_range = [1 << 16, 1 << 20, i32::MAX >> 1, 1 << 8][round % 4];
+        for (i, ((v, w), g)) in out[..64]
+            .iter_mut()
+            .zip(want[..64].iter_mut())
+            .zip(att[..64].iter_mut())
+            .enumerate()
+        {
+            *v = match (round + i) % 31 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                2 => 0,
+                3 => -1,
+                _ => rng.signed(range),
+            };
+            *g = match (round + i) % 37 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                2 => 0,
+                _ => rng.signed(gate_range),
+            };
+            *w = *v;
+        }
+        silu_gate_in_place(&mut out[..64], &att[..64]);
+        silu_gate_reference(&mut want[..64], &att[..64]);
+        cases += 64;
+        mismatches += differing(&out[..64], &want[..64]);
+    }
+    report(KernelCheck {
+        name: "silu_gate_in_place",
+        cases,
+        mismatches,
+    });
     // The divider-based reciprocal (SIO divider on the device) against the bit loop.
     let (mut cases, mut mismatches) = (0u32, 0u32);
     for i in 0..2000u32 {
@@ -861,6 +898,11 @@ pub fn run(
         });
         report(elementwise("silu_in_place", 172, 4, cycles));
         let cycles = time(clock, 4, || {
+            out[..172].copy_from_slice(&x[256..428]);
+            silu_gate_in_place(&mut out[..172], &x[..172]);
+        });
+        report(elementwise("silu_gate_in_place", 172, 4, cycles));
+        let cycles = time(clock, 4, || {
             for (o, &v) in out[..256].iter_mut().zip(&x[256..512]) {
                 *o = exp_q16(-(v.unsigned_abs() as i32 & 0x7_FFFF));
             }
@@ -930,7 +972,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 17);
+        assert_eq!(checks.len(), 18);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
