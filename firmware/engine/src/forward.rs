@@ -1085,6 +1085,7 @@ pub(crate) fn attention(
     match hs {
         2 => attention_heads::<2>(out, q, &cache, att, xq, kv_dim, kv_per_q, score_scale),
         4 => attention_heads::<4>(out, q, &cache, att, xq, kv_dim, kv_per_q, score_scale),
+        6 => attention_heads::<6>(out, q, &cache, att, xq, kv_dim, kv_per_q, score_scale),
         8 => attention_heads::<8>(out, q, &cache, att, xq, kv_dim, kv_per_q, score_scale),
         _ => attention_heads::<0>(out, q, &cache, att, xq, kv_dim, kv_per_q, score_scale),
     }
@@ -1173,6 +1174,29 @@ fn attention_dots<const N: usize>(
                         2 * kv_dim,
                         q.as_ptr().add(4 * half),
                         half as u32,
+                    )
+                };
+            }
+            return;
+        }
+        if N == 6 && n > 0 && keys.len() >= last && words {
+            // Columns 0..4, then 2..6 with the query's first two zeroed (adding q4·k4 + q5·k5).
+            let upper = [0, 0, q[4], q[5]];
+            for (add, (offset, q4)) in [(kv_offset, &q[..4]), (kv_offset + 2, &upper[..])]
+                .into_iter()
+                .enumerate()
+            {
+                // SAFETY: as above: 4 i16 at keys[offset + t·kv_dim ..] for t < n, offset + 4
+                // ≤ kv_offset + 6 (all below `last`; word-aligned: offset − kv_offset is even),
+                // the 4 words of q4; att[..n] written, then added to.
+                unsafe {
+                    dots4_thumb(
+                        att.as_mut_ptr(),
+                        n,
+                        keys.as_ptr().add(offset),
+                        2 * kv_dim,
+                        q4.as_ptr(),
+                        add as u32,
                     )
                 };
             }
@@ -2122,6 +2146,13 @@ fn weighted_values<const N: usize>(
         weighted_values_4(hi, weights, values, kv_offset + N / 2, kv_dim);
     } else if N == 4 {
         weighted_values_4(out, weights, values, kv_offset, kv_dim);
+    } else if N == 6 && out.len() >= 6 {
+        // Columns 0..4, then 2..6 (keeping 4 and 5): two passes of four.
+        let (low, high) = out[..6].split_at_mut(4);
+        weighted_values_4(low, weights, values, kv_offset, kv_dim);
+        let mut upper = [0i32; 4];
+        weighted_values_4(&mut upper, weights, values, kv_offset + 2, kv_dim);
+        high.copy_from_slice(&upper[2..]);
     } else {
         weighted_values_cols::<N>(out, weights, values, kv_offset, kv_dim);
     }
@@ -2594,11 +2625,11 @@ mod tests {
         let mut rng = Rng(0x0123_4567_89AB_CDEF);
         let mut cases = 0;
         for round in 0..600 {
-            let hs = [1, 2, 3, 4, 5, 8, 16][round % 7];
-            let (n_kv, kv_per_q) = [(1, 1), (2, 1), (4, 2), (1, 4), (3, 3)][(round / 7) % 5];
+            let hs = [1, 2, 3, 4, 5, 6, 8, 16][round % 8];
+            let (n_kv, kv_per_q) = [(1, 1), (2, 1), (4, 2), (1, 4), (3, 3)][(round / 8) % 5];
             let n_heads = n_kv * kv_per_q;
             let kv_dim = n_kv * hs;
-            let n = [1, 2, 7, 64, 200][(round / 35) % 5];
+            let n = [1, 2, 7, 64, 200][(round / 40) % 5];
             let value_max = [1 << 12, 1 << 16, 1 << 20, 1 << 26, i32::MAX][round % 5];
             let mut keys = vec![0i16; n * kv_dim];
             let mut values = vec![0i16; n * kv_dim];

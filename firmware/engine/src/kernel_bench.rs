@@ -174,9 +174,9 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         core::slice::from_raw_parts_mut(kv_words.as_mut_ptr().cast::<i16>(), kv_words.len() * 2)
     };
     let (mut cases, mut mismatches) = (0u32, 0u32);
-    for round in 0..60usize {
-        let hs = [2, 3, 4, 8][round % 4];
-        let (n_kv, kv_per_q) = [(1, 1), (2, 1), (4, 2), (2, 4)][(round / 4) % 4];
+    for round in 0..80usize {
+        let hs = [2, 3, 4, 6, 8][round % 5];
+        let (n_kv, kv_per_q) = [(1, 1), (2, 1), (4, 2), (2, 4)][(round / 5) % 4];
         let n_heads = n_kv * kv_per_q;
         let kv_dim = n_kv * hs;
         let n = [1, 5, 17, 64][(round / 16) % 4].min(2048 / kv_dim);
