@@ -1115,9 +1115,9 @@ fn attention_heads<const N: usize>(
         } else {
             attention_dots::<N>(att, xq, cache.keys, kv_offset, kv_dim);
         }
-        scale_scores(att, cache.key_steps, q_scale);
+        let max = scale_scores(att, cache.key_steps, q_scale);
         // softmax_u32 with its last loop folded into the weighing (n < 2¹⁶: `fits`).
-        let inv = exp_and_reciprocal(att);
+        let inv = exp_and_reciprocal_from(att, max);
         let total = weigh_exps(att, inv, cache.value_steps);
         if total > PV_I32_MAX_WEIGHT {
             weighted_values_wide(out_h, att, cache.values, kv_offset, kv_dim);
@@ -1344,58 +1344,64 @@ pub(crate) fn scale_scores_reference(att: &mut [i32], key_steps: &[i32], q_scale
 }
 
 /// `att[t] = (q_scale · key step t)(att[t])`: the dot products to Q16.16 scores
-/// ([`scale_scores_reference`] bit for bit; on thumbv6m through [`scores_thumb`]).
+/// ([`scale_scores_reference`] bit for bit; on thumbv6m through [`scores_thumb`]). Returns the
+/// largest score (of all of `att`; `i32::MIN` when empty), tracked as they are stored.
 #[inline(never)]
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
 )]
-pub(crate) fn scale_scores(att: &mut [i32], key_steps: &[i32], q_scale: Multiplier) {
+pub(crate) fn scale_scores(att: &mut [i32], key_steps: &[i32], q_scale: Multiplier) -> i32 {
     let n = att.len().min(key_steps.len() / STEP_WORDS);
     #[cfg(target_arch = "arm")]
-    let done = scale_scores_thumb(&mut att[..n], key_steps, q_scale);
+    let (done, mut max) = scale_scores_thumb(&mut att[..n], key_steps, q_scale);
     #[cfg(not(target_arch = "arm"))]
-    let done = 0;
+    let (done, mut max) = (0, i32::MIN);
     for (a, step) in att[done..n]
         .iter_mut()
         .zip(key_steps[STEP_WORDS * done..].chunks_exact(STEP_WORDS))
     {
         *a = q_scale.times(step_at(step)).apply_i32(*a);
+        max = max.max(*a);
     }
+    att[n..].iter().fold(max, |m, &a| m.max(a))
 }
 
-/// [`scale_scores`] through [`scores_thumb`]: returns how many leading positions are done.
+/// [`scale_scores`] through [`scores_thumb`]: returns how many leading positions are done and
+/// their largest score (`i32::MIN` for none).
 /// The routine stops at a position whose shift is outside 1..=62; that one goes the plain way
 /// and the routine goes on (after a few such stops, the rest go the plain way).
 #[cfg(target_arch = "arm")]
 #[inline(always)]
-fn scale_scores_thumb(att: &mut [i32], key_steps: &[i32], q_scale: Multiplier) -> usize {
+fn scale_scores_thumb(att: &mut [i32], key_steps: &[i32], q_scale: Multiplier) -> (usize, i32) {
     let n = att.len().min(key_steps.len() / STEP_WORDS);
     if q_scale.shift.unsigned_abs() >= 1 << 20 || q_scale.mant >= 1 << 31 {
-        return 0;
+        return (0, i32::MIN);
     }
-    let q = [q_scale.mant, q_scale.shift as u32];
+    // [mant, shift, the running max]
+    let mut q = [q_scale.mant, q_scale.shift as u32, i32::MIN as u32];
     let mut done = 0;
     for _ in 0..4 {
         // SAFETY: att[done..n] and key_steps[2·done..2·n] are in bounds (n ≤ both lengths);
         // the routine reads 2 words of steps and reads/writes one word of att per position,
-        // for at most n − done positions, and reads the 2 words of `q`.
+        // for at most n − done positions, reads the 3 words of `q` and writes its third.
         done += unsafe {
             scores_thumb(
                 att.as_mut_ptr().add(done),
                 n - done,
                 key_steps.as_ptr().add(STEP_WORDS * done),
-                q.as_ptr(),
+                q.as_mut_ptr(),
             )
         };
         if done >= n {
-            return n;
+            return (n, q[2] as i32);
         }
         let step = step_at(&key_steps[STEP_WORDS * done..]);
         att[done] = q_scale.times(step).apply_i32(att[done]);
+        q[2] = (q[2] as i32).max(att[done]) as u32;
         done += 1;
     }
-    done
+    (done, q[2] as i32)
 }
 
 #[cfg(target_arch = "arm")]
@@ -1403,8 +1409,9 @@ extern "C" {
     /// [`scale_scores`] on thumbv6m: for each of up to `n` positions, `att[t] =
     /// (q · step t)(att[t])` with `q = [mant, shift]` (|shift| < 2²⁰) and step t = words
     /// `2t, 2t + 1` of `steps`, while the product's shift `q.shift + step.shift − 31` is in
-    /// 1..=62 (always, for steps from `step_q16`); returns how many positions it did.
-    fn scores_thumb(att: *mut i32, n: usize, steps: *const i32, q: *const u32) -> usize;
+    /// 1..=62 (always, for steps from `step_q16`); returns how many positions it did. `q[2]`
+    /// is a running max (as `i32`): raised to each score stored.
+    fn scores_thumb(att: *mut i32, n: usize, steps: *const i32, q: *mut u32) -> usize;
 }
 
 /// Where [`scores_thumb`] lives: SRAM on the RP2040, flash elsewhere.
@@ -1423,12 +1430,14 @@ macro_rules! SCORES_SECTION {
 
 // Multiplier::times then Multiplier::apply_i32 (round_shift for shifts 1..=62), bit for bit:
 // m = (q.mant · k.mant) >> 31 from four 16×16 MULS; then v · m from four more. The usual shift
-// s in 33..=62 takes a straight path (~55 cycles a position: the signed product's high word,
-// + 2^(s-33), >> (s-32)); any other goes the general way (~80): |v| · m as two words, + 2^(s-1)
+// s in 33..=62 takes a straight path (~56 cycles a position with the max, by the rp2040js cycle
+// model: the signed product's high word h, ((h >> (s-33)) + 1) >> 1, which is
+// (h + 2^(s-33)) >> (s-32)); any other goes the general way (~80): |v| · m as two words, + 2^(s-1)
 // (- 1 for a negative v: floor division of the negated product, on the magnitude), >> s across
 // the two words, saturated, the sign put back.
+// Each score stored raises the running max (r11; q[2] at entry and at the end).
 // r0 att (advancing), r1–r7 scratch, r8 / r9 the low / high half of q.mant, r10 q.shift − 64,
-// r11 att at entry, r12 steps (advancing), lr the end of att.
+// r11 the max, r12 steps (advancing), lr the end of att; [sp] att at entry, [sp, #4] q.
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     SCORES_SECTION!(),
@@ -1443,7 +1452,9 @@ core::arch::global_asm!(
     "mov r6, r10",
     "mov r7, r11",
     "push {{r4-r7}}",
-    "mov r11, r0",
+    "push {{r0, r3}}",
+    "ldr r4, [r3, #8]",
+    "mov r11, r4",
     "lsls r1, r1, #2",
     "adds r1, r0, r1",
     "mov lr, r1",
@@ -1506,11 +1517,13 @@ core::arch::global_asm!(
     "lsrs r2, r2, #16",
     "adds r4, r4, r5",
     "adcs r1, r2", // r1 = floor(v · m / 2^32)
-    "movs r2, #1",
-    "lsls r2, r3",
-    "adds r1, r1, r2",
-    "adds r3, #1",
     "asrs r1, r3",
+    "adds r1, #1",
+    "asrs r1, r1, #1",
+    "cmp r1, r11",
+    "ble 21f",
+    "mov r11, r1",
+    "21:",
     "stm r0!, {{r1}}",
     "cmp r0, lr",
     "bne 1b",
@@ -1613,6 +1626,10 @@ core::arch::global_asm!(
     "cmp r1, #0",
     "bgt 7f", // R > 2^31: i32::MIN
     "4:",
+    "cmp r1, r11",
+    "ble 22f",
+    "mov r11, r1",
+    "22:",
     "stm r0!, {{r1}}",
     "cmp r0, lr",
     "beq 9f",
@@ -1630,7 +1647,9 @@ core::arch::global_asm!(
     "lsls r1, r1, #31",
     "b 4b",
     "9:",
-    "mov r1, r11",
+    "pop {{r1, r2}}",
+    "mov r3, r11",
+    "str r3, [r2, #8]",
     "subs r0, r0, r1",
     "lsrs r0, r0, #2", // positions done
     "pop {{r4-r7}}",
@@ -1667,6 +1686,15 @@ pub(crate) fn softmax_u32(att: &mut [i32]) {
 )]
 fn exp_and_reciprocal(att: &mut [i32]) -> u32 {
     let max = att.iter().copied().max().unwrap_or(0);
+    exp_and_reciprocal_from(att, max)
+}
+
+/// [`exp_and_reciprocal`] given the largest score `max` (as [`scale_scores`] returns it).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+fn exp_and_reciprocal_from(att: &mut [i32], max: i32) -> u32 {
     #[cfg(target_arch = "arm")]
     // SAFETY: att holds att.len() ≥ 1 words, which the routine reads and writes once each; it
     // reads EXP2_Q30 at indices ≤ 256 (the table has 257).

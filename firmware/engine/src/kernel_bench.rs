@@ -254,10 +254,12 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
             mant: rng.next() >> 1 >> (rng.next() % 8),
             shift: (rng.next() % 60) as i32 - 10,
         };
-        scale_scores(att, &steps[..2 * 64], q_scale);
+        let max = scale_scores(att, &steps[..2 * 64], q_scale);
         scale_scores_reference(att_ref, &steps[..2 * 64], q_scale);
         cases += 64;
         mismatches += differing(att, att_ref);
+        // The max it tracks as it stores.
+        mismatches += (Some(max) != att_ref.iter().copied().max()) as u32;
     }
     report(KernelCheck {
         name: "scale_scores",
