@@ -66,6 +66,9 @@ pub enum ModeArg {
     Interactive,
     /// Time each kernel on synthetic data (`starmind bench --kernels`); the model is not used.
     Kernels,
+    /// A bench whose forward pass runs the two cores' parts one after the other on core 0, each
+    /// timed (`starmind bench --emulator`'s dual-core estimate).
+    BenchSplit,
 }
 
 impl RunArgs {
@@ -76,10 +79,11 @@ impl RunArgs {
             ModeArg::Story => Mode::Story,
             ModeArg::Interactive => Mode::Interactive,
             ModeArg::Kernels => Mode::Kernels,
+            ModeArg::BenchSplit => Mode::BenchSplit,
         };
         let s = &self.sampling;
         let tokens = match mode {
-            Mode::Bench | Mode::Kernels => s.bench_tokens(),
+            Mode::Bench | Mode::BenchSplit | Mode::Kernels => s.bench_tokens(),
             Mode::Story | Mode::Interactive => s.story_tokens(),
         };
         let model_bytes = u32::try_from(model_bytes).context("model file exceeds 4 GiB")?;
@@ -105,7 +109,8 @@ pub fn segments(model: &[u8], run: &RunArgs, board: Board) -> anyhow::Result<Vec
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let run = &args.run;
-    run.sampling.validate(run.mode == ModeArg::Bench)?;
+    run.sampling
+        .validate(matches!(run.mode, ModeArg::Bench | ModeArg::BenchSplit))?;
     if let Some(path) = &args.uf2 {
         crate::fsio::check_output("--uf2", path, std::slice::from_ref(&args.model), args.force)?;
     }

@@ -64,6 +64,17 @@ fn emulator_bench_is_bit_exact_with_the_host_engine() {
     );
     assert_eq!(json["ids"].as_array().unwrap().len(), 24);
     assert!(json["caveats"].as_array().is_some_and(|c| !c.is_empty()));
+    // The bench-split run (the forward pass cut for two cores, drawing the same ids) gives the
+    // dual-core estimate: faster than one core, and labelled an estimate.
+    let dual = json["dual_core_estimate_tok_per_s"].as_f64().unwrap();
+    assert!(dual > json["decode_tok_per_s"].as_f64().unwrap(), "{json}");
+    assert_eq!(json["dual_core_estimate"]["estimate"], true);
+    assert!(
+        json["dual_core_estimate"]["joins_per_token"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 }
 
 #[test]
@@ -97,6 +108,7 @@ fn greedy_text_report_has_the_numbers() {
         "one core only",
         "where the cycles go",
         "rescale_rows_thumb", // every int8 matrix-vector product ends there
+        "dual-core ESTIMATE (not measured)",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }

@@ -11,7 +11,7 @@ use crate::uf2::{self, Board};
 
 /// What rp2040js does not model; stated wherever emulator numbers are reported.
 pub const EMULATOR_CAVEATS: [&str; 5] = [
-    "one core only (the firmware uses core 0 alone, as on the board)",
+    "one core only: core 1 never answers the launch, so the firmware runs on core 0 alone (a board shares each forward pass with core 1); the dual-core figures are estimates from the bench-split run",
     "rp2040js reads flash with no wait states (the zero-wait figures); the XIP figures come from the driver's model of the 16 KiB 2-way XIP cache (8-byte lines, LRU, a fixed stall per missed line, no prefetch: scripts/emulator/xip-cache.mjs)",
     "DMA takes no simulated time",
     "UART takes no simulated time (no baud-rate delay)",

@@ -27,6 +27,7 @@ use crate::sampling::SamplingArgs;
 use crate::uf2::Board;
 
 pub mod board;
+pub mod dual;
 pub mod emulator;
 pub mod host;
 pub mod kernels;
@@ -173,6 +174,10 @@ pub struct BenchResult {
     pub xip: Option<emulator::XipStats>,
     /// The firmware copied the model to SRAM at boot (`model_in=sram`; it then counts in RAM).
     pub model_in_sram: Option<bool>,
+    /// Emulator: the dual-core estimate from the bench-split run ([`dual`]).
+    pub dual_core: Option<dual::DualCoreEstimate>,
+    /// Emulator: the bench-split run's counts (`split_*=` fields of its bench line).
+    pub split: Option<dual::SplitRun>,
 }
 
 impl BenchResult {
@@ -203,6 +208,8 @@ impl BenchResult {
             xip_decode_cycles_per_token: None,
             xip: None,
             model_in_sram: None,
+            dual_core: None,
+            split: None,
         }
     }
 
@@ -255,6 +262,8 @@ impl BenchResult {
             "xip_miss_cycles": self.xip.map(|x| x.miss_cycles),
             "xip_hit_rate": self.xip.map(|x| x.hit_rate()),
             "model_in_sram": self.model_in_sram,
+            "dual_core_estimate_tok_per_s": self.dual_core.map(|d| d.tok_per_s),
+            "dual_core_estimate": self.dual_core.map(|d| d.to_json()),
             "params": self.params,
             "ids": self.ids,
             "emulator_cycles": self.emulator_cycles,
@@ -314,6 +323,9 @@ impl BenchResult {
                 xip.miss_cycles,
                 100.0 * xip.hit_rate()
             );
+        }
+        if let Some(dual) = &self.dual_core {
+            s += &dual.to_text();
         }
         s += &format!(
             "  bit-exact vs host engine: {}\n",
@@ -415,6 +427,29 @@ pub fn bench_model(args: &Args, model_bytes: &[u8]) -> anyhow::Result<BenchResul
         result.xip_decode_cycles_per_token = with_xip.decode_cycles_per_token;
         result.xip = emulator.xip;
     }
+    if target == Target::Emulator {
+        // Once more with each cut step's two parts timed on core 0 (rp2040js has one core):
+        // the cut forward pass must draw the same tokens, and its counts give the estimate.
+        let split_run = RunArgs {
+            mode: ModeArg::BenchSplit,
+            sampling: args.sampling.clone(),
+        };
+        let (line, _) = emulator::run(model_bytes, &split_run, args.max_cycles, false, 0)?;
+        let split = parse_bench_line(&line, &model, target)?;
+        ensure!(
+            split.ids == result.ids,
+            "the bench-split run (the forward pass cut for two cores) drew other tokens than the uncut run"
+        );
+        let run = split
+            .split
+            .context("the bench-split run reported no split_ counts")?;
+        result.dual_core = Some(dual::estimate(
+            &run,
+            split.clock_hz.unwrap_or(125_000_000),
+            dual::HANDSHAKE_CYCLES,
+        ));
+        result.split = Some(run);
+    }
     if args.check {
         let ctx = line_field(&line, "ctx")
             .and_then(|v| v.parse().ok())
@@ -474,7 +509,22 @@ fn parse_bench_line(line: &str, model: &Model, target: Target) -> anyhow::Result
         "bench line: ids do not match tokens="
     );
     let prompt_tokens = number("prompt_tokens")? as usize;
+    let split = match (
+        line_field(line, "split_joins"),
+        line_field(line, "split_parts_cycles"),
+        line_field(line, "split_longer_cycles"),
+    ) {
+        (Some(_), Some(_), Some(_)) => Some(dual::SplitRun {
+            tokens: ids.len() as u64,
+            decode_cycles_per_token: decode,
+            joins: number("split_joins")?,
+            parts_cycles: number("split_parts_cycles")?,
+            longer_cycles: number("split_longer_cycles")?,
+        }),
+        _ => None,
+    };
     Ok(BenchResult {
+        split,
         prefill_cycles_per_token: Some(prefill),
         decode_cycles_per_token: Some(decode),
         sample_cycles_per_token: line_field(line, "sample_cycles_per_token")

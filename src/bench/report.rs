@@ -189,6 +189,7 @@ fn markdown(
           and data, looked up in a 16 KiB 2-way cache of 8-byte lines with LRU replacement; a miss stalls the core \
           a fixed number of cycles, with no prefetch or overlap; the hit rate is over the whole run, boot \
           included). Speed-up = XIP-model tok/s ÷ CircuitPython.\n\n";
+    s += &dual_core_section(rows);
     s += "## Kernels\n\n`starmind bench --kernels --emulator`: each kernel of the firmware timed on PRNG data in SRAM \
           (zero-wait: the data are not in flash), cycles per call and per multiply-add (per element for the \
           element-wise kernels; attention counts q·k and p·v as two MACs per element). The same run compares each \
@@ -260,4 +261,42 @@ fn chart(rows: &[(String, BenchResult)], seed_tok_per_s: SeedSpeed) -> String {
         ],
     }
     .svg()
+}
+
+/// The dual-core estimate of each row that has one ([`super::dual`]), with its assumptions.
+fn dual_core_section(rows: &[(String, BenchResult)]) -> String {
+    let with: Vec<_> = rows
+        .iter()
+        .filter_map(|(name, r)| Some((name, r, r.dual_core?)))
+        .collect();
+    if with.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "## Both cores (an estimate)\n\nrp2040js runs core 0 only, so each model ran once more in bench-split mode: every step the \
+         forward pass cuts between the two cores (the matrix-vector products by rows, attention by heads) ran as its two parts one \
+         after the other on core 0, each timed. Two cores = serial + Σ longer part + cut steps × handshake, per decoded token; \
+         estimate tok/s = 125 MHz ÷ that. Zero-wait flash.\n\n\
+         | config | decode cycles/token (one core) | serial | both parts | longer parts | cut steps/token | dual-core estimate cycles/token | dual-core estimate tok/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, r, d) in with {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} |",
+            r.decode_cycles_per_token.unwrap_or(0),
+            d.serial_cycles,
+            d.parts_cycles,
+            d.longer_cycles,
+            d.joins,
+            d.cycles,
+            d.tok_per_s
+        );
+    }
+    s += "\nAssumptions:\n";
+    for assumption in super::dual::ASSUMPTIONS {
+        let _ = writeln!(s, "- {assumption}");
+    }
+    s += "\n";
+    s
 }

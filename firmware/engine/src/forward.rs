@@ -24,13 +24,14 @@
 //! Logits come out in Q16.16; the host turns them into log-probabilities in `f64` for bits per
 //! byte, the device samples them with [`crate::sampler`].
 
+use crate::cores::{split_point, Cores, OneCore};
 use crate::format::{Config, FfnKind, LayerWeights, Matrix, Model, Quant, WeightLayout};
 #[cfg(target_arch = "arm")]
 use crate::kernels::EXP2_Q30;
 use crate::kernels::{
     div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, matvec_i8_x4, mul_wide_i32,
     mul_wide_u32, quantize_act, quantize_kv, rmsnorm, silu_gate_in_place, silu_in_place, step_q16,
-    Multiplier, ACT_LEVELS, KV_LEVELS,
+    Multiplier, ACT_LEVELS, KV_LEVELS, QUAD_ROWS,
 };
 use crate::sampler::Sampler;
 use core::fmt;
@@ -285,6 +286,9 @@ pub struct Session<'m, 'a> {
     /// (each `Model::layer` reads nine section entries: ~1,750 cycles a layer on the M0+).
     layers: [Option<LayerWeights<'m>>; CACHED_LAYERS],
     output: Matrix<'m>,
+    /// The two cores that share each forward pass ([`Session::set_cores`]); `None`: this core
+    /// alone, uncut ([`OneCore`]).
+    cores: Option<&'a dyn Cores>,
 }
 
 /// Layers whose tensors a [`Session`] keeps (deeper ones are looked up per token).
@@ -336,7 +340,15 @@ impl<'m, 'a> Session<'m, 'a> {
             classifier_step: None,
             layers,
             output: model.output(),
+            cores: None,
         })
+    }
+
+    /// Shares every following forward pass between two cores (`Some`: its big matrix-vector
+    /// products cut by rows and its attention by heads, [`crate::cores`]), or runs it on this
+    /// core alone (`None`, the default). The outputs are the same bits either way.
+    pub fn set_cores(&mut self, cores: Option<&'a dyn Cores>) {
+        self.cores = cores;
     }
 
     /// Tokens fed so far (the position of the next one).
@@ -404,12 +416,38 @@ impl<'m, 'a> Session<'m, 'a> {
     /// are computed now (as [`Session::feed`] does); a streamed one's when they are consumed
     /// ([`Session::sample`], [`Session::logits_into`]).
     pub fn feed_token(&mut self, token: u32) -> Result<(), EngineError> {
+        // Decided once per token, first: what follows is the one-core pass, uncut.
+        if let Some(cores) = self.cores {
+            return self.feed_split(token, cores);
+        }
+        self.check_feed(token)?;
+        self.feed_on(token, &OneCore);
+        Ok(())
+    }
+
+    /// Whether `token` can be fed now.
+    #[inline(always)]
+    fn check_feed(&self, token: u32) -> Result<(), EngineError> {
         if token as usize >= self.config.vocab_size {
             return Err(EngineError::TokenOutOfRange(token));
         }
         if self.pos >= self.ctx_len {
             return Err(EngineError::ContextFull);
         }
+        Ok(())
+    }
+
+    /// [`Session::feed_token`] cut between `cores`, out of line.
+    #[inline(never)]
+    fn feed_split(&mut self, token: u32, cores: &dyn Cores) -> Result<(), EngineError> {
+        self.check_feed(token)?;
+        self.feed_on(token, cores);
+        Ok(())
+    }
+
+    /// [`Session::feed_token`] on `cores`, after the checks.
+    #[inline(always)]
+    fn feed_on<C: Cores + ?Sized>(&mut self, token: u32, cores: &C) {
         let step = forward(
             self.model,
             &self.layers,
@@ -419,15 +457,24 @@ impl<'m, 'a> Session<'m, 'a> {
             self.score_scale,
             token,
             self.pos,
+            cores,
         );
         if !self.streams_logits() {
             // logits = output · rmsnorm(x), all of them.
             let dim = self.config.dim;
-            matmul(self.state.logits, &self.output, &self.state.xq[..dim], step);
+            let x = &self.state.xq[..dim];
+            let output = &self.output;
+            if cores.splits() {
+                let ((la, wa), (lb, wb)) = cut_rows(self.state.logits, output);
+                cores.join(&mut || matmul(la, &wa, x, step), &mut || {
+                    matmul(lb, &wb, x, step)
+                });
+            } else {
+                matmul(self.state.logits, output, x, step);
+            }
         }
         self.classifier_step = Some(step);
         self.pos += 1;
-        Ok(())
     }
 
     /// Draws the next token from the logits after the last token fed. A streamed vocabulary
@@ -502,6 +549,41 @@ fn matmul(out: &mut [i32], w: &Matrix, x: &[i32], x_step: Multiplier) {
             x,
             x_step,
         ),
+    }
+}
+
+/// `out` and `w` cut between two cores at [`split_point`] of the rows, in whole row quads:
+/// (the first core's rows and matrix, the second's).
+#[allow(clippy::type_complexity)]
+fn cut_rows<'o, 'w>(
+    out: &'o mut [i32],
+    w: &Matrix<'w>,
+) -> ((&'o mut [i32], Matrix<'w>), (&'o mut [i32], Matrix<'w>)) {
+    let rows = w.rows.min(out.len());
+    let at = split_point(rows, QUAD_ROWS);
+    let (first, second) = out[..rows].split_at_mut(at);
+    ((first, w.rows(0, at)), (second, w.rows(at, rows - at)))
+}
+
+/// `out = W · x` on `cores`: the rows cut in two ([`cut_rows`]) when they split.
+#[inline(always)]
+fn matmul_on<C: Cores + ?Sized>(
+    cores: &C,
+    out: &mut [i32],
+    w: &Matrix,
+    x: &[i32],
+    x_step: Multiplier,
+) {
+    if cores.splits() {
+        let ((out_a, w_a), (out_b, w_b)) = cut_rows(out, w);
+        if out_b.is_empty() {
+            return matmul(out_a, &w_a, x, x_step);
+        }
+        cores.join(&mut || matmul(out_a, &w_a, x, x_step), &mut || {
+            matmul(out_b, &w_b, x, x_step)
+        });
+    } else {
+        matmul(out, w, x, x_step);
     }
 }
 
@@ -796,12 +878,16 @@ pub(crate) fn softmax(att: &mut [i32]) {
 
 /// The forward pass for one token at position `pos`, up to the classifier: leaves
 /// rmsnorm(x) quantised in `s.xq[..dim]` and returns its step (the classifier's input).
+///
+/// On `cores` that split ([`Cores::splits`]), the matrix-vector products (q, k, v together;
+/// wo; w1 with w3 and the gate; w2) are cut by rows and attention by heads, each cut one
+/// [`Cores::join`]; norms, RoPE, the cache writes and the residual adds stay on this core.
+#[allow(clippy::too_many_arguments)]
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
 )]
-#[allow(clippy::too_many_arguments)]
-fn forward(
+fn forward<C: Cores + ?Sized>(
     model: &Model,
     layers: &[Option<LayerWeights>],
     s: &mut State,
@@ -810,6 +896,7 @@ fn forward(
     score_scale: Multiplier,
     token: u32,
     pos: usize,
+    cores: &C,
 ) -> Multiplier {
     let (dim, q_dim, kv_dim, hs) = (c.dim, c.q_dim(), c.kv_dim(), c.head_size());
     // Query heads sharing one key/value head (on the divider: validated counts, ≥ 1).
@@ -842,9 +929,28 @@ fn forward(
         rmsnorm(&mut s.xb[..dim], s.x, w.attention_norm);
         let max_abs = quantize_act(&s.xb[..dim], &mut s.xq[..dim]);
         let step = step_q16(max_abs, ACT_LEVELS);
-        matmul(s.q, &w.wq, &s.xq[..dim], step);
-        matmul(s.k, &w.wk, &s.xq[..dim], step);
-        matmul(s.v, &w.wv, &s.xq[..dim], step);
+        if cores.splits() {
+            let x = &s.xq[..dim];
+            let ((qa, wqa), (qb, wqb)) = cut_rows(s.q, &w.wq);
+            let ((ka, wka), (kb, wkb)) = cut_rows(s.k, &w.wk);
+            let ((va, wva), (vb, wvb)) = cut_rows(s.v, &w.wv);
+            cores.join(
+                &mut || {
+                    matmul(qa, &wqa, x, step);
+                    matmul(ka, &wka, x, step);
+                    matmul(va, &wva, x, step);
+                },
+                &mut || {
+                    matmul(qb, &wqb, x, step);
+                    matmul(kb, &wkb, x, step);
+                    matmul(vb, &wvb, x, step);
+                },
+            );
+        } else {
+            matmul(s.q, &w.wq, &s.xq[..dim], step);
+            matmul(s.k, &w.wk, &s.xq[..dim], step);
+            matmul(s.v, &w.wv, &s.xq[..dim], step);
+        }
 
         // Rotate q and k by position (the file's cos/sin table: no trig on the device).
         rope(s.q, hs, rope_at_pos);
@@ -879,18 +985,47 @@ fn forward(
             key_steps,
             value_steps,
         };
-        attention(
-            &mut s.xb[..q_dim],
-            s.q,
-            &cache,
-            &mut s.att[..=pos],
-            s.xq,
-            shape,
-            score_scale,
-        );
+        // The second core's heads: whole key/value groups ([`split_point`]), their scores in
+        // the logits buffer (free until the classifier; a streamed vocabulary's chunk may be
+        // shorter than the context) and their quantised query after the first core's.
+        let heads = if cores.splits() {
+            split_point(c.n_heads, kv_per_q)
+        } else {
+            c.n_heads
+        };
+        if heads < c.n_heads && s.logits.len() > pos && s.xq.len() >= 2 * hs {
+            let (out_a, out_b) = s.xb[..q_dim].split_at_mut(heads * hs);
+            let (q_a, q_b) = s.q.split_at(heads * hs);
+            let (xq_a, xq_b) = s.xq.split_at_mut(hs);
+            let (att_a, att_b) = (&mut s.att[..=pos], &mut s.logits[..=pos]);
+            let first_kv = (heads / kv_per_q) * hs;
+            let cache = &cache;
+            cores.join(
+                &mut || attention(out_a, q_a, cache, att_a, xq_a, shape, score_scale),
+                &mut || {
+                    attention_from(first_kv, out_b, q_b, cache, att_b, xq_b, shape, score_scale)
+                },
+            );
+        } else {
+            attention(
+                &mut s.xb[..q_dim],
+                s.q,
+                &cache,
+                &mut s.att[..=pos],
+                s.xq,
+                shape,
+                score_scale,
+            );
+        }
 
         // x = x + wo·(att·v)
-        quantize_and_matmul(s.xb2, &w.wo, &s.xb[..q_dim], s.xq);
+        if cores.splits() {
+            let max_abs = quantize_act(&s.xb[..q_dim], &mut s.xq[..q_dim]);
+            let step = step_q16(max_abs, ACT_LEVELS);
+            matmul_on(cores, s.xb2, &w.wo, &s.xq[..q_dim], step);
+        } else {
+            quantize_and_matmul(s.xb2, &w.wo, &s.xb[..q_dim], s.xq);
+        }
         for (x, &d) in s.x.iter_mut().zip(s.xb2.iter()) {
             *x = x.saturating_add(d);
         }
@@ -899,15 +1034,31 @@ fn forward(
         rmsnorm(&mut s.xb[..dim], s.x, w.ffn_norm);
         let max_abs = quantize_act(&s.xb[..dim], &mut s.xq[..dim]);
         let step = step_q16(max_abs, ACT_LEVELS);
-        matmul(s.hb, &w.w1, &s.xq[..dim], step);
-        match c.ffn {
-            FfnKind::Plain => silu_in_place(s.hb),
-            FfnKind::Swiglu => {
-                matmul(s.hb2, &w.w3, &s.xq[..dim], step);
-                silu_gate_in_place(s.hb, s.hb2);
+        if cores.splits() {
+            // Each core gates its own rows (SiLU and the product are elementwise).
+            let x = &s.xq[..dim];
+            let ((ha, w1a), (hb, w1b)) = cut_rows(s.hb, &w.w1);
+            let ((h2a, w3a), (h2b, w3b)) = cut_rows(s.hb2, &w.w3);
+            let ffn = c.ffn;
+            cores.join(
+                &mut || ffn_hidden(ffn, ha, h2a, &w1a, &w3a, x, step),
+                &mut || ffn_hidden(ffn, hb, h2b, &w1b, &w3b, x, step),
+            );
+            let hidden = c.hidden_dim;
+            let max_abs = quantize_act(&s.hb[..hidden], &mut s.xq[..hidden]);
+            let step = step_q16(max_abs, ACT_LEVELS);
+            matmul_on(cores, s.xb2, &w.w2, &s.xq[..hidden], step);
+        } else {
+            matmul(s.hb, &w.w1, &s.xq[..dim], step);
+            match c.ffn {
+                FfnKind::Plain => silu_in_place(s.hb),
+                FfnKind::Swiglu => {
+                    matmul(s.hb2, &w.w3, &s.xq[..dim], step);
+                    silu_gate_in_place(s.hb, s.hb2);
+                }
             }
+            quantize_and_matmul(s.xb2, &w.w2, s.hb, s.xq);
         }
-        quantize_and_matmul(s.xb2, &w.w2, s.hb, s.xq);
         for (x, &d) in s.x.iter_mut().zip(s.xb2.iter()) {
             *x = x.saturating_add(d);
         }
@@ -917,6 +1068,27 @@ fn forward(
     rmsnorm(&mut s.xb[..dim], s.x, model.final_norm());
     let max_abs = quantize_act(&s.xb[..dim], &mut s.xq[..dim]);
     step_q16(max_abs, ACT_LEVELS)
+}
+
+/// Rows of the FFN's hidden layer: `h = silu(w1·x)` (plain) or `silu(w1·x) ⊙ w3·x` (SwiGLU),
+/// `h2` the second branch's scratch; [`forward`]'s one-core steps for any cut of the rows.
+fn ffn_hidden(
+    ffn: FfnKind,
+    h: &mut [i32],
+    h2: &mut [i32],
+    w1: &Matrix,
+    w3: &Matrix,
+    x: &[i32],
+    step: Multiplier,
+) {
+    matmul(h, w1, x, step);
+    match ffn {
+        FfnKind::Plain => silu_in_place(h),
+        FfnKind::Swiglu => {
+            matmul(h2, w3, x, step);
+            silu_gate_in_place(h, h2);
+        }
+    }
 }
 
 /// Head layout of one attention call.
@@ -952,6 +1124,23 @@ pub(crate) fn attention_reference(
     shape: AttentionShape,
     score_scale: Multiplier,
 ) {
+    attention_reference_from(0, out, q, cache, att, xq, shape, score_scale)
+}
+
+/// [`attention_reference`] of query heads whose first one reads the cache's key/value head at
+/// element `first_kv` (a multiple of the head size: the second core's heads).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn attention_reference_from(
+    first_kv: usize,
+    out: &mut [i32],
+    q: &[i32],
+    cache: &KvView,
+    att: &mut [i32],
+    xq: &mut [i32],
+    shape: AttentionShape,
+    score_scale: Multiplier,
+) {
     let AttentionShape {
         head_size: hs,
         kv_dim,
@@ -960,7 +1149,7 @@ pub(crate) fn attention_reference(
     let (layer_keys, layer_values) = (cache.keys, cache.values);
     let (key_steps, value_steps) = (cache.key_steps, cache.value_steps);
     for (h, out) in out.chunks_exact_mut(hs).enumerate() {
-        let kv_offset = (h / kv_per_q) * hs;
+        let kv_offset = first_kv + (h / kv_per_q) * hs;
         let q_head = q.get(h * hs..(h + 1) * hs).unwrap_or(&[]);
         let q_max = quantize_act(q_head, &mut xq[..hs]);
         let q_scale = step_q16(q_max, ACT_LEVELS).times(score_scale);
@@ -1088,6 +1277,40 @@ pub(crate) fn attention(
         6 => attention_heads::<6>(out, q, &cache, att, xq, kv_dim, kv_per_q, score_scale),
         8 => attention_heads::<8>(out, q, &cache, att, xq, kv_dim, kv_per_q, score_scale),
         _ => attention_heads::<0>(out, q, &cache, att, xq, kv_dim, kv_per_q, score_scale),
+    }
+}
+
+/// [`attention`] of query heads whose first one reads the cache's key/value head at element
+/// `first_kv` (a multiple of the head size): the heads of the second core ([`crate::cores`]).
+/// [`attention`] itself runs them on the cache seen from `first_kv` on (every position keeps
+/// its stride); only when that view is short of the last position (the last layer of a full
+/// context) do the heads take the plain way.
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+fn attention_from(
+    first_kv: usize,
+    out: &mut [i32],
+    q: &[i32],
+    cache: &KvView,
+    att: &mut [i32],
+    xq: &mut [i32],
+    shape: AttentionShape,
+    score_scale: Multiplier,
+) {
+    let cached = att.len().saturating_mul(shape.kv_dim);
+    let seen = KvView {
+        keys: cache.keys.get(first_kv..).unwrap_or(&[]),
+        values: cache.values.get(first_kv..).unwrap_or(&[]),
+        key_steps: cache.key_steps,
+        value_steps: cache.value_steps,
+    };
+    if seen.keys.len() >= cached && seen.values.len() >= cached {
+        attention(out, q, &seen, att, xq, shape, score_scale)
+    } else {
+        attention_reference_from(first_kv, out, q, cache, att, xq, shape, score_scale)
     }
 }
 

@@ -51,6 +51,7 @@ extern crate std;
 
 pub mod budget;
 pub mod checksum;
+pub mod cores;
 pub mod format;
 pub mod forward;
 pub mod kernel_bench;
@@ -66,6 +67,7 @@ pub mod quantize;
 pub mod reference;
 
 pub use budget::Budget;
+pub use cores::{Cores, OneCore};
 pub use format::{Config, FfnKind, FormatError, Model, Quant, TokenizerKind};
 pub use forward::{EngineError, Session};
 pub use run_config::RunConfig;

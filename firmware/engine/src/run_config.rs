@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `SMCF` |
 //! | 4 | 2 | version (1) |
-//! | 6 | 1 | mode: 0 bench, 1 story, 2 interactive, 3 kernels |
+//! | 6 | 1 | mode: 0 bench, 1 story, 2 interactive, 3 kernels, 4 bench-split |
 //! | 7 | 1 | prompt length in bytes (≤ 200) |
 //! | 8 | 4 | tokens to generate (bench: exactly, at most [`MAX_BENCH_TOKENS`]; story/interactive: at most) |
 //! | 12 | 8 | sampler seed |
@@ -69,6 +69,10 @@ pub enum Mode {
     Interactive = 2,
     /// Time each kernel on synthetic data ([`crate::kernel_bench`]); the model is not used.
     Kernels = 3,
+    /// As [`Mode::Bench`], with every step the forward pass cuts between two cores run as its
+    /// two parts one after the other on core 0, each timed ([`crate::cores`]): the per-core
+    /// cycle counts of the dual-core estimate. Slower than a bench by the timing itself.
+    BenchSplit = 4,
 }
 
 impl Mode {
@@ -78,6 +82,7 @@ impl Mode {
             1 => Some(Mode::Story),
             2 => Some(Mode::Interactive),
             3 => Some(Mode::Kernels),
+            4 => Some(Mode::BenchSplit),
             _ => None,
         }
     }
@@ -89,6 +94,7 @@ impl Mode {
             Mode::Story => "story",
             Mode::Interactive => "interactive",
             Mode::Kernels => "kernels",
+            Mode::BenchSplit => "bench-split",
         }
     }
 }
@@ -194,7 +200,9 @@ impl RunConfig {
     /// runs on past `<|endoftext|>`, so that every run does the same work; stories stop there.
     pub fn story(&self) -> StoryConfig {
         let (max_tokens, stop_at_end_of_text) = match self.mode {
-            Mode::Bench | Mode::Kernels => ((self.tokens as usize).min(MAX_BENCH_TOKENS), false),
+            Mode::Bench | Mode::BenchSplit | Mode::Kernels => {
+                ((self.tokens as usize).min(MAX_BENCH_TOKENS), false)
+            }
             Mode::Story | Mode::Interactive => (self.tokens as usize, true),
         };
         StoryConfig {

@@ -16,9 +16,11 @@ use starmind_engine::story::{self, End, Listener, StoryConfig};
 use starmind_engine::{Model, Session};
 
 use crate::console::Console;
+use crate::cores::{self, TimedHalves};
 use crate::measure::{self, CycleClock};
 
-/// RAM kept free for the stack above the arena (the deepest measured use is far below this).
+/// RAM kept free for the stack above the arena (the deepest measured use is far below this);
+/// its lowest [`cores::CORE1_STACK_BYTES`] are core 1's stack when core 1 runs.
 const STACK_RESERVE_BYTES: usize = 16 * 1024;
 /// Longest prompt in tokens: `<|endoftext|>` and at most one token per prompt byte.
 const MAX_PROMPT_TOKENS: usize = MAX_PROMPT_BYTES + 1;
@@ -96,13 +98,31 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     // SAFETY: [arena_start, +arena_bytes) is RAM that no static and no model copy uses and that
     // lies below the stack reserve; nothing else refers to it for the rest of the program.
     let arena = unsafe { core::slice::from_raw_parts_mut(arena_start as *mut u8, arena_bytes) };
+    // Both cores share each forward pass when core 1 answers (never in rp2040js); bench-split
+    // times the two parts on core 0 instead (and leaves core 1 alone).
+    let halves = (config.mode() == Mode::BenchSplit).then(TimedHalves::new);
     let mut session = match Session::new(&model, ctx, arena) {
         Ok(session) => session,
         Err(err) => halt(console, format_args!("session: {err}")),
     };
+    let core1_stack = measure::stack_top() - STACK_RESERVE_BYTES;
+    let core1 = if let Some(halves) = &halves {
+        session.set_cores(Some(halves));
+        None
+    } else {
+        // SAFETY: the bottom of the stack reserve: below the deepest stack and above the arena
+        // (which ends at or below the reserve), used by nothing else.
+        let core1 = unsafe { cores::launch_core1(core1_stack) };
+        if let Some(core1) = core1 {
+            session.set_cores(Some(core1));
+        }
+        core1
+    };
+    let n_cores = if core1.is_some() { 2 } else { 1 };
     let _ = writeln!(
         console,
-        "STARMIND-READY mode={} model_bytes={} ctx={ctx} arena_bytes={arena_bytes} model_in={}\r",
+        "STARMIND-READY mode={} model_bytes={} ctx={ctx} arena_bytes={arena_bytes} model_in={} \
+         cores={n_cores}\r",
         config.mode().name(),
         model.bytes().len(),
         if in_sram { "sram" } else { "flash" },
@@ -113,13 +133,20 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
         model: &model,
         config: &config,
         arena_bytes,
-        arena_end: arena_start + arena_bytes,
+        // Core 1's stack is not ours: the high-water scan starts above it.
+        stack_floor: if core1.is_some() {
+            core1_stack + cores::CORE1_STACK_BYTES
+        } else {
+            arena_start + arena_bytes
+        },
         in_sram,
+        n_cores,
+        halves: halves.as_ref(),
         clock,
         clk_sys_hz,
     };
     match config.mode() {
-        Mode::Bench => run.bench(console, clock, clk_sys_hz, &mut session),
+        Mode::Bench | Mode::BenchSplit => run.bench(console, clock, clk_sys_hz, &mut session),
         Mode::Story => run.stories(console, &mut session),
         Mode::Interactive => run.interactive(console, &mut session),
         Mode::Kernels => kernels(console, clock),
@@ -177,10 +204,15 @@ struct Run<'r> {
     model: &'r Model<'r>,
     config: &'r RunConfig,
     arena_bytes: usize,
-    /// First RAM byte past the arena (the stack's floor).
-    arena_end: usize,
+    /// Where the stack high-water scan starts: the first RAM byte past the arena, or past core
+    /// 1's stack when it runs.
+    stack_floor: usize,
     /// The model was copied to SRAM at boot.
     in_sram: bool,
+    /// Cores sharing the forward pass (2 when core 1 answered).
+    n_cores: u32,
+    /// Bench-split: the timed parts of each cut step.
+    halves: Option<&'r TimedHalves>,
     clock: &'r CycleClock,
     clk_sys_hz: u32,
 }
@@ -197,7 +229,7 @@ impl Run<'_> {
         session: &mut Session,
     ) -> ! {
         let mut prompt = [0u32; MAX_PROMPT_TOKENS];
-        let mut timer = BenchTimer::new(clock);
+        let mut timer = BenchTimer::new(clock, self.halves);
         let story = story::tell(
             self.model,
             session,
@@ -213,7 +245,13 @@ impl Run<'_> {
         };
         let ids = &timer.ids[..timer.generated];
 
-        let stack = measure::stack_high_water(self.arena_end);
+        let stack = measure::stack_high_water(self.stack_floor);
+        // Bench-split: the decode's cut steps and their parts' cycles (from the timed halves).
+        let split = self.halves.map(|h| {
+            let (joins, parts, longer) = h.count();
+            let (j0, p0, l0) = timer.halves_at_decode;
+            (joins - j0, parts - p0, longer - l0)
+        });
         let prefill_per_token = timer.prefill_cycles / prompt_len as u64;
         let decode_per_token = decode_cycles / ids.len().max(1) as u64;
         let sample_per_token = timer.sample_cycles / ids.len().max(1) as u64;
@@ -232,14 +270,23 @@ impl Run<'_> {
                  decode_cycles_per_token={decode_per_token} \
                  sample_cycles_per_token={sample_per_token} clock_hz={clk_sys_hz} \
                  peak_stack_bytes={stack} arena_bytes={} static_ram_bytes={} model_bytes={} \
-                 ctx={} model_in={} ids=",
+                 ctx={} model_in={} cores={} ",
                 ids.len(),
                 self.arena_bytes,
                 measure::free_ram_start() - 0x2000_0000,
                 self.model.bytes().len(),
                 self.ctx,
                 if self.in_sram { "sram" } else { "flash" },
+                self.n_cores,
             );
+            if let Some((joins, parts, longer)) = split {
+                let _ = write!(
+                    console,
+                    "split_joins={joins} split_parts_cycles={parts} \
+                     split_longer_cycles={longer} "
+                );
+            }
+            let _ = write!(console, "ids=");
             for (i, id) in ids.iter().enumerate() {
                 let _ = write!(console, "{}{id}", if i == 0 { "" } else { "," });
             }
@@ -338,12 +385,17 @@ struct BenchTimer<'c> {
     sample_cycles: u64,
     ids: [u32; MAX_BENCH_TOKENS],
     generated: usize,
+    /// Bench-split: the timed halves, and their counts when the decode started.
+    halves: Option<&'c TimedHalves>,
+    halves_at_decode: cores::HalvesCount,
 }
 
 impl<'c> BenchTimer<'c> {
-    fn new(clock: &'c CycleClock) -> BenchTimer<'c> {
+    fn new(clock: &'c CycleClock, halves: Option<&'c TimedHalves>) -> BenchTimer<'c> {
         BenchTimer {
             clock,
+            halves,
+            halves_at_decode: (0, 0, 0),
             prefill_start: 0,
             prefill_cycles: 0,
             decode_start: 0,
@@ -363,6 +415,9 @@ impl Listener for BenchTimer<'_> {
     fn prefilled(&mut self, _prompt_tokens: usize) {
         self.decode_start = self.clock.cycles();
         self.prefill_cycles = self.decode_start - self.prefill_start;
+        if let Some(halves) = self.halves {
+            self.halves_at_decode = halves.count();
+        }
     }
 
     fn sample_starts(&mut self) {

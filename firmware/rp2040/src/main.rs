@@ -7,6 +7,7 @@
 
 mod app;
 mod console;
+mod cores;
 mod measure;
 
 use core::fmt::Write as _;
