@@ -912,7 +912,8 @@ fn forward<C: Cores + ?Sized>(
     let t = token as usize;
     let row_scale = Multiplier::from_le_bytes(emb.row_scales.get(t * 8..).unwrap_or(&[]));
     for (c, x) in s.x.iter_mut().enumerate().take(dim) {
-        *x = row_scale.apply((emb.weight_i8(t, c) as i64) << 16);
+        // |w| · 2¹⁶ < 2³¹: apply_i32 (inline) forms the same bits as apply (a call per element).
+        *x = row_scale.apply_i32((emb.weight_i8(t, c) as i32) << 16);
     }
 
     for l in 0..c.n_layers {

@@ -2743,6 +2743,24 @@ mod tests {
         assert!(seen > 1000, "{seen}");
     }
 
+    /// The embedding row's dequantisation: apply_i32 of w·2¹⁶ is apply's result.
+    #[test]
+    fn apply_i32_of_an_int8_weight_is_apply() {
+        let mut r = 0x2545_F491u32;
+        for case in 0..2000 {
+            r ^= r << 13;
+            r ^= r >> 17;
+            r ^= r << 5;
+            let m = Multiplier {
+                mant: r >> 1,
+                shift: (case % 70) as i32 - 4,
+            };
+            for w in -128i32..=127 {
+                assert_eq!(m.apply_i32(w << 16), m.apply((w as i64) << 16), "{m:?} {w}");
+            }
+        }
+    }
+
     #[test]
     fn leading_zeros_search_is_leading_zeros() {
         for shift in 0..32 {
