@@ -2747,13 +2747,13 @@ mod tests {
     #[test]
     fn apply_i32_of_an_int8_weight_is_apply() {
         let mut r = 0x2545_F491u32;
-        for case in 0..2000 {
+        for case in 0..2000i32 {
             r ^= r << 13;
             r ^= r >> 17;
             r ^= r << 5;
             let m = Multiplier {
                 mant: r >> 1,
-                shift: (case % 70) as i32 - 4,
+                shift: case % 70 - 4,
             };
             for w in -128i32..=127 {
                 assert_eq!(m.apply_i32(w << 16), m.apply((w as i64) << 16), "{m:?} {w}");
