@@ -917,8 +917,8 @@ pub fn matvec_i8_x4_reference(
 /// `U0 = F − 256E`, `U1 = E − 256B`, `U2 = B − 256D`, `U3 = D` (exact mod 2³², and the true
 /// sums fit `i32`), so row `4g + i` is `Ui − 128·Σx`. On thumbv6m: [`dot4_rows_thumb`], 3.5
 /// cycles/MAC in the loop (per pair of columns: two LDM of 2, then per column 3 × (LSRS, MULS,
-/// ADD) + MULS, ADD), then [`rescale_rows`]. rp2040js: 4.67 cycles/MAC at 64×64, 4.56 at
-/// 172×64, 4.00 at 64×172 (`starmind bench --kernels --emulator`).
+/// ADD) + MULS, ADD), then [`rescale_rows`]. rp2040js: 4.64 cycles/MAC at 64×64, 4.53 at
+/// 172×64, 3.98 at 64×172 (`starmind bench --kernels --emulator`).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
@@ -1065,8 +1065,8 @@ macro_rules! DOT4_SECTION {
 
 // r0 weights (advancing through all quads), r1 x (advancing), r2 scratch, r3 out (advancing),
 // r4/r5 two activations, r6/r7 two weight words, r8–r11 the sums F, E, B, D of the current quad,
-// r12 end of x, lr the entry into the 8-pair body (so the first pass runs (cols/2) mod 8 pairs,
-// every later one 8). Stack: [sp] x start, [sp, #4] end of the weights, [sp, #12] offset =
+// r12 end of x, lr the entry into the 16-pair body (so the first pass runs (cols/2) mod 16
+// pairs, every later one 16: 4 cycles a pass to go round). Stack: [sp] x start, [sp, #4] end of the weights, [sp, #12] offset =
 // 128·Σx (summed first, 3 cycles a column).
 // Per quad ~40 cycles outside the loop by the rp2040js cycle model, was ~46 (zeroing, the jump,
 // U0..U3 and the offset, the store).
@@ -1091,10 +1091,10 @@ core::arch::global_asm!(
     "muls r4, r5, r4",
     "adds r4, r0",
     "str r4, [sp, #4]", // end of the weights: w + groups·4·cols
-    // entry = body + ((-(cols/2)) mod 8) · 48, with the Thumb bit
+    // entry = body + ((-(cols/2)) mod 16) · 48, with the Thumb bit
     "lsrs r4, r2, #1",
     "rsbs r4, r4, #0",
-    "movs r5, #7",
+    "movs r5, #15",
     "ands r4, r5",
     "movs r5, #48",
     "muls r4, r5, r4",
@@ -1136,6 +1136,14 @@ core::arch::global_asm!(
     "bx lr",
     ".p2align 2",
     "5:",
+    DOT4_PAIR!(),
+    DOT4_PAIR!(),
+    DOT4_PAIR!(),
+    DOT4_PAIR!(),
+    DOT4_PAIR!(),
+    DOT4_PAIR!(),
+    DOT4_PAIR!(),
+    DOT4_PAIR!(),
     DOT4_PAIR!(),
     DOT4_PAIR!(),
     DOT4_PAIR!(),
