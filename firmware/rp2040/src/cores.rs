@@ -41,8 +41,8 @@ const LAUNCH_TRIES: u32 = 16;
 /// Core 1's answer when a part is done.
 const DONE: u32 = 0xD0E5_0001;
 
-/// Core 1's stack: the bottom of the stack reserve above the arena (the firmware's own stack
-/// grows down from the top of RAM and has used under 8 KiB of the 16 KiB).
+/// Core 1's stack: the RAM just below core 0's 16 KiB stack reserve, taken from the free RAM
+/// (before the arena is placed) only when core 1 answers the launch (app.rs).
 pub const CORE1_STACK_BYTES: usize = 4096;
 
 fn fifo_status() -> u32 {
