@@ -960,8 +960,12 @@ pub fn matvec_i8_x4(
     {
         o.copy_from_slice(&dot4_rows(quad, x, offset));
     }
-    for (o, row) in out[grouped..].iter_mut().zip(tail.chunks_exact(cols)) {
-        *o = dot_w8(row, x);
+    // The rows past the last whole quad, if any (building `chunks_exact` costs a software
+    // divide on the M0+, so whole quads skip it).
+    if grouped < rows {
+        for (o, row) in out[grouped..].iter_mut().zip(tail.chunks_exact(cols)) {
+            *o = dot_w8(row, x);
+        }
     }
     rescale_rows(out, scales, x_step);
 }
