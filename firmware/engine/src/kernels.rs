@@ -190,7 +190,8 @@ impl Multiplier {
     /// SIO divider on the device) instead of 31 shift-and-subtract steps: with `d` normalised
     /// to `v = d · 2^(31-top)` ∈ [2³¹, 2³²), the mantissa is floor(2⁶² / v), taken as two
     /// base-2¹⁶ quotient digits, each estimated from v's top half (never too small) and
-    /// corrected down while its product with v exceeds the partial dividend.
+    /// corrected down (one or two steps) while its product with v exceeds the partial dividend,
+    /// the remainders in `u32` words.
     #[cfg_attr(
         all(target_arch = "arm", feature = "rp2040"),
         link_section = ".data.ramfunc"
@@ -201,19 +202,28 @@ impl Multiplier {
         }
         let top = 31 - leading_zeros(d) as i32;
         let v = d << (31 - top);
-        // One quotient digit of n / v for n < v · 2¹⁶: the estimate from n's top 32 bits and
-        // v's top 16 (≥ 2¹⁵) is ≥ the digit; step down to it.
-        let digit = |n: u64| -> (u32, u32) {
-            let mut q = div_rem_u32((n >> 16) as u32, v >> 16).0;
-            let mut p = mul_wide_u32(q, v);
-            while p > n {
-                q -= 1;
-                p -= v as u64;
-            }
-            (q, (n - p) as u32)
+        let (v_high, v_low) = (v >> 16, v & 0xFFFF); // v_high ≥ 2¹⁵
+                                                     // The high digit of 2⁶² / v from 2⁴⁶ / v: q = 2³⁰ / v_high (≤ 2¹⁵, never too small),
+                                                     // 2⁴⁶ − q·v = r·2¹⁶ − q·v_low with r the divider's remainder. When that is negative
+                                                     // (> −2³¹), one step down (+ v ≥ 2³¹) lands on the digit; the remainder is then < v.
+        let (q, r) = div_rem_u32(1 << 30, v_high);
+        let (a, b) = (r << 16, q * v_low);
+        let (high, rem) = if a >= b {
+            (q, a - b)
+        } else {
+            (q - 1, a.wrapping_sub(b).wrapping_add(v))
         };
-        let (high, rem) = digit(1 << 46);
-        let (low, _) = digit((rem as u64) << 16);
+        // The low digit of rem·2¹⁶ / v the same way: q = rem / v_high (≤ 2¹⁶), the deficit
+        // q·v_low − r·2¹⁶ < 2³² ≤ 2v takes one step down when ≤ v, else two.
+        let (q, r) = div_rem_u32(rem, v_high);
+        let (a, b) = (r << 16, q * v_low);
+        let low = if a >= b {
+            q
+        } else if b - a <= v {
+            q - 1
+        } else {
+            q - 2
+        };
         Multiplier {
             mant: (high << 16) | low,
             shift: frac_bits.saturating_sub(31 - top),
@@ -364,7 +374,7 @@ const ACT_LEVELS_MULTIPLIER: Multiplier = Multiplier {
 
 /// Quantises a matrix input to `±ACT_LEVELS` (kept in `i32`), returning `max|x|`
 /// ([`quantize_act_reference`] bit for bit). On thumbv6m the elements go through
-/// [`quantize_thumb`] (~36 cycles each, against ~75) whenever the multiplier's shift is in
+/// [`quantize_thumb`] (~31 cycles each, against ~75) whenever the multiplier's shift is in
 /// 33..=62 (max|x| ≥ 2⁻³).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
@@ -379,14 +389,9 @@ pub fn quantize_act(x_q16: &[i32], out: &mut [i32]) -> i32 {
             if max_abs != 0 {
                 let inv = Multiplier::reciprocal_fast(max_abs, 62).times(ACT_LEVELS_MULTIPLIER);
                 if (33..=62).contains(&inv.shift) {
-                    let params = [
-                        inv.mant,
-                        inv.shift as u32 - 32,
-                        1 << (inv.shift - 33),
-                        ACT_LEVELS as u32,
-                    ];
+                    let params = [inv.mant, inv.shift as u32 - 32, 1 << (inv.shift - 33)];
                     // SAFETY: x_q16 holds n ≥ 1 words and out at least n; the routine reads
-                    // x_q16[..n] and the 4 words of `params`, and writes out[..n].
+                    // x_q16[..n] and the 3 words of `params`, and writes out[..n].
                     unsafe { quantize_thumb(x_q16.as_ptr(), n, out.as_mut_ptr(), params.as_ptr()) };
                     return max_abs as i32;
                 }
@@ -399,9 +404,9 @@ pub fn quantize_act(x_q16: &[i32], out: &mut [i32]) -> i32 {
                         for (o, &v) in out[..n].iter_mut().zip(x_q16) {
                             *o = v << up;
                         }
-                        let params = [inv.mant, 1, 1, ACT_LEVELS as u32];
+                        let params = [inv.mant, 1, 1];
                         // SAFETY: out holds n ≥ 1 words; the routine reads each word of out[..n]
-                        // before it writes it, and the 4 words of `params`.
+                        // before it writes it, and the 3 words of `params`.
                         unsafe {
                             quantize_thumb(out.as_ptr(), n, out.as_mut_ptr(), params.as_ptr())
                         };
@@ -441,9 +446,11 @@ pub fn quantize_act_reference(x_q16: &[i32], out: &mut [i32]) -> i32 {
 
 #[cfg(target_arch = "arm")]
 extern "C" {
-    /// `out[i] = clamp(round(x[i] · mant / 2^s), ±levels)` for `i < n` (n ≥ 1), `params =
-    /// [mant (< 2³¹), s − 32, 2^(s−33), levels]` with s in 33..=62: [`Multiplier::apply_i32`]'s
-    /// rounding for those shifts, then the clamp.
+    /// `out[i] = round(x[i] · mant / 2^s)` for `i < n` (n ≥ 1), `params = [mant (< 2³¹), s − 32,
+    /// 2^(s−33)]` with s in 33..=62: [`Multiplier::apply_i32`]'s rounding for those shifts. No
+    /// clamp: `quantize_act`'s multiplier, all floors, is ≤ `ACT_LEVELS / max|x|`, so each
+    /// |x|·mant/2^s ≤ 2047 (< 2047.5 for i32::MIN against a max capped at i32::MAX) and its
+    /// rounding never leaves ±2047, as the reference's clamp would have it.
     fn quantize_thumb(x: *const i32, n: usize, out: *mut i32, params: *const u32);
 }
 
@@ -463,9 +470,10 @@ macro_rules! QUANTIZE_SECTION {
 
 // Per element: |x| · mant as two words (four MULS), the sign word added as a 64-bit -1 for a
 // negative x (floor division of the negated product, on the magnitude: it only reaches the
-// high word when the low word is 0), + 2^(s-33) to the high word, >> (s - 32), clamped to
-// levels, the sign put back. r0 x, r1 out (both advancing), r2–r7 scratch, r8 / r9 the low /
-// high half of mant, r10 2^(s-33), r11 s - 32, r12 levels, lr the end of x.
+// high word when the low word is 0), + 2^(s-33) to the high word, >> (s - 32), the sign put
+// back (31 cycles, was 35 with a clamp that could not fire and mant's high half reloaded).
+// r0 x, r1 out (both advancing), r2 r4–r7 scratch, r3 the high half of mant, r8 its low half,
+// r10 2^(s-33), r11 s - 32, lr the end of x.
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     QUANTIZE_SECTION!(),
@@ -484,17 +492,14 @@ core::arch::global_asm!(
     "adds r1, r0, r1",
     "mov lr, r1",
     "mov r1, r2",
-    "ldr r4, [r3]",
-    "uxth r5, r4",
-    "mov r8, r5",
-    "lsrs r4, r4, #16",
-    "mov r9, r4",
     "ldr r4, [r3, #4]",
     "mov r11, r4",
     "ldr r4, [r3, #8]",
     "mov r10, r4",
-    "ldr r4, [r3, #12]",
-    "mov r12, r4",
+    "ldr r4, [r3]",
+    "uxth r5, r4",
+    "mov r8, r5",
+    "lsrs r3, r4, #16", // mant's high half, kept in r3
     "1:",
     "ldm r0!, {{r4}}",
     "asrs r7, r4, #31",
@@ -503,7 +508,6 @@ core::arch::global_asm!(
     "uxth r5, r4",
     "lsrs r4, r4, #16",
     "mov r2, r8",
-    "mov r3, r9",
     "mov r6, r5",
     "muls r6, r3, r6", // x lo · m hi
     "muls r5, r2, r5", // lo·lo
@@ -519,11 +523,6 @@ core::arch::global_asm!(
     "add r4, r10",
     "mov r2, r11",
     "lsrs r4, r2",
-    "mov r2, r12",
-    "cmp r4, r2",
-    "bls 2f",
-    "mov r4, r2",
-    "2:",
     "eors r4, r7",
     "subs r4, r4, r7",
     "stm r1!, {{r4}}",
