@@ -13,10 +13,10 @@ use crate::forward::{
 };
 use crate::kernels::{
     argmax, div_rem_u32, exp_q16, isqrt_u64, isqrt_u64_reference, matvec_i4, matvec_i8,
-    matvec_i8_reference, matvec_i8_x4, quad_rows, quantize_act, quantize_act_reference,
-    quantize_kv, quantize_kv_reference, rmsnorm, rmsnorm_reference, silu_gate_in_place,
-    silu_gate_reference, silu_in_place, silu_q16, step_q16, Multiplier, ACT_LEVELS, KV_WIDE,
-    ONE_Q16,
+    matvec_i8_reference, matvec_i8_x4, max_abs_of, max_abs_reference, quad_rows, quantize_act,
+    quantize_act_reference, quantize_kv, quantize_kv_reference, rmsnorm, rmsnorm_reference,
+    silu_gate_in_place, silu_gate_reference, silu_in_place, silu_q16, step_q16, sum_squares,
+    sum_squares_reference, Multiplier, ACT_LEVELS, KV_WIDE, ONE_Q16,
 };
 use crate::sampler::{
     near_keys, near_keys_reference, temperature_weights, temperature_weights_reference, top_k,
@@ -419,6 +419,40 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
+    // The max|x| and Σx² passes (quantize_act's and rmsnorm's first pass) on their own.
+    let (mut cases, mut mismatches) = (0u32, [0u32; 2]);
+    for round in 0..300usize {
+        let n = 1 + round % 64;
+        let range = [1 << 10, 1 << 16, 1 << 28, i32::MAX >> 1][round % 4];
+        for (i, v) in q[..n].iter_mut().enumerate() {
+            *v = match (round + i) % (5 + round % 29) {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                2 => 0,
+                3 => -1,
+                _ => rng.signed(range),
+            };
+        }
+        if round % 3 == 0 {
+            // No full-scale values: sums below saturation and maxima of the random values.
+            for v in q[..n].iter_mut() {
+                *v = rng.signed(range >> (round % 5));
+            }
+        }
+        cases += 1;
+        mismatches[0] += (max_abs_of(&q[..n]) != max_abs_reference(&q[..n])) as u32;
+        mismatches[1] += (sum_squares(&q[..n]) != sum_squares_reference(&q[..n])) as u32;
+    }
+    for (name, mismatches) in [
+        ("max_abs_of", mismatches[0]),
+        ("sum_squares", mismatches[1]),
+    ] {
+        report(KernelCheck {
+            name,
+            cases,
+            mismatches,
+        });
+    }
     let (mut cases, mut mismatches) = (0u32, 0u32);
     for round in 0..100usize {
         let range = [1 << 8, 1 << 16, 8 << 16, 20 << 16, i32::MAX >> 1][round % 5];
@@ -974,7 +1008,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 18);
+        assert_eq!(checks.len(), 20);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
