@@ -1342,8 +1342,9 @@ fn attention_heads<const N: usize>(
         let max = scale_scores(att, cache.key_steps, q_scale);
         // softmax_u32 with its last loop folded into the weighing (n < 2¹⁶: `fits`).
         let inv = exp_and_reciprocal_from(att, max);
-        let total = weigh_exps(att, inv, cache.value_steps);
-        if total > PV_I32_MAX_WEIGHT {
+        if weigh_and_sum_values::<N>(out_h, att, inv, cache, kv_offset, kv_dim) {
+            // weighed and summed in one pass
+        } else if weigh_exps(att, inv, cache.value_steps) > PV_I32_MAX_WEIGHT {
             weighted_values_wide(out_h, att, cache.values, kv_offset, kv_dim);
         } else if N == 0 {
             weighted_values_any(out_h, att, cache.values, kv_offset, kv_dim);
@@ -2352,6 +2353,272 @@ core::arch::global_asm!(
     ".size weigh_thumb, . - weigh_thumb",
 );
 
+/// The last three steps of one head of `N` (4 or 6) in one pass down the cache: each exp
+/// normalised by `inv` (in 1..=2¹⁶), weighed by its value step (Q24, as [`weigh_exps`]) and
+/// at once multiplied into the sums of the value columns `kv_offset..kv_offset + 4`
+/// ([`weigh_pv4`]); a head of 6 adds a [`pv4_thumb`] pass over columns 2..6 for 4 and 5.
+/// The weights stay in `att`, so a position the pass cannot take (a value step's shift outside
+/// 17..=47) is weighed the plain way and the sums redone as [`weighted_values`]; a total past
+/// [`PV_I32_MAX_WEIGHT`] takes the wide sums. Bit for bit [`weigh_exps`] then the value sums.
+/// Returns false (nothing done) when the shape does not fit the pass.
+#[inline(always)]
+fn weigh_and_sum_values<const N: usize>(
+    out: &mut [i32],
+    att: &mut [i32],
+    inv: u32,
+    cache: &KvView,
+    kv_offset: usize,
+    kv_dim: usize,
+) -> bool {
+    let n = att.len();
+    let values = cache.values;
+    let last = n
+        .saturating_sub(1)
+        .saturating_mul(kv_dim)
+        .saturating_add(kv_offset + N);
+    // The pass reads the values as words: a 4-byte aligned first value and an even kv_dim.
+    let words =
+        (values.as_ptr() as usize + 2 * kv_offset).is_multiple_of(4) && kv_dim.is_multiple_of(2);
+    let fits = (N == 4 || N == 6)
+        && n > 0
+        && (1..=1 << 16).contains(&inv)
+        && values.len() >= last
+        && cache.value_steps.len() >= STEP_WORDS * n
+        && out.len() >= N
+        && words;
+    if !fits {
+        return false;
+    }
+    let (done, mut total, acc) = weigh_pv4(att, cache.value_steps, values, kv_offset, kv_dim, inv);
+    if done < n {
+        let rest = weigh_exps(
+            &mut att[done..],
+            inv,
+            &cache.value_steps[STEP_WORDS * done..],
+        );
+        total = total.saturating_add(rest);
+    }
+    if total > PV_I32_MAX_WEIGHT {
+        weighted_values_wide(out, att, values, kv_offset, kv_dim);
+    } else if done < n {
+        weighted_values::<N>(out, att, values, kv_offset, kv_dim);
+    } else {
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = ((a as i64 + (1 << 7)) >> 8) as i32;
+        }
+        if N == 6 {
+            let mut upper = [0i32; 4];
+            weighted_values_4(&mut upper, att, values, kv_offset + 2, kv_dim);
+            out[4..6].copy_from_slice(&upper[2..]);
+        }
+    }
+    true
+}
+
+/// [`weigh_exps`] fused with the value sums of 4 columns: for each position `t` while its value
+/// step's shift is in 17..=47, `att[t]` = the weight (the exp normalised by `inv`, times the step)
+/// and `acc[i] += weight · values[kv_offset + t·kv_dim + i]` (wrapping). Returns how many
+/// positions it did, their total weight (saturated) and the four sums; the one it stops at keeps
+/// its exp. `att.len() ≥ 1`, `inv` in 1..=2¹⁶, the values of every position in bounds and (on
+/// thumbv6m) word-aligned: [`weigh_and_sum_values`] checks. On thumbv6m [`weigh_pv4_thumb`];
+/// this is its model, step for step.
+#[inline(always)]
+fn weigh_pv4(
+    att: &mut [i32],
+    value_steps: &[i32],
+    values: &[i16],
+    kv_offset: usize,
+    kv_dim: usize,
+    inv: u32,
+) -> (usize, u32, [i32; 4]) {
+    #[cfg(target_arch = "arm")]
+    {
+        // [inv, the values' stride in bytes, the total, the four sums]
+        let mut io = [inv, 2 * kv_dim as u32, 0, 0, 0, 0, 0];
+        // SAFETY: att holds n ≥ 1 words and value_steps 2n; the routine reads 2 step words and
+        // reads/writes one att word per position for at most n positions, reads 4 i16 (two
+        // words, aligned) at values[kv_offset + t·kv_dim ..] for t < n (in bounds: the caller
+        // checked), reads io[0..2] and writes io[2..7].
+        let done = unsafe {
+            weigh_pv4_thumb(
+                att.as_mut_ptr(),
+                att.len(),
+                value_steps.as_ptr(),
+                values.as_ptr().add(kv_offset),
+                io.as_mut_ptr(),
+            )
+        };
+        let acc = [io[3], io[4], io[5], io[6]].map(|a| a as i32);
+        (done, io[2], acc)
+    }
+    #[cfg(not(target_arch = "arm"))]
+    {
+        let (mut total, mut acc) = (0u32, [0i32; 4]);
+        for (t, (a, step)) in att
+            .iter_mut()
+            .zip(value_steps.chunks_exact(STEP_WORDS))
+            .enumerate()
+        {
+            let e = *a as u32;
+            let p = if e >> 16 != 0 {
+                inv
+            } else {
+                e.wrapping_mul(inv) >> 16
+            };
+            let (mant, down) = (step[0] as u32, (step[1] as u32).wrapping_sub(17));
+            if down > 30 {
+                return (t, total, acc);
+            }
+            let whole = p
+                .wrapping_mul(mant >> 16)
+                .wrapping_add(p.wrapping_mul(mant & 0xFFFF) >> 16);
+            let weight = ((whole >> down) + 1) >> 1;
+            *a = weight as i32;
+            total = total.saturating_add(weight);
+            let at = kv_offset + t * kv_dim;
+            for (s, &v) in acc.iter_mut().zip(&values[at..at + 4]) {
+                *s = s.wrapping_add((weight as i32).wrapping_mul(v as i32));
+            }
+        }
+        (att.len(), total, acc)
+    }
+}
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// [`weigh_pv4`] on thumbv6m: `n ≥ 1` positions of `att`, `steps` and `values` (the first
+    /// position's four columns, 4-byte aligned); `io` = [inv, the values' stride in bytes (a
+    /// multiple of 4, ≥ 8), then out: the total, the four sums]. Returns the positions done.
+    fn weigh_pv4_thumb(
+        att: *mut i32,
+        n: usize,
+        steps: *const i32,
+        values: *const i16,
+        io: *mut u32,
+    ) -> usize;
+}
+
+/// Where [`weigh_pv4_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! WEIGH_PV4_SECTION {
+    () => {
+        ".section .data.ramfunc.weigh_pv4_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! WEIGH_PV4_SECTION {
+    () => {
+        ".section .text.weigh_pv4_thumb,\"ax\",%progbits"
+    };
+}
+
+// weigh_thumb's loop of exps (its fast path only; ((A >> (s-17)) + 1) >> 1 for its
+// (A + 2^(s-17)) >> (s-16)) and pv4's sums in one loop: the weight is stored (a fallback's wide
+// sums need it) and multiplied into the sums while in a register. r0 att (advancing), r1 steps
+// (advancing), r2 p / scratch, r3 values (advancing: an LDM of two words, then the stride less
+// 8), r4 the weight, r5 s − 17 / a value word, r6 scratch / a value word, r7 the total, r8–r11
+// the four sums, r12 the stride − 8, lr the end of att; [sp] att at entry, [sp, #4] io,
+// [sp, #8] inv. Per position: ~46 cycles by the rp2040js cycle model (weigh_thumb 32 + pv4 22).
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    WEIGH_PV4_SECTION!(),
+    ".global weigh_pv4_thumb",
+    ".type weigh_pv4_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "weigh_pv4_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "ldr r4, [sp, #36]", // io: the fifth argument, above the nine saved registers
+    "ldr r5, [r4]",      // inv
+    "ldr r6, [r4, #4]",  // stride
+    "subs r6, #8",
+    "mov r12, r6",
+    "lsls r1, r1, #2",
+    "adds r1, r0, r1",
+    "mov lr, r1",
+    "mov r1, r2",
+    "push {{r0, r4, r5}}",
+    "movs r7, #0",
+    "mov r8, r7",
+    "mov r9, r7",
+    "mov r10, r7",
+    "mov r11, r7",
+    "1:",
+    "ldr r2, [r0]", // e
+    "lsrs r4, r2, #16",
+    "bne 31f", // e ≥ 2^16 (as u32): p = inv
+    "ldr r4, [sp, #8]",
+    "muls r2, r4, r2",
+    "lsrs r2, r2, #16", // p
+    "2:",
+    "ldm r1!, {{r4, r5}}", // mant, shift
+    "subs r5, #17",
+    "cmp r5, #30",
+    "bhi 9f", // shift outside 17..=47: the caller goes on
+    "uxth r6, r4",
+    "lsrs r4, r4, #16",
+    "muls r6, r2, r6", // p · m lo
+    "muls r4, r2, r4", // p · m hi
+    "lsrs r6, r6, #16",
+    "adds r4, r4, r6", // A
+    "lsrs r4, r5",
+    "adds r4, #1",
+    "lsrs r4, r4, #1", // the weight
+    "stm r0!, {{r4}}",
+    "adds r7, r7, r4",
+    "bcs 33f",
+    "3:",
+    "ldm r3!, {{r5, r6}}",
+    "sxth r2, r5",
+    "muls r2, r4, r2",
+    "add r8, r2",
+    "asrs r5, r5, #16",
+    "muls r5, r4, r5",
+    "add r9, r5",
+    "sxth r2, r6",
+    "muls r2, r4, r2",
+    "add r10, r2",
+    "asrs r6, r6, #16",
+    "muls r6, r4, r6",
+    "add r11, r6",
+    "add r3, r12",
+    "cmp r0, lr",
+    "bne 1b",
+    "b 9f",
+    "31:",
+    "ldr r2, [sp, #8]",
+    "b 2b",
+    "33:",
+    "movs r7, #0",
+    "mvns r7, r7", // the total saturates, and stays so
+    "b 3b",
+    "9:",
+    "pop {{r1, r2, r3}}", // att at entry, io, inv
+    "str r7, [r2, #8]",
+    "mov r4, r8",
+    "str r4, [r2, #12]",
+    "mov r4, r9",
+    "str r4, [r2, #16]",
+    "mov r4, r10",
+    "str r4, [r2, #20]",
+    "mov r4, r11",
+    "str r4, [r2, #24]",
+    "subs r0, r0, r1",
+    "lsrs r0, r0, #2", // positions done
+    "pop {{r4-r7}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
+    "pop {{r4-r7, pc}}",
+    ".size weigh_pv4_thumb, . - weigh_pv4_thumb",
+);
+
 /// `out[i] = round(Σ_t w_t · v_t[i] / 2⁸)` for a head of `N` elements, in `i32` (exact when
 /// Σ|w_t| ≤ [`PV_I32_MAX_WEIGHT`]): position by position, up to eight sums in registers (a head
 /// of 8 in one pass of [`pv8_thumb`] when its values are word-aligned, else two of 4).
@@ -2936,6 +3203,66 @@ mod tests {
             cases += out.len();
         }
         assert!(cases > 10_000, "{cases}");
+    }
+
+    /// The fused weighing and value sums (the model of weigh_pv4_thumb) equal weigh_exps then
+    /// the plain sums on the positions it takes, and stop at the first value step whose shift
+    /// is outside its range: exps at 0, 1, 2¹⁶ − 1, 2¹⁶ and beyond (as u32), reciprocals 1 to
+    /// 2¹⁶, steps from step_q16 of tiny to huge maxima and raw shifts 16, 17, 47, 48.
+    #[test]
+    fn weigh_pv4_equals_weigh_exps_and_the_value_sums() {
+        let mut rng = Rng(0x0F00_5EED_CAFE_D00D);
+        let mut stops = 0;
+        for round in 0..3000 {
+            let n = 1 + (rng.next() % 70) as usize;
+            let kv_dim = [4, 6, 8, 12][round % 4];
+            let kv_offset = [0, ((kv_dim - 4) / 2) & !1, kv_dim - 4][(round / 4) % 3];
+            let inv = match round % 5 {
+                0 => 1 << 16,
+                1 => 1,
+                _ => 1 + rng.next() % (1 << 16),
+            };
+            let exps: Vec<i32> = (0..n)
+                .map(|_| match rng.next() % 8 {
+                    0 => 0,
+                    1 => 1 << 16,
+                    2 => (1 << 16) - 1,
+                    3 => (1 << 16) + 1 + (rng.next() >> 8) as i32,
+                    4 => -1 - (rng.next() >> 4) as i32,
+                    _ => (rng.next() % (1 << 16)) as i32,
+                })
+                .collect();
+            let mut steps = vec![0i32; n * STEP_WORDS];
+            for t in 0..n {
+                let max = (rng.next() >> (rng.next() % 31)) as i32 & i32::MAX;
+                put_step(&mut steps, t, step_q16(max, KV_LEVELS).shifted(8));
+                if round % 7 == 0 && rng.next().is_multiple_of(16) {
+                    steps[STEP_WORDS * t + 1] = [16, 17, 47, 48][(rng.next() % 4) as usize];
+                }
+            }
+            let values: Vec<i16> = (0..n * kv_dim)
+                .map(|_| rng.signed(KV_LEVELS) as i16)
+                .collect();
+            let mut att = exps.clone();
+            let (done, total, acc) = weigh_pv4(&mut att, &steps, &values, kv_offset, kv_dim, inv);
+            let stop = (0..n)
+                .find(|&t| !(17..=47).contains(&steps[STEP_WORDS * t + 1]))
+                .unwrap_or(n);
+            assert_eq!(done, stop, "round {round}");
+            stops += (done < n) as usize;
+            let mut want = exps.clone();
+            let want_total = weigh_exps(&mut want[..done], inv, &steps);
+            assert_eq!(att[..done], want[..done], "round {round}");
+            assert_eq!(att[done..], exps[done..], "round {round}");
+            assert_eq!(total, want_total, "round {round}");
+            for (i, &a) in acc.iter().enumerate() {
+                let sum = (0..done).fold(0i32, |s, t| {
+                    s.wrapping_add(want[t].wrapping_mul(values[kv_offset + t * kv_dim + i] as i32))
+                });
+                assert_eq!(a, sum, "round {round} column {i}");
+            }
+        }
+        assert!(stops > 100, "{stops}");
     }
 
     #[test]
