@@ -12,11 +12,11 @@ use crate::forward::{
     weigh_by_value_steps_reference, weigh_exps, AttentionShape, KvView, STEP_WORDS,
 };
 use crate::kernels::{
-    argmax, div_rem_u32, exp_q16, isqrt_u64, isqrt_u64_reference, matvec_i4, matvec_i8,
-    matvec_i8_reference, matvec_i8_x4, max_abs_of, max_abs_reference, quad_rows, quantize_act,
-    quantize_act_reference, quantize_kv, quantize_kv_reference, rmsnorm, rmsnorm_reference,
-    silu_gate_in_place, silu_gate_reference, silu_in_place, silu_q16, step_q16, sum_squares,
-    sum_squares_reference, Multiplier, ACT_LEVELS, KV_WIDE, ONE_Q16,
+    argmax, div_rem_u32, exp_q16, isqrt_u64, isqrt_u64_reference, leading_zeros, matvec_i4,
+    matvec_i8, matvec_i8_reference, matvec_i8_x4, max_abs_of, max_abs_reference, quad_rows,
+    quantize_act, quantize_act_reference, quantize_kv, quantize_kv_reference, rmsnorm,
+    rmsnorm_reference, silu_gate_in_place, silu_gate_reference, silu_in_place, silu_q16, step_q16,
+    sum_squares, sum_squares_reference, Multiplier, ACT_LEVELS, KV_WIDE, ONE_Q16,
 };
 use crate::sampler::{
     near_keys, near_keys_reference, temperature_weights, temperature_weights_reference, top_k,
@@ -516,6 +516,24 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
+    // The leading-zero count (inline assembly on the device) against a bit loop.
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for i in 0..2000u32 {
+        let v = match i % 3 {
+            0 => rng.next() >> (rng.next() % 33).min(31),
+            1 => 1 << (i % 32),
+            _ => (u32::MAX >> (i % 32)).wrapping_sub(i % 2),
+        };
+        let want = (0..32).find(|&b| v & (1 << (31 - b)) != 0).unwrap_or(32);
+        cases += 1;
+        mismatches += (leading_zeros(v) != want) as u32;
+    }
+    mismatches += (leading_zeros(0) != 32) as u32;
+    report(KernelCheck {
+        name: "leading_zeros",
+        cases,
+        mismatches,
+    });
     // The divider-based reciprocal (SIO divider on the device) against the bit loop.
     let (mut cases, mut mismatches) = (0u32, 0u32);
     for i in 0..2000u32 {
@@ -1008,7 +1026,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 20);
+        assert_eq!(checks.len(), 21);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));
