@@ -19,9 +19,9 @@ use crate::kernels::{
     sum_squares, sum_squares_reference, Multiplier, ACT_LEVELS, KV_WIDE, ONE_Q16,
 };
 use crate::sampler::{
-    near_keys, near_keys_reference, temperature_weights, temperature_weights_reference, top_k,
-    top_k_reference, Near, Sampler, SamplerConfig, MAX_CANDIDATES, NEAR_BUCKETS, NEAR_VOCAB,
-    NEAR_WORDS,
+    key_weights, key_weights_reference, near_keys, near_keys_reference, temperature_weights,
+    temperature_weights_reference, top_k, top_k_reference, Near, Sampler, SamplerConfig,
+    MAX_CANDIDATES, NEAR_BUCKETS, NEAR_VOCAB, NEAR_WORDS,
 };
 
 /// What one case measured: `calls` calls took `cycles`; each call does `macs` multiply-adds
@@ -714,6 +714,33 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
+    // The weights from near keys (key_weights_thumb on the device) and their sum.
+    let (mut cases, mut mismatches) = (0u32, 0u32);
+    for round in 0..200usize {
+        let n = 1 + round % 64;
+        let below = [1u32 << 12, 1 << 18, 20 << 16, (1 << 24) - 1][round % 4];
+        for (i, v) in vals[..n].iter_mut().enumerate() {
+            *v = (((rng.next() % below) << 8) | i as u32) as i32;
+        }
+        let inv_t = [1, 1 << 16, 81_840, 1 << 24, i32::MAX as u32][round % 5] >> (round % 3);
+        // SAFETY: initialised i32 words read as u32 (same size and alignment).
+        let (keys, got, want): (&[u32], &mut [u32], &mut [u32]) = unsafe {
+            (
+                core::slice::from_raw_parts(vals.as_ptr().cast::<u32>(), n),
+                core::slice::from_raw_parts_mut(got.as_mut_ptr().cast::<u32>(), n),
+                core::slice::from_raw_parts_mut(want.as_mut_ptr().cast::<u32>(), n),
+            )
+        };
+        let got_total = key_weights(keys, inv_t, got);
+        let want_total = key_weights_reference(keys, inv_t, want);
+        cases += n as u32 + 1;
+        mismatches += differing(got, want) + (got_total != want_total) as u32;
+    }
+    report(KernelCheck {
+        name: "key_weights",
+        cases,
+        mismatches,
+    });
 }
 
 /// Arena bytes [`run`] needs.
@@ -1026,7 +1053,7 @@ mod tests {
         ));
         assert!(seen.len() >= 12, "{seen:?}");
         assert!(seen.iter().all(|t| t.cycles == 1000 && t.macs > 0));
-        assert_eq!(checks.len(), 21);
+        assert_eq!(checks.len(), 22);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
         assert!(!run(&mut arena[..100], &clock, &mut |_| {}, &mut |_| {}));

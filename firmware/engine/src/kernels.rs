@@ -3088,7 +3088,7 @@ mod tests {
         let mut words = std::vec![0i32; 8192];
         let mut checks = std::vec::Vec::new();
         crate::kernel_bench::check(&mut words, &mut |c| checks.push(c));
-        assert_eq!(checks.len(), 21);
+        assert_eq!(checks.len(), 22);
         assert!(checks[0].cases > 200, "{checks:?}");
         assert!(checks.iter().all(|c| c.mismatches == 0), "{checks:?}");
     }

@@ -118,15 +118,21 @@ impl Sampler {
             weights,
             near: near_buffer,
         } = scratch;
-        let (max, n) = match *near {
-            Some(near) if logits.len() <= NEAR_VOCAB => {
-                top_k_near(logits, k, near, near_buffer, ids, vals)
+        if let Some(near) = *near {
+            if logits.len() <= NEAR_VOCAB {
+                // The keys (distance · 2⁸ + id) stand in for ids and values: the weights from
+                // their distances, the draw over them, the drawn key's id.
+                let (_, placed) = near_keys(logits, k, near, near_buffer);
+                let (_, keys) = near_buffer.split_at(NEAR_BUCKETS);
+                let n = k.min(placed).min(keys.len());
+                let keys = &keys[..n];
+                let weights = &mut weights[..n];
+                let total = key_weights(keys, *inv_temperature_q16, weights);
+                return draw_nucleus_from(rng, c.top_p_q16, keys, weights, total) & 0xFF;
             }
-            _ => {
-                let (_, max) = argmax(logits);
-                (max, top_k(logits, max, k, ids, vals))
-            }
-        };
+        }
+        let (_, max) = argmax(logits);
+        let n = top_k(logits, max, k, ids, vals);
         temperature_weights(&vals[..n], max, *inv_temperature_q16, &mut weights[..n]);
         draw_nucleus(rng, c.top_p_q16, &ids[..n], &weights[..n])
     }
@@ -214,6 +220,21 @@ fn draw_nucleus(rng: &mut u64, top_p_q16: u32, ids: &[u32], weights: &[u32]) -> 
         // Not from temperature weights (each ≤ 2¹⁶).
         return draw_nucleus_reference(rng, top_p_q16, ids, weights);
     };
+    draw_nucleus_from(rng, top_p_q16, ids, weights, total)
+}
+
+/// [`draw_nucleus`] given the weights' sum `total` (≤ 64 weights of ≤ 2¹⁶ each, as
+/// [`key_weights`] returns it with them). Inlined into both callers.
+#[inline(always)]
+fn draw_nucleus_from(
+    rng: &mut u64,
+    top_p_q16: u32,
+    ids: &[u32],
+    weights: &[u32],
+    total: u32,
+) -> u32 {
+    let n = ids.len().min(weights.len());
+    let (ids, weights) = (&ids[..n], &weights[..n]);
     // Nucleus: the shortest prefix whose mass reaches top_p of the candidates' mass.
     let mut kept_total = total;
     let mut kept = n;
@@ -335,11 +356,46 @@ pub fn temperature_weights_reference(
     }
 }
 
+/// `weights[i] = temperature_weight(keys[i] >> 8, 1/T)` for [`near_keys`]' keys (a key's high
+/// 24 bits are its logit's distance below the max, so no `vals` and no max are needed), and
+/// their sum ([`key_weights_reference`] bit for bit; on thumbv6m through [`key_weights_thumb`],
+/// [`weights_thumb`]'s loop with the sum in a register).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+pub fn key_weights(keys: &[u32], inv_temperature_q16: u32, weights: &mut [u32]) -> u32 {
+    let n = keys.len().min(weights.len());
+    #[cfg(target_arch = "arm")]
+    if n > 0 && inv_temperature_q16 < 1 << 31 {
+        let params = [0, inv_temperature_q16, EXP2_Q30.as_ptr() as u32];
+        // SAFETY: keys and weights hold ≥ n ≥ 1 words; the routine reads keys[..n], the three
+        // words of `params` and EXP2_Q30 at indices ≤ 256, and writes weights[..n].
+        return unsafe {
+            key_weights_thumb(keys.as_ptr(), n, weights.as_mut_ptr(), params.as_ptr())
+        };
+    }
+    key_weights_reference(&keys[..n], inv_temperature_q16, &mut weights[..n])
+}
+
+/// The plain form of [`key_weights`] (the sum wraps: at most 256 weights of ≤ 2¹⁶ never do).
+pub fn key_weights_reference(keys: &[u32], inv_temperature_q16: u32, weights: &mut [u32]) -> u32 {
+    let mut total = 0u32;
+    for (w, &key) in weights.iter_mut().zip(keys) {
+        *w = temperature_weight(key >> 8, inv_temperature_q16);
+        total = total.wrapping_add(*w);
+    }
+    total
+}
+
 #[cfg(target_arch = "arm")]
 extern "C" {
     /// [`temperature_weights_reference`] of `n ≥ 1` values, `params = [max, 1/T (< 2³¹),
     /// EXP2_Q30]`.
     fn weights_thumb(vals: *const i32, n: usize, weights: *mut u32, params: *const u32);
+    /// [`key_weights_reference`] of `n ≥ 1` keys, `params = [unused, 1/T (< 2³¹), EXP2_Q30]`;
+    /// returns the sum.
+    fn key_weights_thumb(keys: *const u32, n: usize, weights: *mut u32, params: *const u32) -> u32;
 }
 
 /// Where [`weights_thumb`] lives: SRAM on the RP2040, flash elsewhere.
@@ -363,13 +419,15 @@ macro_rules! WEIGHTS_SECTION {
 // r2–r7 scratch, r8 max, r9 / r10 the low / high half of 1/T, r11 the end of vals, r12 the
 // table, lr 29012 (log₂e − 1 in Q16).
 #[cfg(target_arch = "arm")]
+macro_rules! weights_routine {
+    ($name:literal, [$($setup:literal),*], [$($load:literal),*], [$($sum:literal),*], [$($result:literal),*]) => {
 core::arch::global_asm!(
     WEIGHTS_SECTION!(),
-    ".global weights_thumb",
-    ".type weights_thumb,%function",
+    concat!(".global ", $name),
+    concat!(".type ", $name, ",%function"),
     ".thumb_func",
     ".p2align 2",
-    "weights_thumb:",
+    concat!($name, ":"),
     "push {{r4-r7, lr}}",
     "mov r4, r8",
     "mov r5, r9",
@@ -380,8 +438,7 @@ core::arch::global_asm!(
     "adds r1, r0, r1",
     "mov r11, r1",
     "mov r1, r2",
-    "ldr r4, [r3]",
-    "mov r8, r4",
+    $($setup,)*
     "ldr r4, [r3, #4]",
     "uxth r5, r4",
     "mov r9, r5",
@@ -393,8 +450,7 @@ core::arch::global_asm!(
     "mov lr, r4",
     "1:",
     "ldm r0!, {{r4}}",
-    "mov r5, r8",
-    "subs r4, r5, r4",  // d = max − v
+    $($load,)*
     "uxth r5, r4",      // d lo
     "lsrs r4, r4, #16", // d hi
     "mov r6, r9",
@@ -468,8 +524,10 @@ core::arch::global_asm!(
     "movs r7, #0",
     "9:",
     "stm r1!, {{r7}}",
+    $($sum,)*
     "cmp r0, r11",
     "bne 1b",
+    $($result,)*
     "pop {{r4-r7}}",
     "mov r8, r4",
     "mov r9, r5",
@@ -477,7 +535,28 @@ core::arch::global_asm!(
     "mov r11, r7",
     "pop {{r4-r7, pc}}",
     ".ltorg",
-    ".size weights_thumb, . - weights_thumb",
+    concat!(".size ", $name, ", . - ", $name),
+);
+    };
+}
+
+#[cfg(target_arch = "arm")]
+weights_routine!(
+    "weights_thumb",
+    ["ldr r4, [r3]", "mov r8, r4"],
+    ["mov r5, r8", "subs r4, r5, r4"], // d = max − v
+    [],
+    []
+);
+
+// weights_thumb over near_thumb's keys: d = key >> 8 (no max), r8 the running total (returned).
+#[cfg(target_arch = "arm")]
+weights_routine!(
+    "key_weights_thumb",
+    ["movs r4, #0", "mov r8, r4"],
+    ["lsrs r4, r4, #8"], // d
+    ["add r8, r7"],
+    ["mov r0, r8"]
 );
 
 /// The longest vocabulary [`top_k_near`] takes (ids in the low 8 bits of its sort keys).
@@ -1348,6 +1427,33 @@ mod tests {
                 assert_eq!(ids[..got], ref_ids[..got], "round {round} k {k}");
                 assert_eq!(vals[..got], ref_vals[..got], "round {round} k {k}");
             }
+        }
+    }
+
+    /// The weights from near keys are those of the values the keys stand for, and their sum.
+    #[test]
+    fn key_weights_equal_the_weights_of_the_values() {
+        let mut rng = Sampler::new(SamplerConfig {
+            seed: 13,
+            ..SamplerConfig::GREEDY
+        });
+        for round in 0..2000usize {
+            let n = 1 + round % 64;
+            let max = rng.next_u32() as i32;
+            let below = [1u32 << 12, 1 << 18, 20 << 16, (1 << 24) - 1][round % 4];
+            let keys: std::vec::Vec<u32> = (0..n)
+                .map(|i| ((rng.next_u32() % below) << 8) | i as u32)
+                .collect();
+            let vals: std::vec::Vec<i32> = keys
+                .iter()
+                .map(|&k| max.wrapping_sub((k >> 8) as i32))
+                .collect();
+            let inv_t = [1, 1 << 16, 81_840, 1 << 24, i32::MAX as u32][round % 5] >> (round % 3);
+            let (mut got, mut want) = (std::vec![0; n], std::vec![0; n]);
+            let total = key_weights(&keys, inv_t, &mut got);
+            temperature_weights_reference(&vals, max, inv_t, &mut want);
+            assert_eq!(got, want, "round {round}");
+            assert_eq!(total, want.iter().sum::<u32>(), "round {round}");
         }
     }
 
