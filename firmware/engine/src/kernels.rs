@@ -251,10 +251,11 @@ impl Multiplier {
         }
         let top = 31 - leading_zeros(d) as i32;
         let v = d << (31 - top);
-        let (v_high, v_low) = (v >> 16, v & 0xFFFF); // v_high ≥ 2¹⁵
-                                                     // The high digit of 2⁶² / v from 2⁴⁶ / v: q = 2³⁰ / v_high (≤ 2¹⁵, never too small),
-                                                     // 2⁴⁶ − q·v = r·2¹⁶ − q·v_low with r the divider's remainder. When that is negative
-                                                     // (> −2³¹), one step down (+ v ≥ 2³¹) lands on the digit; the remainder is then < v.
+        // v_high ≥ 2¹⁵.
+        let (v_high, v_low) = (v >> 16, v & 0xFFFF);
+        // The high digit of 2⁶² / v from 2⁴⁶ / v: q = 2³⁰ / v_high (≤ 2¹⁵, never too small),
+        // 2⁴⁶ − q·v = r·2¹⁶ − q·v_low with r the divider's remainder. When that is negative
+        // (> −2³¹), one step down (+ v ≥ 2³¹) lands on the digit; the remainder is then < v.
         let (q, r) = div_rem_u32(1 << 30, v_high);
         let (a, b) = (r << 16, q * v_low);
         let (high, rem) = if a >= b {
