@@ -1978,7 +1978,7 @@ macro_rules! EXP_SUM_SECTION {
 // x < -16 → 0; t = |x| log2(e) from two 16×16 products, 2^-frac(t) interpolated between two
 // table entries (one LDM), rounded and shifted by 14 + whole(t) (≥ 32 → 0).
 // r0 att (advancing), r1 29012, r2 max, r3 the table, r4–r7 scratch, r8 the sum, r10 2^20,
-// r11 the end. The usual score (-16 ≤ x < 0) runs straight through: ~44 cycles.
+// r11 the end. The usual score (-16 ≤ x < 0) runs straight through: ~42 cycles.
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     EXP_SUM_SECTION!(),
@@ -2028,14 +2028,12 @@ core::arch::global_asm!(
     "muls r7, r4, r7",
     "lsrs r7, r7, #8",
     "subs r7, r6, r7", // p = 2^-frac in Q30
-    "adds r5, #14",    // shift
-    "cmp r5, #32",
+    "adds r5, #13",    // shift − 1
+    "cmp r5, #31",
     "bhs 8f",
-    "subs r6, r5, #1",
-    "movs r4, #1",
-    "lsls r4, r6",
-    "adds r7, r7, r4",
-    "lsrs r7, r5",
+    "lsrs r7, r5", // ((p >> (shift−1)) + 1) >> 1 = (p + 2^(shift−1)) >> shift
+    "adds r7, #1",
+    "lsrs r7, r7, #1",
     "9:",
     "stm r0!, {{r7}}",
     "add r8, r7",
@@ -2164,8 +2162,8 @@ macro_rules! WEIGH_SECTION {
 // (one MULS; the loop at 30 instead of 1). The fast path, s in 17..=47 (every value step from
 // step_q16 of a max above ~2^-14): with A = floor(p · mant / 2^16) = p · (mant >> 16) +
 // (p · (mant & 0xFFFF)) >> 16 (< 2^31 for mant < 2^31), round(p · mant / 2^s) is
-// (A + 2^(s-17)) >> (s-16), the dropped low half being too small to carry: ~28 cycles a
-// position (+4 normalising). Otherwise the general path (~50): p · mant as two words from the
+// (A + 2^(s-17)) >> (s-16) = ((A >> (s-17)) + 1) >> 1, the dropped low half being too small
+// to carry: ~26 cycles a position (+4 normalising). Otherwise the general path (~50): p · mant as two words from the
 // same two MULS, + 2^(s-1) as a 64-bit add, >> s across the words (s ≤ 31: saturating) or of
 // the high word (s ≥ 32). r0 att (advancing), r1 steps (advancing), r2–r6 scratch, r7 the total
 // (r12 while the general path runs), r8 att at entry, r9 the total pointer, r10 2^16, r11 inv,
@@ -2215,11 +2213,9 @@ core::arch::global_asm!(
     "muls r4, r2, r4", // p · m hi
     "lsrs r3, r3, #16",
     "adds r4, r4, r3", // A
-    "movs r3, #1",
-    "lsls r3, r6",
-    "adds r4, r4, r3",
-    "adds r6, #1",
-    "lsrs r4, r6",
+    "lsrs r4, r6",     // ((A >> (s-17)) + 1) >> 1 = (A + 2^(s-17)) >> (s-16)
+    "adds r4, #1",
+    "lsrs r4, r4, #1",
     "stm r0!, {{r4}}",
     "adds r7, r7, r4",
     "bcs 21f",
@@ -2319,11 +2315,9 @@ core::arch::global_asm!(
     "muls r4, r2, r4",
     "lsrs r3, r3, #16",
     "adds r4, r4, r3",
-    "movs r3, #1",
-    "lsls r3, r6",
-    "adds r4, r4, r3",
-    "adds r6, #1",
     "lsrs r4, r6",
+    "adds r4, #1",
+    "lsrs r4, r4, #1",
     "stm r0!, {{r4}}",
     "adds r7, r7, r4",
     "bcs 33f",

@@ -507,14 +507,12 @@ core::arch::global_asm!(
     "muls r6, r4, r6",
     "lsrs r6, r6, #8",
     "subs r7, r7, r6", // 2^-frac in Q30
-    "adds r5, #14",    // shift
-    "cmp r5, #32",
+    "adds r5, #13", // shift − 1
+    "cmp r5, #31",
     "bhs 8f",
-    "subs r6, r5, #1",
-    "movs r4, #1",
-    "lsls r4, r6",
-    "adds r7, r7, r4",
-    "lsrs r7, r5",
+    "lsrs r7, r5", // ((p >> (shift−1)) + 1) >> 1 = (p + 2^(shift−1)) >> shift
+    "adds r7, #1",
+    "lsrs r7, r7, #1",
     "b 9f",
     "7:",
     "movs r7, #1",
