@@ -107,7 +107,7 @@ fn greedy_text_report_has_the_numbers() {
         "XIP bound",
         "one core only",
         "where the cycles go",
-        "rescale_rows_thumb", // every int8 matrix-vector product ends there
+        "rescale_rows_pow2_thumb", // every int8 matrix-vector product ends there
         "dual-core ESTIMATE (not measured)",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");

@@ -29,9 +29,9 @@ use crate::format::{Config, FfnKind, LayerWeights, Matrix, Model, Quant, WeightL
 #[cfg(target_arch = "arm")]
 use crate::kernels::EXP2_Q30;
 use crate::kernels::{
-    div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, matvec_i8_x4, mul_wide_i32,
+    act_step, div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, matvec_i8_x4, mul_wide_i32,
     mul_wide_u32, quantize_act, quantize_kv, rmsnorm, silu_gate_in_place, silu_in_place, step_q16,
-    Multiplier, ACT_LEVELS, KV_LEVELS, QUAD_ROWS,
+    Multiplier, KV_LEVELS, QUAD_ROWS,
 };
 use crate::sampler::Sampler;
 use core::fmt;
@@ -596,7 +596,7 @@ fn quantize_and_matmul(out: &mut [i32], w: &Matrix, x: &[i32], xq: &mut [i32]) {
     let n = x.len().min(xq.len());
     let xq = &mut xq[..n];
     let max_abs = quantize_act(x, xq);
-    matmul(out, w, xq, step_q16(max_abs, ACT_LEVELS));
+    matmul(out, w, xq, act_step(max_abs));
 }
 
 /// Rotates each head of `v` (interleaved pairs) by the angles of position `pos`
@@ -929,7 +929,7 @@ fn forward<C: Cores + ?Sized>(
         // Attention: h = rmsnorm(x); q, k, v = wq·h, wk·h, wv·h.
         rmsnorm(&mut s.xb[..dim], s.x, w.attention_norm);
         let max_abs = quantize_act(&s.xb[..dim], &mut s.xq[..dim]);
-        let step = step_q16(max_abs, ACT_LEVELS);
+        let step = act_step(max_abs);
         if cores.splits() {
             let x = &s.xq[..dim];
             let ((qa, wqa), (qb, wqb)) = cut_rows(s.q, &w.wq);
@@ -1022,7 +1022,7 @@ fn forward<C: Cores + ?Sized>(
         // x = x + wo·(att·v)
         if cores.splits() {
             let max_abs = quantize_act(&s.xb[..q_dim], &mut s.xq[..q_dim]);
-            let step = step_q16(max_abs, ACT_LEVELS);
+            let step = act_step(max_abs);
             matmul_on(cores, s.xb2, &w.wo, &s.xq[..q_dim], step);
         } else {
             quantize_and_matmul(s.xb2, &w.wo, &s.xb[..q_dim], s.xq);
@@ -1034,7 +1034,7 @@ fn forward<C: Cores + ?Sized>(
         // FFN: x = x + w2·(silu(w1·h) [⊙ w3·h]), h = rmsnorm(x).
         rmsnorm(&mut s.xb[..dim], s.x, w.ffn_norm);
         let max_abs = quantize_act(&s.xb[..dim], &mut s.xq[..dim]);
-        let step = step_q16(max_abs, ACT_LEVELS);
+        let step = act_step(max_abs);
         if cores.splits() {
             // Each core gates its own rows (SiLU and the product are elementwise).
             let x = &s.xq[..dim];
@@ -1047,7 +1047,7 @@ fn forward<C: Cores + ?Sized>(
             );
             let hidden = c.hidden_dim;
             let max_abs = quantize_act(&s.hb[..hidden], &mut s.xq[..hidden]);
-            let step = step_q16(max_abs, ACT_LEVELS);
+            let step = act_step(max_abs);
             matmul_on(cores, s.xb2, &w.w2, &s.xq[..hidden], step);
         } else {
             matmul(s.hb, &w.w1, &s.xq[..dim], step);
@@ -1068,7 +1068,7 @@ fn forward<C: Cores + ?Sized>(
     // The classifier's input: rmsnorm(x), quantised (the caller multiplies by `output`).
     rmsnorm(&mut s.xb[..dim], s.x, model.final_norm());
     let max_abs = quantize_act(&s.xb[..dim], &mut s.xq[..dim]);
-    step_q16(max_abs, ACT_LEVELS)
+    act_step(max_abs)
 }
 
 /// Rows of the FFN's hidden layer: `h = silu(w1·x)` (plain) or `silu(w1·x) ⊙ w3·x` (SwiGLU),
@@ -1153,7 +1153,7 @@ fn attention_reference_from(
         let kv_offset = first_kv + (h / kv_per_q) * hs;
         let q_head = q.get(h * hs..(h + 1) * hs).unwrap_or(&[]);
         let q_max = quantize_act(q_head, &mut xq[..hs]);
-        let q_scale = step_q16(q_max, ACT_LEVELS).times(score_scale);
+        let q_scale = act_step(q_max).times(score_scale);
         for ((a, keys), k_step) in att
             .iter_mut()
             .zip(layer_keys.chunks_exact(kv_dim))
@@ -1333,7 +1333,7 @@ fn attention_heads<const N: usize>(
     let (mut kv_offset, mut in_group) = (0, 0);
     for (out_h, q_head) in out.chunks_exact_mut(hs).zip(q.chunks_exact(hs)) {
         let q_max = quantize_act(q_head, xq);
-        let q_scale = step_q16(q_max, ACT_LEVELS).times(score_scale);
+        let q_scale = act_step(q_max).times(score_scale);
         if N == 0 {
             attention_dots_any(att, xq, cache.keys, kv_offset, kv_dim);
         } else {

@@ -12,9 +12,9 @@ use crate::forward::{
     weigh_by_value_steps_reference, weigh_exps, AttentionShape, KvView, STEP_WORDS,
 };
 use crate::kernels::{
-    argmax, div_rem_u32, exp_q16, isqrt_u64, isqrt_u64_reference, leading_zeros, matvec_i4,
-    matvec_i8, matvec_i8_reference, matvec_i8_x4, max_abs_of, max_abs_reference, quad_rows,
-    quantize_act, quantize_act_reference, quantize_kv, quantize_kv_reference, rmsnorm,
+    act_step, argmax, div_rem_u32, exp_q16, isqrt_u64, isqrt_u64_reference, leading_zeros,
+    matvec_i4, matvec_i8, matvec_i8_reference, matvec_i8_x4, max_abs_of, max_abs_reference,
+    quad_rows, quantize_act, quantize_act_reference, quantize_kv, quantize_kv_reference, rmsnorm,
     rmsnorm_reference, silu_gate_in_place, silu_gate_reference, silu_in_place, silu_q16, step_q16,
     sum_squares, sum_squares_reference, Multiplier, ACT_LEVELS, KV_WIDE, ONE_Q16,
 };
@@ -105,7 +105,13 @@ pub fn check(words: &mut [i32], report: &mut dyn FnMut(KernelCheck)) {
             core::slice::from_raw_parts(scale_words.as_ptr().cast::<u8>(), scale_words.len() * 4)
         };
         let rows = rows.min(scales.len() / 8);
-        let step = step_q16((rng.next() >> 8) as i32 + 1, ACT_LEVELS);
+        // Both kinds of input step: a matrix input's power of two, and any multiplier.
+        let max = (rng.next() >> 8) as i32 + 1;
+        let step = if rng.next() & 1 == 0 {
+            act_step(max)
+        } else {
+            step_q16(max, ACT_LEVELS)
+        };
         matvec_i8(&mut out[..rows], scales, weights, cols, &x[..cols], step);
         matvec_i8_reference(&mut want[..rows], scales, weights, cols, &x[..cols], step);
         outputs += rows as u32;
@@ -835,7 +841,7 @@ pub fn run(
     let scales: &[u8] = unsafe {
         core::slice::from_raw_parts(scale_words.as_ptr().cast::<u8>(), scale_words.len() * 4)
     };
-    let x_step = step_q16(3 << 16, ACT_LEVELS);
+    let x_step = act_step(3 << 16);
 
     for (rows, cols, calls) in [(64, 64, 40), (172, 64, 16), (64, 172, 16), (512, 64, 6)] {
         let cycles = time(clock, calls, || {

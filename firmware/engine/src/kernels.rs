@@ -422,15 +422,82 @@ const ACT_LEVELS_MULTIPLIER: Multiplier = Multiplier {
     shift: 20,
 };
 
-/// Quantises a matrix input to `±ACT_LEVELS` (kept in `i32`), returning `max|x|`
-/// ([`quantize_act_reference`] bit for bit). On thumbv6m the elements go through
-/// [`quantize_thumb`] (~31 cycles each, against ~75) whenever the multiplier's shift is in
-/// 33..=62 (max|x| ≥ 2⁻³).
+/// The power of two `k` of a matrix input's step (Q16.16 per unit, `2^k`): the smallest `k`
+/// with `max_abs ≤ ACT_LEVELS · 2^k`, so the quantised values fill ±1024..=±2047 (11 to 12
+/// bits). `max_abs` is in 1..=`i32::MAX`; `k` is in −10..=21.
+#[inline(always)]
+pub fn act_shift(max_abs: u32) -> i32 {
+    // 2047 · 2^k has the bit length of max_abs at k = 21 − lz, or one more at k + 1.
+    let k = 21 - leading_zeros(max_abs.max(1)) as i32;
+    let (top, v) = if k >= 0 {
+        ((ACT_LEVELS as u32) << k, max_abs)
+    } else {
+        (ACT_LEVELS as u32, max_abs << -k)
+    };
+    k + (top < v) as i32
+}
+
+/// The step of a matrix input quantised by [`quantize_act`], from its `max|x|`: `2^k`
+/// ([`act_shift`]) as a multiplier (mantissa 2³⁰, so that a product with it is a shift of the
+/// other mantissa: [`Multiplier::times`] gives `mant >> 1` exactly). An all-zero vector gets
+/// 1.0 (its values are all 0 whatever the step).
+#[inline(always)]
+pub fn act_step(max_abs: i32) -> Multiplier {
+    let k = if max_abs == 0 {
+        0
+    } else {
+        act_shift(max_abs.unsigned_abs())
+    };
+    Multiplier {
+        mant: 1 << 30,
+        shift: 30 - k,
+    }
+}
+
+/// Quantises a matrix input to `±ACT_LEVELS` (kept in `i32`) with a power-of-two step
+/// ([`act_step`]: `x / 2^k` rounded half up), returning `max|x|`: [`quantize_act_reference`]
+/// bit for bit, by shifts (`((x >> (k−1)) + 1) >> 1`, or `x << −k` for a small vector) instead
+/// of a reciprocal and a 32×32→64 multiply per element (~31 cycles an element and ~250 a call
+/// before; the quantised values keep 11 to 12 bits instead of exactly 12: docs/quantization.md).
+/// Out of line: inlined into its dozen callers it took 2 KiB more of SRAM.
+#[inline(never)]
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
 )]
 pub fn quantize_act(x_q16: &[i32], out: &mut [i32]) -> i32 {
+    let n = x_q16.len().min(out.len());
+    let (x, out) = (&x_q16[..n], &mut out[..n]);
+    let max_abs = max_abs_of(x);
+    if max_abs == 0 {
+        out.iter_mut().for_each(|o| *o = 0);
+        return 0;
+    }
+    let k = act_shift(max_abs);
+    if k >= 1 {
+        let s = (k - 1) as u32;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = ((v >> s) + 1) >> 1;
+        }
+    } else {
+        let up = (-k) as u32;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v << up;
+        }
+    }
+    max_abs as i32
+}
+
+/// Quantises a key or value to `±KV_LEVELS` with its exact step `max|x| / KV_LEVELS`, in
+/// `i32`, returning `max|x|` ([`quantize_with`] bit for bit): [`quantize_kv`]'s device path.
+/// On thumbv6m the elements go through [`quantize_thumb`] (~31 cycles each, against ~75)
+/// whenever the multiplier's shift is in 33..=62 (max|x| ≥ 2⁻³).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+fn quantize_scaled(x_q16: &[i32], out: &mut [i32]) -> i32 {
     #[cfg(target_arch = "arm")]
     {
         let n = x_q16.len();
@@ -645,13 +712,18 @@ core::arch::global_asm!(
     ".size sum_squares_thumb, . - sum_squares_thumb",
 );
 
-/// The plain form of [`quantize_act`]: every element through [`Multiplier::apply_i32`].
+/// The plain form of [`quantize_act`]: every element times the reciprocal of its step
+/// (`2^−k` as a [`Multiplier`]) through [`Multiplier::apply_i32`], clamped to `±ACT_LEVELS`.
 pub fn quantize_act_reference(x_q16: &[i32], out: &mut [i32]) -> i32 {
-    quantize_with(x_q16, ACT_LEVELS, |i, q| {
-        if let Some(o) = out.get_mut(i) {
-            *o = q;
-        }
-    })
+    let max_abs = max_abs_reference(x_q16);
+    let inv = Multiplier {
+        mant: 1 << 30,
+        shift: 30 + if max_abs == 0 { 0 } else { act_shift(max_abs) },
+    };
+    for (o, &v) in out.iter_mut().zip(x_q16) {
+        *o = inv.apply_i32(v).clamp(-ACT_LEVELS, ACT_LEVELS);
+    }
+    max_abs as i32
 }
 
 #[cfg(target_arch = "arm")]
@@ -749,7 +821,7 @@ core::arch::global_asm!(
 
 /// Quantises a key or value vector to `±KV_LEVELS` in `i16`, returning `max|x|`
 /// ([`quantize_kv_reference`] bit for bit). On thumbv6m a vector of up to [`KV_WIDE`] elements
-/// goes through [`quantize_act`]'s routine (the same levels) into a stack buffer, then narrows.
+/// goes through [`quantize_scaled`] into a stack buffer, then narrows.
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
@@ -759,7 +831,7 @@ pub fn quantize_kv(x_q16: &[i32], out: &mut [i16]) -> i32 {
     if x_q16.len() <= KV_WIDE && out.len() >= x_q16.len() {
         let mut wide = [0i32; KV_WIDE];
         let wide = &mut wide[..x_q16.len()];
-        let max_abs = quantize_act(x_q16, wide);
+        let max_abs = quantize_scaled(x_q16, wide);
         for (o, &q) in out.iter_mut().zip(wide.iter()) {
             *o = q as i16; // within ±2047
         }
@@ -768,11 +840,11 @@ pub fn quantize_kv(x_q16: &[i32], out: &mut [i16]) -> i32 {
     quantize_kv_reference(x_q16, out)
 }
 
-/// The longest key/value vector [`quantize_kv`] quantises through [`quantize_act`] (its stack
+/// The longest key/value vector [`quantize_kv`] quantises through [`quantize_scaled`] (its stack
 /// buffer: 256 bytes).
 pub const KV_WIDE: usize = 64;
 
-// quantize_kv through quantize_act relies on the two ranges being one.
+// quantize_kv through quantize_scaled (written with ACT_LEVELS) relies on the two being one.
 const _: () = assert!(KV_LEVELS == ACT_LEVELS);
 
 /// The plain form of [`quantize_kv`].
@@ -917,10 +989,16 @@ fn rescale_rows(out: &mut [i32], scales: &[u8], x_step: Multiplier) {
     #[cfg(target_arch = "arm")]
     {
         if rescale.word_path() {
+            // A matrix input's power-of-two step (act_step) skips the first product.
+            let routine = if x_step.mant == 1 << 30 {
+                rescale_rows_pow2_thumb
+            } else {
+                rescale_rows_thumb
+            };
             // SAFETY: `out` has `rows` words, `scales` 8·rows bytes from a 4-byte aligned start
             // (checked by `matvec_i8`); the routine reads and writes exactly those.
             let left = unsafe {
-                rescale_rows_thumb(
+                routine(
                     out.as_mut_ptr(),
                     scales.as_ptr(),
                     rows,
@@ -949,6 +1027,15 @@ extern "C" {
     /// `shift + x_shift_minus_32 + 1` lies in 1..=62; the other rows are left as sums and
     /// counted in the result. Needs `x_mant < 2³¹` and `|x_shift| < 2²⁴` ([`RowRescale::word_path`]).
     fn rescale_rows_thumb(
+        out: *mut i32,
+        scales: *const u8,
+        rows: usize,
+        x_mant: u32,
+        x_shift_minus_32: i32,
+    ) -> usize;
+    /// [`rescale_rows_thumb`] for `x_mant` = 2³⁰ only (a power-of-two step: [`act_step`]),
+    /// whose product with a row's mantissa is a shift.
+    fn rescale_rows_pow2_thumb(
         out: *mut i32,
         scales: *const u8,
         rows: usize,
@@ -1549,19 +1636,26 @@ macro_rules! RESCALE_SECTION {
         ".section .text.rescale_rows_thumb,\"ax\",%progbits"
     };
 }
+/// Where [`rescale_rows_pow2_thumb`] lives (as [`RESCALE_SECTION`]).
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! RESCALE_POW2_SECTION {
+    () => {
+        ".section .data.ramfunc.rescale_rows_pow2_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! RESCALE_POW2_SECTION {
+    () => {
+        ".section .text.rescale_rows_pow2_thumb,\"ax\",%progbits"
+    };
+}
 
-/// One row of [`rescale_rows_thumb`] at r0 (scale at r1; both advance): the sum times 2m, with
-/// m = ((mant & 0x7FFF_FFFF) · x_mant) >> 31 < 2³¹, as the signed 64-bit (r6:r2), so the high
-/// word is floor(sum · m / 2³¹); for the usual shifts (s − 32 = shift + x_shift − 63 in 0..=30)
-/// round_shift is ((high >> (s − 32)) + 1) >> 1 (no saturation: |sum · m| < 2⁶²), else the
-/// out-of-line `$slow` hands back to `$back` with the result in r6. 50 cycles on the straight path.
+/// [`RESCALE_ROW`]'s 2m for any input step: (((mant & 0x7FFFFFFF) · x_mant) >> 31) << 1 into
+/// r7, from four MULS with x_mant's halves in r8 / r9 (20 cycles).
 #[cfg(target_arch = "arm")]
-macro_rules! RESCALE_ROW {
-    ($slow:literal, $back:literal) => {
+macro_rules! RESCALE_M2_PRODUCT {
+    () => {
         concat!(
-            "ldm r1!, {{r4, r5}}\n",
-            "add r5, r10\n", // s − 32, wrapping (|x_shift| < 2^24: a wrapped sum is far off)
-            // 2m = (((mant & 0x7FFFFFFF) · x_mant) >> 31) << 1 into r7
             "lsls r6, r4, #1\n",
             "lsrs r6, r6, #17\n",
             "uxth r4, r4\n",
@@ -1581,6 +1675,36 @@ macro_rules! RESCALE_ROW {
             "lsls r7, r7, #1\n",
             "orrs r7, r4\n",
             "lsls r7, r7, #1\n",
+        )
+    };
+}
+
+/// [`RESCALE_ROW`]'s 2m for a power-of-two input step (x_mant = 2³⁰, [`act_step`]): m =
+/// ((mant & 0x7FFFFFFF) · 2³⁰) >> 31 = (mant & 0x7FFFFFFF) >> 1 exactly, so 2m is mant with
+/// its top and bottom bits cleared (3 cycles).
+#[cfg(target_arch = "arm")]
+macro_rules! RESCALE_M2_POW2 {
+    () => {
+        concat!(
+            "lsls r7, r4, #1\n",
+            "lsrs r7, r7, #2\n",
+            "lsls r7, r7, #1\n",
+        )
+    };
+}
+
+/// One row of [`rescale_rows_thumb`] at r0 (scale at r1; both advance): the sum times 2m, with
+/// m = ((mant & 0x7FFF_FFFF) · x_mant) >> 31 < 2³¹, as the signed 64-bit (r6:r2), so the high
+/// word is floor(sum · m / 2³¹); for the usual shifts (s − 32 = shift + x_shift − 63 in 0..=30)
+/// round_shift is ((high >> (s − 32)) + 1) >> 1 (no saturation: |sum · m| < 2⁶²), else the
+/// out-of-line `$slow` hands back to `$back` with the result in r6. 50 cycles on the straight path.
+#[cfg(target_arch = "arm")]
+macro_rules! RESCALE_ROW {
+    ($m2:expr, $slow:literal, $back:literal) => {
+        concat!(
+            "ldm r1!, {{r4, r5}}\n",
+            "add r5, r10\n", // s − 32, wrapping (|x_shift| < 2^24: a wrapped sum is far off)
+            $m2,
             // (r6:r2) = sum · 2m, signed (each partial product fits its word)
             "ldr r2, [r0]\n",
             "asrs r3, r2, #16\n",
@@ -1622,98 +1746,115 @@ macro_rules! RESCALE_ROW {
 // product back to sum · m, add 2^(s−1) over both words, saturate unless high >> (s−1) is 0 or
 // −1, and join high << (32−s) | low >> s; outside 1..=62 the sum stays (r6 reloaded), counted.
 #[cfg(target_arch = "arm")]
-core::arch::global_asm!(
+macro_rules! RESCALE_FUNCTION {
+    ($name:literal, $section:expr, $m2:expr) => {
+        core::arch::global_asm!(
+            $section,
+            concat!(".global ", $name),
+            concat!(".type ", $name, ",%function"),
+            ".thumb_func",
+            ".p2align 2",
+            concat!($name, ":"),
+            "push {{r4-r7, lr}}",
+            "mov r4, r8",
+            "mov r5, r9",
+            "mov r6, r10",
+            "mov r7, r11",
+            "push {{r4-r7}}",
+            "ldr r4, [sp, #36]", // the fifth argument (x_shift − 32), above the nine saved registers
+            "subs r4, #31",
+            "mov r10, r4",
+            "uxth r4, r3",
+            "mov r8, r4",
+            "lsrs r4, r3, #16",
+            "mov r9, r4",
+            "movs r4, #0",
+            "mov r12, r4",
+            "lsls r3, r2, #2",
+            "adds r3, r0",
+            "mov r11, r3",
+            "cmp r0, r11",
+            "bne 1f",
+            "b 6f",
+            "1:",
+            "lsrs r2, r2, #1",
+            "bcs 2f", // an odd count: the first row is a second one
+            "1:",
+            RESCALE_ROW!($m2, "40", "41"),
+            "2:",
+            RESCALE_ROW!($m2, "42", "43"),
+            "cmp r0, r11",
+            "blo 1b",
+            "6:",
+            "mov r0, r12",
+            "pop {{r4-r7}}",
+            "mov r8, r4",
+            "mov r9, r5",
+            "mov r10, r6",
+            "mov r11, r7",
+            "pop {{r4-r7, pc}}",
+            "40:",
+            "bl 50f",
+            "b 41b",
+            "42:",
+            "bl 50f",
+            "b 43b",
+            // r5 = s − 32 (wrapping), (r6:r2) = sum · 2m; the result into r6, back by lr
+            "50:",
+            "adds r5, #31", // t = s − 1
+            "cmp r5, #30",
+            "bhi 52f",
+            "lsls r7, r6, #31", // (r6:r2) >>= 1 (arithmetic): sum · m
+            "lsrs r2, r2, #1",
+            "orrs r2, r7",
+            "asrs r6, r6, #1",
+            "movs r4, #1",
+            "lsls r4, r5",
+            "movs r7, #0",
+            "adds r2, r4",
+            "adcs r6, r7",
+            "mov r4, r6",
+            "asrs r4, r5",
+            "adds r4, #1",
+            "cmp r4, #1",
+            "bhi 51f",
+            "movs r4, #31",
+            "subs r4, r4, r5",
+            "lsls r6, r4",
+            "adds r5, #1",
+            "lsrs r2, r5",
+            "orrs r6, r2",
+            "bx lr",
+            // saturated: i32::MAX, or i32::MIN for a negative high word
+            "51:",
+            "asrs r6, r6, #31",
+            "movs r4, #1",
+            "lsls r4, r4, #31",
+            "mvns r4, r4",
+            "eors r6, r4",
+            "bx lr",
+            // a row for the general path: the sum stays
+            "52:",
+            "ldr r6, [r0]",
+            "movs r4, #1",
+            "add r12, r4",
+            "bx lr",
+            concat!(".size ", $name, ", . - ", $name),
+        );
+    };
+}
+
+#[cfg(target_arch = "arm")]
+RESCALE_FUNCTION!(
+    "rescale_rows_thumb",
     RESCALE_SECTION!(),
-    ".global rescale_rows_thumb",
-    ".type rescale_rows_thumb,%function",
-    ".thumb_func",
-    ".p2align 2",
-    "rescale_rows_thumb:",
-    "push {{r4-r7, lr}}",
-    "mov r4, r8",
-    "mov r5, r9",
-    "mov r6, r10",
-    "mov r7, r11",
-    "push {{r4-r7}}",
-    "ldr r4, [sp, #36]", // the fifth argument (x_shift − 32), above the nine saved registers
-    "subs r4, #31",
-    "mov r10, r4",
-    "uxth r4, r3",
-    "mov r8, r4",
-    "lsrs r4, r3, #16",
-    "mov r9, r4",
-    "movs r4, #0",
-    "mov r12, r4",
-    "lsls r3, r2, #2",
-    "adds r3, r0",
-    "mov r11, r3",
-    "cmp r0, r11",
-    "bne 1f",
-    "b 6f",
-    "1:",
-    "lsrs r2, r2, #1",
-    "bcs 2f", // an odd count: the first row is a second one
-    "1:",
-    RESCALE_ROW!("40", "41"),
-    "2:",
-    RESCALE_ROW!("42", "43"),
-    "cmp r0, r11",
-    "blo 1b",
-    "6:",
-    "mov r0, r12",
-    "pop {{r4-r7}}",
-    "mov r8, r4",
-    "mov r9, r5",
-    "mov r10, r6",
-    "mov r11, r7",
-    "pop {{r4-r7, pc}}",
-    "40:",
-    "bl 50f",
-    "b 41b",
-    "42:",
-    "bl 50f",
-    "b 43b",
-    // r5 = s − 32 (wrapping), (r6:r2) = sum · 2m; the result into r6, back by lr
-    "50:",
-    "adds r5, #31", // t = s − 1
-    "cmp r5, #30",
-    "bhi 52f",
-    "lsls r7, r6, #31", // (r6:r2) >>= 1 (arithmetic): sum · m
-    "lsrs r2, r2, #1",
-    "orrs r2, r7",
-    "asrs r6, r6, #1",
-    "movs r4, #1",
-    "lsls r4, r5",
-    "movs r7, #0",
-    "adds r2, r4",
-    "adcs r6, r7",
-    "mov r4, r6",
-    "asrs r4, r5",
-    "adds r4, #1",
-    "cmp r4, #1",
-    "bhi 51f",
-    "movs r4, #31",
-    "subs r4, r4, r5",
-    "lsls r6, r4",
-    "adds r5, #1",
-    "lsrs r2, r5",
-    "orrs r6, r2",
-    "bx lr",
-    // saturated: i32::MAX, or i32::MIN for a negative high word
-    "51:",
-    "asrs r6, r6, #31",
-    "movs r4, #1",
-    "lsls r4, r4, #31",
-    "mvns r4, r4",
-    "eors r6, r4",
-    "bx lr",
-    // a row for the general path: the sum stays
-    "52:",
-    "ldr r6, [r0]",
-    "movs r4, #1",
-    "add r12, r4",
-    "bx lr",
-    ".size rescale_rows_thumb, . - rescale_rows_thumb",
+    RESCALE_M2_PRODUCT!()
+);
+#[cfg(target_arch = "arm")]
+RESCALE_FUNCTION!(
+    "rescale_rows_pow2_thumb",
+    RESCALE_POW2_SECTION!(),
+    RESCALE_M2_POW2!()
 );
 
 /// `out[r] = Σ_c W[r,c]·x[c]` for a grouped int4 matrix (scheme 2): `W = q4 · g · s_row` with a
@@ -2919,7 +3060,7 @@ mod tests {
         }
     }
 
-    /// quantize_act's small-vector path: x · 2^(33−s) through the shift-33 rounding equals
+    /// quantize_scaled's small-vector path: x · 2^(33−s) through the shift-33 rounding equals
     /// the reference's rounding at shift s.
     #[test]
     fn small_vectors_quantize_the_same_shifted_up() {
@@ -2953,7 +3094,7 @@ mod tests {
             assert!(up <= 30 && max_abs < 1 << (31 - up));
             seen += 1;
             let mut want = std::vec![0; n];
-            quantize_act_reference(&x, &mut want);
+            quantize_with(&x, ACT_LEVELS, |i, q| want[i] = q);
             let at_33 = Multiplier {
                 mant: inv.mant,
                 shift: 33,
@@ -2965,6 +3106,93 @@ mod tests {
             assert_eq!(got, want, "case {case}");
         }
         assert!(seen > 1000, "{seen}");
+    }
+
+    /// act_shift is the smallest k with max ≤ 2047 · 2^k, for every bit length and its edges.
+    #[test]
+    fn act_shift_is_the_smallest_power_that_holds_the_max() {
+        let holds = |max: u32, k: i32| (max as u64) <= (2047u64 << (k + 11)) >> 11;
+        for bits in 1..=31 {
+            let top = if bits == 31 {
+                i32::MAX as u32
+            } else {
+                (1u32 << bits) - 1
+            };
+            for max in [
+                1u32 << (bits - 1),
+                (1 << (bits - 1)) + 1,
+                top,
+                top - top / 3,
+            ] {
+                let max = max.clamp(1, i32::MAX as u32);
+                let k = act_shift(max);
+                assert!((-10..=21).contains(&k), "{max} {k}");
+                assert!(holds(max, k) && !holds(max, k - 1), "{max} {k}");
+            }
+        }
+        for max in [
+            2046,
+            2047,
+            2048,
+            4094,
+            4095,
+            4096,
+            2047 << 20,
+            (2047 << 20) + 1,
+        ] {
+            let k = act_shift(max);
+            assert!(holds(max, k) && !holds(max, k - 1), "{max} {k}");
+        }
+    }
+
+    /// quantize_act (shifts) equals its reference (a multiplier of 2^−k through apply_i32) on
+    /// random vectors of every magnitude, the extremes and all-zero vectors included; the
+    /// values fill 1024..=2047 at the max.
+    #[test]
+    fn quantize_act_is_its_reference() {
+        let mut r = 0x0DDB_1A5E_5BAD_5EEDu64;
+        for case in 0..6000usize {
+            let n = 1 + case % 37;
+            let bits = 1 + (case / 37) % 32;
+            let mut x: std::vec::Vec<i32> = (0..n)
+                .map(|_| {
+                    r ^= r << 13;
+                    r ^= r >> 7;
+                    r ^= r << 17;
+                    if bits == 32 {
+                        r as i32
+                    } else {
+                        (r as i32) >> (32 - bits)
+                    }
+                })
+                .collect();
+            match case % 11 {
+                0 => x[0] = i32::MIN,
+                1 => x[n - 1] = i32::MAX,
+                2 => x.iter_mut().for_each(|v| *v = 0),
+                _ => {}
+            }
+            let (mut got, mut want) = (std::vec![7; n], std::vec![-7; n]);
+            let max = quantize_act(&x, &mut got);
+            assert_eq!(max, quantize_act_reference(&x, &mut want), "case {case}");
+            assert_eq!(got, want, "case {case}: {x:?}");
+            let peak = got.iter().map(|v| v.unsigned_abs()).max().unwrap();
+            if max != 0 {
+                assert!((1023..=2047).contains(&peak), "case {case}: {peak}");
+            } else {
+                assert_eq!(peak, 0);
+            }
+            // The step reconstructs the vector to within half a step.
+            let step = act_step(max);
+            for (&v, &q) in x.iter().zip(&got) {
+                let back = step.apply(q as i64) as i64;
+                let half = (1i64 << (30 - step.shift).max(0)) / 2 + 1;
+                assert!(
+                    (back - v as i64).abs() <= half,
+                    "case {case}: {v} {q} {step:?}"
+                );
+            }
+        }
     }
 
     /// The embedding row's dequantisation: apply_i32 of w·2¹⁶ is apply's result.
