@@ -30,7 +30,7 @@ use crate::format::{Config, FfnKind, LayerWeights, Matrix, Model, Quant, WeightL
 use crate::kernels::EXP2_Q30;
 use crate::kernels::{
     act_step, div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, matvec_i8_x4, mul_wide_i32,
-    mul_wide_u32, quantize_act, quantize_kv, rmsnorm, silu_gate_in_place, silu_in_place, step_q16,
+    mul_wide_u32, quantize_act, quantize_kv, rmsnorm, silu_gate_in_place, silu_in_place,
     Multiplier, KV_LEVELS, QUAD_ROWS,
 };
 use crate::sampler::Sampler;
@@ -962,11 +962,11 @@ fn forward<C: Cores + ?Sized>(
         let cache_range = slot * kv_dim..(slot + 1) * kv_dim;
         if let Some(kc) = s.key_cache.get_mut(cache_range.clone()) {
             let max = quantize_kv(s.k, kc);
-            put_step(s.key_steps, slot, step_q16(max, KV_LEVELS));
+            put_step(s.key_steps, slot, act_step(max));
         }
         if let Some(vc) = s.value_cache.get_mut(cache_range) {
             let max = quantize_kv(s.v, vc);
-            put_step(s.value_steps, slot, step_q16(max, KV_LEVELS).shifted(8));
+            put_step(s.value_steps, slot, act_step(max).shifted(8));
         }
         let layer_keys = s.key_cache.get(l * ctx * kv_dim..).unwrap_or(&[]);
         let layer_values = s.value_cache.get(l * ctx * kv_dim..).unwrap_or(&[]);
@@ -1607,11 +1607,19 @@ fn scale_scores_thumb(att: &mut [i32], key_steps: &[i32], q_scale: Multiplier) -
     let mut q = [q_scale.mant, q_scale.shift as u32, i32::MIN as u32];
     let mut done = 0;
     for _ in 0..4 {
+        // Power-of-two key steps (the engine's: act_step) take the routine whose multiplier is
+        // formed once; it stops at a position whose step is not one, as the other does at a
+        // shift it does not take.
+        let routine = if key_steps.get(STEP_WORDS * done) == Some(&(1 << 30)) {
+            scores_pow2_thumb
+        } else {
+            scores_thumb
+        };
         // SAFETY: att[done..n] and key_steps[2·done..2·n] are in bounds (n ≤ both lengths);
         // the routine reads 2 words of steps and reads/writes one word of att per position,
         // for at most n − done positions, reads the 3 words of `q` and writes its third.
         done += unsafe {
-            scores_thumb(
+            routine(
                 att.as_mut_ptr().add(done),
                 n - done,
                 key_steps.as_ptr().add(STEP_WORDS * done),
@@ -1637,6 +1645,10 @@ extern "C" {
     /// 1..=62 (always, for steps from `step_q16`); returns how many positions it did. `q[2]`
     /// is a running max (as `i32`): raised to each score stored.
     fn scores_thumb(att: *mut i32, n: usize, steps: *const i32, q: *mut u32) -> usize;
+    /// [`scores_thumb`] while each step's mantissa is 2³⁰ (a power-of-two step): the
+    /// product's mantissa is then `q.mant >> 1` at every position, formed once. Returns how
+    /// many positions it did (it stops at a step of another mantissa, or as `scores_thumb`).
+    fn scores_pow2_thumb(att: *mut i32, n: usize, steps: *const i32, q: *mut u32) -> usize;
 }
 
 /// Where [`scores_thumb`] lives: SRAM on the RP2040, flash elsewhere.
@@ -1652,6 +1664,19 @@ macro_rules! SCORES_SECTION {
         ".section .text.scores_thumb,\"ax\",%progbits"
     };
 }
+/// Where [`scores_pow2_thumb`] lives (as [`SCORES_SECTION`]).
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! SCORES_POW2_SECTION {
+    () => {
+        ".section .data.ramfunc.scores_pow2_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! SCORES_POW2_SECTION {
+    () => {
+        ".section .text.scores_pow2_thumb,\"ax\",%progbits"
+    };
+}
 
 // Multiplier::times then Multiplier::apply_i32 (round_shift for shifts 1..=62), bit for bit:
 // m = (q.mant · k.mant) >> 31 from four 16×16 MULS; then v · m from four more. The usual shift
@@ -1663,227 +1688,310 @@ macro_rules! SCORES_SECTION {
 // Each score stored raises the running max (r11; q[2] at entry and at the end).
 // r0 att (advancing), r1–r7 scratch, r8 / r9 the low / high half of q.mant, r10 q.shift − 64,
 // r11 the max, r12 steps (advancing), lr the end of att; [sp] att at entry, [sp, #4] q.
+/// [`SCORES_FUNCTION`]'s setup of r8 / r9 for any key step: q.mant's low / high half.
 #[cfg(target_arch = "arm")]
-core::arch::global_asm!(
+macro_rules! SCORES_SETUP_PRODUCT {
+    () => {
+        concat!(
+            "uxth r6, r4\n",
+            "mov r8, r6\n",
+            "lsrs r4, r4, #16\n",
+            "mov r9, r4\n",
+        )
+    };
+}
+
+/// [`SCORES_FUNCTION`]'s fast-path m = (q.mant · k.mant) >> 31 into r7 (four MULS; r2 k.mant).
+#[cfg(target_arch = "arm")]
+macro_rules! SCORES_M_PRODUCT {
+    () => {
+        concat!(
+            "uxth r4, r2\n",
+            "lsrs r2, r2, #16\n",
+            "mov r5, r8\n",
+            "mov r6, r5\n",
+            "muls r6, r4, r6\n", // lo·lo
+            "muls r5, r2, r5\n", // q lo · k hi
+            "mov r7, r9\n",
+            "muls r4, r7, r4\n", // q hi · k lo
+            "muls r7, r2, r7\n", // hi·hi
+            "adds r5, r5, r4\n", // mid < 2^32 (both halves < 2^31)
+            "lsls r4, r5, #16\n",
+            "lsrs r5, r5, #16\n",
+            "adds r6, r6, r4\n",
+            "adcs r7, r5\n",
+            "lsrs r6, r6, #31\n",
+            "lsls r7, r7, #1\n",
+            "orrs r7, r6\n", // r7 = m < 2^31
+        )
+    };
+}
+
+/// [`SCORES_FUNCTION`]'s general-path m into r1, as [`SCORES_M_PRODUCT`].
+#[cfg(target_arch = "arm")]
+macro_rules! SCORES_M_GENERAL_PRODUCT {
+    () => {
+        concat!(
+            "uxth r4, r2\n",
+            "lsrs r2, r2, #16\n",
+            "mov r5, r8\n",
+            "muls r5, r4, r5\n", // lo·lo
+            "mov r6, r8\n",
+            "muls r6, r2, r6\n", // q lo · k hi
+            "mov r7, r9\n",
+            "muls r7, r4, r7\n", // q hi · k lo
+            "mov r1, r9\n",
+            "muls r1, r2, r1\n", // hi·hi
+            "adds r6, r6, r7\n", // mid < 2^32 (both halves < 2^31)
+            "lsls r7, r6, #16\n",
+            "lsrs r6, r6, #16\n",
+            "adds r5, r5, r7\n",
+            "adcs r1, r6\n",
+            "lsls r1, r1, #1\n",
+            "lsrs r5, r5, #31\n",
+            "orrs r1, r5\n", // r1 = m
+        )
+    };
+}
+
+/// Power-of-two key steps ([`crate::kernels::act_step`]: k.mant = 2³⁰): m = (q.mant · 2³⁰) >> 31
+/// = q.mant >> 1 exactly, the same for every position, formed once into r8 (r9 = 2³⁰ to check
+/// each step against; a position whose step is not a power of two ends the routine there).
+#[cfg(target_arch = "arm")]
+macro_rules! SCORES_SETUP_POW2 {
+    () => {
+        concat!(
+            "lsrs r6, r4, #1\n",
+            "mov r8, r6\n",
+            "movs r4, #1\n",
+            "lsls r4, r4, #30\n",
+            "mov r9, r4\n",
+        )
+    };
+}
+/// [`SCORES_SETUP_POW2`]'s fast-path m (3 cycles instead of 20).
+#[cfg(target_arch = "arm")]
+macro_rules! SCORES_M_POW2 {
+    () => {
+        concat!("cmp r2, r9\n", "bne 19f\n", "mov r7, r8\n",)
+    };
+}
+/// [`SCORES_SETUP_POW2`]'s general-path m.
+#[cfg(target_arch = "arm")]
+macro_rules! SCORES_M_GENERAL_POW2 {
+    () => {
+        concat!("cmp r2, r9\n", "bne 9f\n", "mov r1, r8\n",)
+    };
+}
+
+#[cfg(target_arch = "arm")]
+macro_rules! SCORES_FUNCTION {
+    ($name:literal, $section:expr, $setup:expr, $m:expr, $general_m:expr) => {
+        core::arch::global_asm!(
+            $section,
+            concat!(".global ", $name),
+            concat!(".type ", $name, ",%function"),
+            ".thumb_func",
+            ".p2align 2",
+            concat!($name, ":"),
+            "push {{r4-r7, lr}}",
+            "mov r4, r8",
+            "mov r5, r9",
+            "mov r6, r10",
+            "mov r7, r11",
+            "push {{r4-r7}}",
+            "push {{r0, r3}}",
+            "ldr r4, [r3, #8]",
+            "mov r11, r4",
+            "lsls r1, r1, #2",
+            "adds r1, r0, r1",
+            "mov lr, r1",
+            "mov r12, r2",
+            "ldr r4, [r3]",
+            "ldr r5, [r3, #4]",
+            "subs r5, #64",
+            "mov r10, r5", // q.shift − 31 − 33
+            $setup,
+            "cmp r0, lr",
+            "bne 1f",
+            "b 9f", // no positions (beyond a conditional branch's reach)
+            "1:",
+            "mov r1, r12",
+            "ldm r1!, {{r2, r3}}", // r2 = k.mant, r3 = k.shift
+            // s − 33 with s = q.shift + k.shift − 31, wrapping: with |q.shift| < 2^20 a wrapped sum is
+            // far outside 33..=62, so the fast path below only takes shifts the saturating sum gives too.
+            "add r3, r10",
+            "cmp r3, #29",
+            "bhi 20f",
+            "mov r12, r1",
+            // The fast path, s in 33..=62: m as below, then the signed v · m from v's signed high and
+            // unsigned low half (four MULS, two carries), whose high word (h + 2^(s-33)) >> (s-32) is
+            // round_shift's result (no saturation at these shifts).
+            $m,
+            "ldr r2, [r0]",
+            "asrs r1, r2, #16", // v hi, signed
+            "uxth r2, r2",      // v lo
+            "lsrs r5, r7, #16", // m hi
+            "uxth r7, r7",      // m lo
+            "mov r4, r2",
+            "muls r4, r7, r4", // v lo · m lo
+            "muls r2, r5, r2", // v lo · m hi (< 2^31)
+            "muls r7, r1, r7", // v hi · m lo (signed, |.| < 2^31)
+            "muls r1, r5, r1", // v hi · m hi (signed)
+            "lsls r5, r7, #16",
+            "asrs r7, r7, #16",
+            "adds r4, r4, r5",
+            "adcs r1, r7",
+            "lsls r5, r2, #16",
+            "lsrs r2, r2, #16",
+            "adds r4, r4, r5",
+            "adcs r1, r2", // r1 = floor(v · m / 2^32)
+            "asrs r1, r3",
+            "adds r1, #1",
+            "asrs r1, r1, #1",
+            "cmp r1, r11",
+            "ble 21f",
+            "mov r11, r1",
+            "21:",
+            "stm r0!, {{r1}}",
+            "cmp r0, lr",
+            "bne 1b",
+            "b 9f",
+            "19:", // (the power-of-two form's exit from the fast path, beyond a conditional reach)
+            "b 9f",
+            // The general path, s in 1..=62 (r1 the next step, r2 k.mant, r3 s − 33).
+            "20:",
+            "adds r3, #33",
+            "mov r4, r10",
+            "adds r4, #33",
+            "subs r4, r3, r4", // k.shift again
+            // k.shift must be in 0..2^30 (so q.shift + k.shift cannot wrap), s = that − 31 in 1..=62.
+            "lsrs r4, r4, #30",
+            "bne 9f",
+            "subs r4, r3, #1",
+            "cmp r4, #61",
+            "bhi 9f",
+            "mov r12, r1",
+            // m = (q.mant · k.mant) >> 31
+            $general_m,
+            // |v| · m
+            "ldr r2, [r0]",
+            "asrs r7, r2, #31", // 0, or -1 when v < 0
+            "eors r2, r7",
+            "subs r2, r2, r7", // |v| (2^31 for i32::MIN)
+            "uxth r4, r2",
+            "lsrs r2, r2, #16",
+            "uxth r5, r1",
+            "lsrs r1, r1, #16",
+            "mov r6, r4",
+            "muls r6, r1, r6", // v lo · m hi
+            "muls r4, r5, r4", // lo·lo
+            "muls r5, r2, r5", // v hi · m lo
+            "muls r1, r2, r1", // hi·hi
+            "adds r6, r6, r5", // mid < 2^32
+            "lsls r5, r6, #16",
+            "lsrs r6, r6, #16",
+            "adds r4, r4, r5", // low word
+            "adcs r1, r6",     // high word
+            // + 2^(s-1) - [v < 0], a 64-bit add (r5:r2 = 2^(s-1), then the sign word twice)
+            "cmp r3, #32",
+            "bgt 2f",
+            "movs r2, #1",
+            "subs r5, r3, #1",
+            "lsls r2, r5",
+            "movs r5, #0",
+            "b 8f",
+            "2:",
+            "movs r5, #1",
+            "mov r2, r3",
+            "subs r2, #33",
+            "lsls r5, r2",
+            "movs r2, #0",
+            "8:",
+            "adds r4, r4, r2",
+            "adcs r1, r5",
+            "adds r4, r4, r7",
+            "adcs r1, r7",
+            "cmp r3, #32",
+            "bge 10f",
+            // s ≤ 31: ≥ 2^32 after the shift saturates; R = rounded >> s across the two words
+            "mov r2, r1",
+            "lsrs r2, r3",
+            "bne 5f",
+            "movs r2, #32",
+            "subs r2, r2, r3",
+            "lsls r1, r2",
+            "lsrs r4, r3",
+            "orrs r1, r4",
+            "b 11f",
+            "10:",
+            // s ≥ 32: R = the high word >> (s - 32) (< 2^30: no saturation)
+            "mov r2, r3",
+            "subs r2, #32",
+            "lsrs r1, r2",
+            "11:",
+            "cmp r7, #0",
+            "bne 3f",
+            "cmp r1, #0",
+            "blt 6f", // R ≥ 2^31: i32::MAX
+            "b 4f",
+            "3:",
+            "rsbs r1, r1, #0",
+            "cmp r1, #0",
+            "bgt 7f", // R > 2^31: i32::MIN
+            "4:",
+            "cmp r1, r11",
+            "ble 22f",
+            "mov r11, r1",
+            "22:",
+            "stm r0!, {{r1}}",
+            "cmp r0, lr",
+            "beq 9f",
+            "b 1b", // beyond a conditional branch's reach
+            "5:",
+            "cmp r7, #0",
+            "bne 7f",
+            "6:",
+            "movs r1, #0",
+            "mvns r1, r1",
+            "lsrs r1, r1, #1",
+            "b 4b",
+            "7:",
+            "movs r1, #1",
+            "lsls r1, r1, #31",
+            "b 4b",
+            "9:",
+            "pop {{r1, r2}}",
+            "mov r3, r11",
+            "str r3, [r2, #8]",
+            "subs r0, r0, r1",
+            "lsrs r0, r0, #2", // positions done
+            "pop {{r4-r7}}",
+            "mov r8, r4",
+            "mov r9, r5",
+            "mov r10, r6",
+            "mov r11, r7",
+            "pop {{r4-r7, pc}}",
+            concat!(".size ", $name, ", . - ", $name),
+        );
+    };
+}
+
+#[cfg(target_arch = "arm")]
+SCORES_FUNCTION!(
+    "scores_thumb",
     SCORES_SECTION!(),
-    ".global scores_thumb",
-    ".type scores_thumb,%function",
-    ".thumb_func",
-    ".p2align 2",
-    "scores_thumb:",
-    "push {{r4-r7, lr}}",
-    "mov r4, r8",
-    "mov r5, r9",
-    "mov r6, r10",
-    "mov r7, r11",
-    "push {{r4-r7}}",
-    "push {{r0, r3}}",
-    "ldr r4, [r3, #8]",
-    "mov r11, r4",
-    "lsls r1, r1, #2",
-    "adds r1, r0, r1",
-    "mov lr, r1",
-    "mov r12, r2",
-    "ldr r4, [r3]",
-    "ldr r5, [r3, #4]",
-    "subs r5, #64",
-    "mov r10, r5", // q.shift − 31 − 33
-    "uxth r6, r4",
-    "mov r8, r6",
-    "lsrs r4, r4, #16",
-    "mov r9, r4",
-    "cmp r0, lr",
-    "bne 1f",
-    "b 9f", // no positions (beyond a conditional branch's reach)
-    "1:",
-    "mov r1, r12",
-    "ldm r1!, {{r2, r3}}", // r2 = k.mant, r3 = k.shift
-    // s − 33 with s = q.shift + k.shift − 31, wrapping: with |q.shift| < 2^20 a wrapped sum is
-    // far outside 33..=62, so the fast path below only takes shifts the saturating sum gives too.
-    "add r3, r10",
-    "cmp r3, #29",
-    "bhi 20f",
-    "mov r12, r1",
-    // The fast path, s in 33..=62: m as below, then the signed v · m from v's signed high and
-    // unsigned low half (four MULS, two carries), whose high word (h + 2^(s-33)) >> (s-32) is
-    // round_shift's result (no saturation at these shifts).
-    "uxth r4, r2",
-    "lsrs r2, r2, #16",
-    "mov r5, r8",
-    "mov r6, r5",
-    "muls r6, r4, r6", // lo·lo
-    "muls r5, r2, r5", // q lo · k hi
-    "mov r7, r9",
-    "muls r4, r7, r4", // q hi · k lo
-    "muls r7, r2, r7", // hi·hi
-    "adds r5, r5, r4", // mid < 2^32 (both halves < 2^31)
-    "lsls r4, r5, #16",
-    "lsrs r5, r5, #16",
-    "adds r6, r6, r4",
-    "adcs r7, r5",
-    "lsrs r6, r6, #31",
-    "lsls r7, r7, #1",
-    "orrs r7, r6", // r7 = m < 2^31
-    "ldr r2, [r0]",
-    "asrs r1, r2, #16", // v hi, signed
-    "uxth r2, r2",      // v lo
-    "lsrs r5, r7, #16", // m hi
-    "uxth r7, r7",      // m lo
-    "mov r4, r2",
-    "muls r4, r7, r4", // v lo · m lo
-    "muls r2, r5, r2", // v lo · m hi (< 2^31)
-    "muls r7, r1, r7", // v hi · m lo (signed, |.| < 2^31)
-    "muls r1, r5, r1", // v hi · m hi (signed)
-    "lsls r5, r7, #16",
-    "asrs r7, r7, #16",
-    "adds r4, r4, r5",
-    "adcs r1, r7",
-    "lsls r5, r2, #16",
-    "lsrs r2, r2, #16",
-    "adds r4, r4, r5",
-    "adcs r1, r2", // r1 = floor(v · m / 2^32)
-    "asrs r1, r3",
-    "adds r1, #1",
-    "asrs r1, r1, #1",
-    "cmp r1, r11",
-    "ble 21f",
-    "mov r11, r1",
-    "21:",
-    "stm r0!, {{r1}}",
-    "cmp r0, lr",
-    "bne 1b",
-    "b 9f",
-    // The general path, s in 1..=62 (r1 the next step, r2 k.mant, r3 s − 33).
-    "20:",
-    "adds r3, #33",
-    "mov r4, r10",
-    "adds r4, #33",
-    "subs r4, r3, r4", // k.shift again
-    // k.shift must be in 0..2^30 (so q.shift + k.shift cannot wrap), s = that − 31 in 1..=62.
-    "lsrs r4, r4, #30",
-    "bne 9f",
-    "subs r4, r3, #1",
-    "cmp r4, #61",
-    "bhi 9f",
-    "mov r12, r1",
-    // m = (q.mant · k.mant) >> 31
-    "uxth r4, r2",
-    "lsrs r2, r2, #16",
-    "mov r5, r8",
-    "muls r5, r4, r5", // lo·lo
-    "mov r6, r8",
-    "muls r6, r2, r6", // q lo · k hi
-    "mov r7, r9",
-    "muls r7, r4, r7", // q hi · k lo
-    "mov r1, r9",
-    "muls r1, r2, r1", // hi·hi
-    "adds r6, r6, r7", // mid < 2^32 (both halves < 2^31)
-    "lsls r7, r6, #16",
-    "lsrs r6, r6, #16",
-    "adds r5, r5, r7",
-    "adcs r1, r6",
-    "lsls r1, r1, #1",
-    "lsrs r5, r5, #31",
-    "orrs r1, r5", // r1 = m
-    // |v| · m
-    "ldr r2, [r0]",
-    "asrs r7, r2, #31", // 0, or -1 when v < 0
-    "eors r2, r7",
-    "subs r2, r2, r7", // |v| (2^31 for i32::MIN)
-    "uxth r4, r2",
-    "lsrs r2, r2, #16",
-    "uxth r5, r1",
-    "lsrs r1, r1, #16",
-    "mov r6, r4",
-    "muls r6, r1, r6", // v lo · m hi
-    "muls r4, r5, r4", // lo·lo
-    "muls r5, r2, r5", // v hi · m lo
-    "muls r1, r2, r1", // hi·hi
-    "adds r6, r6, r5", // mid < 2^32
-    "lsls r5, r6, #16",
-    "lsrs r6, r6, #16",
-    "adds r4, r4, r5", // low word
-    "adcs r1, r6",     // high word
-    // + 2^(s-1) - [v < 0], a 64-bit add (r5:r2 = 2^(s-1), then the sign word twice)
-    "cmp r3, #32",
-    "bgt 2f",
-    "movs r2, #1",
-    "subs r5, r3, #1",
-    "lsls r2, r5",
-    "movs r5, #0",
-    "b 8f",
-    "2:",
-    "movs r5, #1",
-    "mov r2, r3",
-    "subs r2, #33",
-    "lsls r5, r2",
-    "movs r2, #0",
-    "8:",
-    "adds r4, r4, r2",
-    "adcs r1, r5",
-    "adds r4, r4, r7",
-    "adcs r1, r7",
-    "cmp r3, #32",
-    "bge 10f",
-    // s ≤ 31: ≥ 2^32 after the shift saturates; R = rounded >> s across the two words
-    "mov r2, r1",
-    "lsrs r2, r3",
-    "bne 5f",
-    "movs r2, #32",
-    "subs r2, r2, r3",
-    "lsls r1, r2",
-    "lsrs r4, r3",
-    "orrs r1, r4",
-    "b 11f",
-    "10:",
-    // s ≥ 32: R = the high word >> (s - 32) (< 2^30: no saturation)
-    "mov r2, r3",
-    "subs r2, #32",
-    "lsrs r1, r2",
-    "11:",
-    "cmp r7, #0",
-    "bne 3f",
-    "cmp r1, #0",
-    "blt 6f", // R ≥ 2^31: i32::MAX
-    "b 4f",
-    "3:",
-    "rsbs r1, r1, #0",
-    "cmp r1, #0",
-    "bgt 7f", // R > 2^31: i32::MIN
-    "4:",
-    "cmp r1, r11",
-    "ble 22f",
-    "mov r11, r1",
-    "22:",
-    "stm r0!, {{r1}}",
-    "cmp r0, lr",
-    "beq 9f",
-    "b 1b", // beyond a conditional branch's reach
-    "5:",
-    "cmp r7, #0",
-    "bne 7f",
-    "6:",
-    "movs r1, #0",
-    "mvns r1, r1",
-    "lsrs r1, r1, #1",
-    "b 4b",
-    "7:",
-    "movs r1, #1",
-    "lsls r1, r1, #31",
-    "b 4b",
-    "9:",
-    "pop {{r1, r2}}",
-    "mov r3, r11",
-    "str r3, [r2, #8]",
-    "subs r0, r0, r1",
-    "lsrs r0, r0, #2", // positions done
-    "pop {{r4-r7}}",
-    "mov r8, r4",
-    "mov r9, r5",
-    "mov r10, r6",
-    "mov r11, r7",
-    "pop {{r4-r7, pc}}",
-    ".size scores_thumb, . - scores_thumb",
+    SCORES_SETUP_PRODUCT!(),
+    SCORES_M_PRODUCT!(),
+    SCORES_M_GENERAL_PRODUCT!()
+);
+#[cfg(target_arch = "arm")]
+SCORES_FUNCTION!(
+    "scores_pow2_thumb",
+    SCORES_POW2_SECTION!(),
+    SCORES_SETUP_POW2!(),
+    SCORES_M_POW2!(),
+    SCORES_M_GENERAL_POW2!()
 );
 
 /// [`softmax`] bit for bit for fewer than 2¹⁶ scores: the sum of the `exp`s (each ≤ 2¹⁶) fits
@@ -2999,6 +3107,7 @@ fn weighted_values_wide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::step_q16;
     use std::vec;
     use std::vec::Vec;
 
@@ -3073,9 +3182,9 @@ mod tests {
                 let kq: Vec<i32> = k[at.clone()].iter().map(q16).collect();
                 let vq: Vec<i32> = v[at.clone()].iter().map(q16).collect();
                 let max = quantize_kv(&kq, &mut keys[at.clone()]);
-                put_step(&mut key_steps, t, step_q16(max, KV_LEVELS));
+                put_step(&mut key_steps, t, act_step(max));
                 let max = quantize_kv(&vq, &mut values[at]);
-                put_step(&mut value_steps, t, step_q16(max, KV_LEVELS).shifted(8));
+                put_step(&mut value_steps, t, act_step(max).shifted(8));
             }
             let cache = KvView {
                 keys: &keys,
@@ -3156,12 +3265,14 @@ mod tests {
             for slot in 0..n {
                 let key_max = (rng.next() >> (rng.next() % 20)) as i32 & i32::MAX;
                 let value = (rng.next() as i32 & i32::MAX) % value_max;
-                put_step(&mut key_steps, slot, step_q16(key_max, KV_LEVELS));
-                put_step(
-                    &mut value_steps,
-                    slot,
-                    step_q16(value, KV_LEVELS).shifted(8),
-                );
+                // The engine's power-of-two steps in half the rounds, any multiplier in the rest.
+                let step: fn(i32) -> Multiplier = if round % 2 == 0 {
+                    act_step
+                } else {
+                    |m| step_q16(m, KV_LEVELS)
+                };
+                put_step(&mut key_steps, slot, step(key_max));
+                put_step(&mut value_steps, slot, step(value).shifted(8));
             }
             let q_range = [0, 1 << 10, 4 << 16, 1 << 30][(round / 3) % 4];
             let q: Vec<i32> = (0..n_heads * hs).map(|_| rng.signed(q_range)).collect();

@@ -16,7 +16,7 @@ use crate::kernels::{
     matvec_i4, matvec_i8, matvec_i8_reference, matvec_i8_x4, max_abs_of, max_abs_reference,
     quad_rows, quantize_act, quantize_act_reference, quantize_kv, quantize_kv_reference, rmsnorm,
     rmsnorm_reference, silu_gate_in_place, silu_gate_reference, silu_in_place, silu_q16, step_q16,
-    sum_squares, sum_squares_reference, Multiplier, ACT_LEVELS, KV_WIDE, ONE_Q16,
+    sum_squares, sum_squares_reference, Multiplier, ACT_LEVELS, ONE_Q16,
 };
 use crate::sampler::{
     key_weights, key_weights_reference, near_keys, near_keys_reference, temperature_weights,
@@ -194,8 +194,14 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         for slot in 0..n {
             let key_max = (rng.next() >> (rng.next() % 24)) as i32 & i32::MAX;
             let value_max = (rng.next() >> (8 + rng.next() % 20)) as i32;
-            put_step(key_steps, slot, step_q16(key_max, 2047));
-            put_step(value_steps, slot, step_q16(value_max, 2047).shifted(8));
+            // The engine's power-of-two steps (act_step) mostly, any multiplier at times.
+            if round % 4 == 3 {
+                put_step(key_steps, slot, step_q16(key_max, 2047));
+                put_step(value_steps, slot, step_q16(value_max, 2047).shifted(8));
+            } else {
+                put_step(key_steps, slot, act_step(key_max));
+                put_step(value_steps, slot, act_step(value_max).shifted(8));
+            }
         }
         let q_range = [1 << 10, 4 << 16, 1 << 29][round % 3];
         for v in q[..n_heads * hs].iter_mut() {
@@ -593,10 +599,10 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases,
         mismatches,
     });
-    // quantize_kv (through quantize_act's routine on the device) against its plain form.
+    // quantize_kv (shifts into i16) against its plain form, vectors of up to 64 elements.
     let (mut cases, mut mismatches) = (0u32, 0u32);
     for round in 0..100usize {
-        let n = 1 + round % KV_WIDE;
+        let n = 1 + round % 64;
         let range = [1 << 12, 1 << 16, 1 << 20, i32::MAX >> 1][round % 4];
         for (i, v) in q[..n].iter_mut().enumerate() {
             *v = match (round + i) % 13 {
@@ -605,7 +611,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
                 _ => rng.signed(range),
             };
         }
-        let (mut got, mut want_kv) = ([0i16; KV_WIDE], [0i16; KV_WIDE]);
+        let (mut got, mut want_kv) = ([0i16; 64], [0i16; 64]);
         let max = quantize_kv(&q[..n], &mut got[..n]);
         let want_max = quantize_kv_reference(&q[..n], &mut want_kv[..n]);
         cases += n as u32 + 1;
@@ -909,8 +915,8 @@ pub fn run(
         let steps = take(&mut free, 2 * 64 * STEP_WORDS);
         for slot in 0..64 {
             let max = (rng.next() >> 12) as i32 + ONE_Q16;
-            put_step(steps, slot, step_q16(max, 2047));
-            put_step(steps, 64 + slot, step_q16(max, 2047).shifted(8));
+            put_step(steps, slot, act_step(max));
+            put_step(steps, 64 + slot, act_step(max).shifted(8));
         }
         let (key_steps, value_steps) = steps.split_at(64 * STEP_WORDS);
         let q = take(&mut free, 64);

@@ -389,39 +389,6 @@ pub fn step_q16(max_abs_q16: i32, levels: i32) -> Multiplier {
     Multiplier::from_fixed(max_abs_q16.unsigned_abs() as u64, 0).times(reciprocal)
 }
 
-/// Quantises a Q16.16 vector to integers in `±levels` (`round(x · levels / max|x|)`) through
-/// `store(index, q)`, returning `max|x|` (the step is [`step_q16`] of it). One divide per vector,
-/// one 32×32→64 multiply per element.
-#[cfg_attr(
-    all(target_arch = "arm", feature = "rp2040"),
-    link_section = ".data.ramfunc"
-)]
-fn quantize_with(x_q16: &[i32], levels: i32, mut store: impl FnMut(usize, i32)) -> i32 {
-    let max_abs = x_q16
-        .iter()
-        .map(|v| v.unsigned_abs())
-        .max()
-        .unwrap_or(0)
-        .min(i32::MAX as u32);
-    if max_abs == 0 {
-        (0..x_q16.len()).for_each(|i| store(i, 0));
-        return 0;
-    }
-    // levels / max_abs with a 31-bit mantissa.
-    let inv = Multiplier::reciprocal(max_abs, 62).times(Multiplier::from_fixed(levels as u64, 0));
-    for (i, &v) in x_q16.iter().enumerate() {
-        store(i, inv.apply_i32(v).clamp(-levels, levels));
-    }
-    max_abs as i32
-}
-
-/// `Multiplier::from_fixed(ACT_LEVELS, 0)`, formed at compile time.
-#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
-const ACT_LEVELS_MULTIPLIER: Multiplier = Multiplier {
-    mant: (ACT_LEVELS as u32) << 20,
-    shift: 20,
-};
-
 /// The power of two `k` of a matrix input's step (Q16.16 per unit, `2^k`): the smallest `k`
 /// with `max_abs ≤ ACT_LEVELS · 2^k`, so the quantised values fill ±1024..=±2047 (11 to 12
 /// bits). `max_abs` is in 1..=`i32::MAX`; `k` is in −10..=21.
@@ -488,59 +455,7 @@ pub fn quantize_act(x_q16: &[i32], out: &mut [i32]) -> i32 {
     max_abs as i32
 }
 
-/// Quantises a key or value to `±KV_LEVELS` with its exact step `max|x| / KV_LEVELS`, in
-/// `i32`, returning `max|x|` ([`quantize_with`] bit for bit): [`quantize_kv`]'s device path.
-/// On thumbv6m the elements go through [`quantize_thumb`] (~31 cycles each, against ~75)
-/// whenever the multiplier's shift is in 33..=62 (max|x| ≥ 2⁻³).
-#[cfg_attr(
-    all(target_arch = "arm", feature = "rp2040"),
-    link_section = ".data.ramfunc"
-)]
-#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
-fn quantize_scaled(x_q16: &[i32], out: &mut [i32]) -> i32 {
-    #[cfg(target_arch = "arm")]
-    {
-        let n = x_q16.len();
-        if n > 0 && out.len() >= n {
-            let max_abs = max_abs_of(x_q16);
-            if max_abs != 0 {
-                let inv = Multiplier::reciprocal_fast(max_abs, 62).times(ACT_LEVELS_MULTIPLIER);
-                if (33..=62).contains(&inv.shift) {
-                    let params = [inv.mant, inv.shift as u32 - 32, 1 << (inv.shift - 33)];
-                    // SAFETY: x_q16 holds n ≥ 1 words and out at least n; the routine reads
-                    // x_q16[..n] and the 3 words of `params`, and writes out[..n].
-                    unsafe { quantize_thumb(x_q16.as_ptr(), n, out.as_mut_ptr(), params.as_ptr()) };
-                    return max_abs as i32;
-                }
-                // A small vector (max|x| < 2⁻³: shift s in 1..=32): x · 2^(33−s) with the shift
-                // 33 rounds the same, floor((p·2^(33−s) + 2³²) / 2³³) = floor((p + 2^(s−1)) / 2^s),
-                // and fits i32 while max|x| < 2^(31 − (33 − s)). In place in `out`.
-                if (1..=32).contains(&inv.shift) {
-                    let up = (33 - inv.shift) as u32;
-                    if up <= 30 && max_abs < 1 << (31 - up) {
-                        for (o, &v) in out[..n].iter_mut().zip(x_q16) {
-                            *o = v << up;
-                        }
-                        let params = [inv.mant, 1, 1];
-                        // SAFETY: out holds n ≥ 1 words; the routine reads each word of out[..n]
-                        // before it writes it, and the 3 words of `params`.
-                        unsafe {
-                            quantize_thumb(out.as_ptr(), n, out.as_mut_ptr(), params.as_ptr())
-                        };
-                        return max_abs as i32;
-                    }
-                }
-            }
-        }
-    }
-    quantize_with(x_q16, ACT_LEVELS, |i, q| {
-        if let Some(o) = out.get_mut(i) {
-            *o = q;
-        }
-    })
-}
-
-/// `max|x|`, capped at `i32::MAX` (as [`quantize_with`] takes it): [`max_abs_reference`] bit
+/// `max|x|`, capped at `i32::MAX` (as [`quantize_act`] takes it): [`max_abs_reference`] bit
 /// for bit; on the device through [`max_abs_thumb`], four elements a load (~8 cycles each,
 /// against ~11 for the compiled loop).
 #[inline(always)]
@@ -726,134 +641,52 @@ pub fn quantize_act_reference(x_q16: &[i32], out: &mut [i32]) -> i32 {
     max_abs as i32
 }
 
-#[cfg(target_arch = "arm")]
-extern "C" {
-    /// `out[i] = round(x[i] · mant / 2^s)` for `i < n` (n ≥ 1), `params = [mant (< 2³¹), s − 32,
-    /// 2^(s−33)]` with s in 33..=62: [`Multiplier::apply_i32`]'s rounding for those shifts. No
-    /// clamp: `quantize_act`'s multiplier, all floors, is ≤ `ACT_LEVELS / max|x|`, so each
-    /// |x|·mant/2^s ≤ 2047 (< 2047.5 for i32::MIN against a max capped at i32::MAX) and its
-    /// rounding never leaves ±2047, as the reference's clamp would have it.
-    fn quantize_thumb(x: *const i32, n: usize, out: *mut i32, params: *const u32);
-}
-
-/// Where [`quantize_thumb`] lives: SRAM on the RP2040, flash elsewhere.
-#[cfg(all(target_arch = "arm", feature = "rp2040"))]
-macro_rules! QUANTIZE_SECTION {
-    () => {
-        ".section .data.ramfunc.quantize_thumb,\"ax\",%progbits"
-    };
-}
-#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
-macro_rules! QUANTIZE_SECTION {
-    () => {
-        ".section .text.quantize_thumb,\"ax\",%progbits"
-    };
-}
-
-// Per element: |x| · mant as two words (four MULS), the sign word added as a 64-bit -1 for a
-// negative x (floor division of the negated product, on the magnitude: it only reaches the
-// high word when the low word is 0), + 2^(s-33) to the high word, >> (s - 32), the sign put
-// back (31 cycles, was 35 with a clamp that could not fire and mant's high half reloaded).
-// r0 x, r1 out (both advancing), r2 r4–r7 scratch, r3 the high half of mant, r8 its low half,
-// r10 2^(s-33), r11 s - 32, lr the end of x.
-#[cfg(target_arch = "arm")]
-core::arch::global_asm!(
-    QUANTIZE_SECTION!(),
-    ".global quantize_thumb",
-    ".type quantize_thumb,%function",
-    ".thumb_func",
-    ".p2align 2",
-    "quantize_thumb:",
-    "push {{r4-r7, lr}}",
-    "mov r4, r8",
-    "mov r5, r9",
-    "mov r6, r10",
-    "mov r7, r11",
-    "push {{r4-r7}}",
-    "lsls r1, r1, #2",
-    "adds r1, r0, r1",
-    "mov lr, r1",
-    "mov r1, r2",
-    "ldr r4, [r3, #4]",
-    "mov r11, r4",
-    "ldr r4, [r3, #8]",
-    "mov r10, r4",
-    "ldr r4, [r3]",
-    "uxth r5, r4",
-    "mov r8, r5",
-    "lsrs r3, r4, #16", // mant's high half, kept in r3
-    "1:",
-    "ldm r0!, {{r4}}",
-    "asrs r7, r4, #31",
-    "eors r4, r7",
-    "subs r4, r4, r7", // |x|
-    "uxth r5, r4",
-    "lsrs r4, r4, #16",
-    "mov r2, r8",
-    "mov r6, r5",
-    "muls r6, r3, r6", // x lo · m hi
-    "muls r5, r2, r5", // lo·lo
-    "muls r2, r4, r2", // x hi · m lo
-    "muls r4, r3, r4", // hi·hi
-    "adds r6, r6, r2", // mid < 2^32
-    "lsls r2, r6, #16",
-    "lsrs r6, r6, #16",
-    "adds r5, r5, r2",
-    "adcs r4, r6", // high word
-    "adds r5, r5, r7",
-    "adcs r4, r7", // - 1 when negative
-    "add r4, r10",
-    "mov r2, r11",
-    "lsrs r4, r2",
-    "eors r4, r7",
-    "subs r4, r4, r7",
-    "stm r1!, {{r4}}",
-    "cmp r0, lr",
-    "bne 1b",
-    "pop {{r4-r7}}",
-    "mov r8, r4",
-    "mov r9, r5",
-    "mov r10, r6",
-    "mov r11, r7",
-    "pop {{r4-r7, pc}}",
-    ".size quantize_thumb, . - quantize_thumb",
-);
-
-/// Quantises a key or value vector to `±KV_LEVELS` in `i16`, returning `max|x|`
-/// ([`quantize_kv_reference`] bit for bit). On thumbv6m a vector of up to [`KV_WIDE`] elements
-/// goes through [`quantize_scaled`] into a stack buffer, then narrows.
+/// Quantises a key or value vector to `±KV_LEVELS` in `i16` with a power-of-two step, as
+/// [`quantize_act`] does a matrix input (its step is [`act_step`] of the returned `max|x|`):
+/// [`quantize_kv_reference`] bit for bit, by shifts. A key step of mantissa 2³⁰ makes the
+/// attention score's multiplier a constant per query head ([`crate::forward`]'s
+/// `scores_pow2_thumb` path).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
 )]
 pub fn quantize_kv(x_q16: &[i32], out: &mut [i16]) -> i32 {
-    #[cfg(target_arch = "arm")]
-    if x_q16.len() <= KV_WIDE && out.len() >= x_q16.len() {
-        let mut wide = [0i32; KV_WIDE];
-        let wide = &mut wide[..x_q16.len()];
-        let max_abs = quantize_scaled(x_q16, wide);
-        for (o, &q) in out.iter_mut().zip(wide.iter()) {
-            *o = q as i16; // within ±2047
-        }
-        return max_abs;
+    let n = x_q16.len().min(out.len());
+    let (x, out) = (&x_q16[..n], &mut out[..n]);
+    let max_abs = max_abs_of(x);
+    if max_abs == 0 {
+        out.iter_mut().for_each(|o| *o = 0);
+        return 0;
     }
-    quantize_kv_reference(x_q16, out)
+    let k = act_shift(max_abs);
+    if k >= 1 {
+        let s = (k - 1) as u32;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = (((v >> s) + 1) >> 1) as i16; // within ±2047
+        }
+    } else {
+        let up = (-k) as u32;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = (v << up) as i16;
+        }
+    }
+    max_abs as i32
 }
 
-/// The longest key/value vector [`quantize_kv`] quantises through [`quantize_scaled`] (its stack
-/// buffer: 256 bytes).
-pub const KV_WIDE: usize = 64;
-
-// quantize_kv through quantize_scaled (written with ACT_LEVELS) relies on the two being one.
+// quantize_kv shares quantize_act's power-of-two steps, so the two ranges must be one.
 const _: () = assert!(KV_LEVELS == ACT_LEVELS);
 
-/// The plain form of [`quantize_kv`].
+/// The plain form of [`quantize_kv`]: [`quantize_act_reference`], narrowed.
 pub fn quantize_kv_reference(x_q16: &[i32], out: &mut [i16]) -> i32 {
-    quantize_with(x_q16, KV_LEVELS, |i, q| {
-        if let Some(o) = out.get_mut(i) {
-            *o = q as i16;
-        }
-    })
+    let max_abs = max_abs_reference(x_q16);
+    let inv = Multiplier {
+        mant: 1 << 30,
+        shift: 30 + if max_abs == 0 { 0 } else { act_shift(max_abs) },
+    };
+    for (o, &v) in out.iter_mut().zip(x_q16) {
+        *o = inv.apply_i32(v).clamp(-KV_LEVELS, KV_LEVELS) as i16;
+    }
+    max_abs as i32
 }
 
 /// Dot product of int8 weights and a quantised activation, accumulated in `i32`. Lengths are
@@ -3060,54 +2893,6 @@ mod tests {
         }
     }
 
-    /// quantize_scaled's small-vector path: x · 2^(33−s) through the shift-33 rounding equals
-    /// the reference's rounding at shift s.
-    #[test]
-    fn small_vectors_quantize_the_same_shifted_up() {
-        let mut r = 0x1234_5678_9ABC_DEF1u64;
-        let mut seen = 0;
-        for case in 0..3000 {
-            let n = 1 + case % 40;
-            let x: std::vec::Vec<i32> = (0..n)
-                .map(|_| {
-                    r ^= r << 13;
-                    r ^= r >> 7;
-                    r ^= r << 17;
-                    let bits = 1 + case % 16;
-                    (r as i32) >> (32 - bits)
-                })
-                .collect();
-            let max_abs = x
-                .iter()
-                .map(|v| v.unsigned_abs())
-                .max()
-                .unwrap()
-                .min(i32::MAX as u32);
-            if max_abs == 0 {
-                continue;
-            }
-            let inv = Multiplier::reciprocal_fast(max_abs, 62).times(ACT_LEVELS_MULTIPLIER);
-            if !(1..=32).contains(&inv.shift) {
-                continue;
-            }
-            let up = (33 - inv.shift) as u32;
-            assert!(up <= 30 && max_abs < 1 << (31 - up));
-            seen += 1;
-            let mut want = std::vec![0; n];
-            quantize_with(&x, ACT_LEVELS, |i, q| want[i] = q);
-            let at_33 = Multiplier {
-                mant: inv.mant,
-                shift: 33,
-            };
-            let got: std::vec::Vec<i32> = x
-                .iter()
-                .map(|&v| at_33.apply_i32(v << up).clamp(-ACT_LEVELS, ACT_LEVELS))
-                .collect();
-            assert_eq!(got, want, "case {case}");
-        }
-        assert!(seen > 1000, "{seen}");
-    }
-
     /// act_shift is the smallest k with max ≤ 2047 · 2^k, for every bit length and its edges.
     #[test]
     fn act_shift_is_the_smallest_power_that_holds_the_max() {
@@ -3192,6 +2977,41 @@ mod tests {
                     "case {case}: {v} {q} {step:?}"
                 );
             }
+        }
+    }
+
+    /// quantize_kv (shifts into i16) equals its reference and quantize_act's values narrowed.
+    #[test]
+    fn quantize_kv_is_its_reference() {
+        let mut r = 0x05EE_D0FC_AC4E_u64;
+        for case in 0..4000usize {
+            let n = 1 + case % 70;
+            let bits = 1 + (case / 70) % 32;
+            let mut x: std::vec::Vec<i32> = (0..n)
+                .map(|_| {
+                    r ^= r << 13;
+                    r ^= r >> 7;
+                    r ^= r << 17;
+                    if bits == 32 {
+                        r as i32
+                    } else {
+                        (r as i32) >> (32 - bits)
+                    }
+                })
+                .collect();
+            if case % 13 == 0 {
+                x[0] = i32::MIN;
+            }
+            let (mut got, mut want) = (std::vec![5i16; n], std::vec![-5i16; n]);
+            let mut wide = std::vec![0i32; n];
+            let max = quantize_kv(&x, &mut got);
+            assert_eq!(max, quantize_kv_reference(&x, &mut want), "case {case}");
+            assert_eq!(got, want, "case {case}");
+            assert_eq!(max, quantize_act(&x, &mut wide));
+            assert!(
+                got.iter().zip(&wide).all(|(&a, &b)| a as i32 == b),
+                "case {case}"
+            );
         }
     }
 
@@ -3562,14 +3382,6 @@ mod tests {
                 assert_eq!(div_u64_by_u16(v, d), v / d as u64, "{v} / {d}");
             }
         }
-    }
-
-    #[test]
-    fn the_levels_multiplier_is_from_fixed() {
-        assert_eq!(
-            ACT_LEVELS_MULTIPLIER,
-            Multiplier::from_fixed(ACT_LEVELS as u64, 0)
-        );
     }
 
     #[test]
