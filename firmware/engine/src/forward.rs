@@ -2064,7 +2064,8 @@ pub(crate) fn exp_and_sum(att: &mut [i32], max: i32) -> u32 {
 
 #[cfg(target_arch = "arm")]
 extern "C" {
-    /// [`exp_and_sum`] of `n ≥ 1` scores at `att`, with `table` = [`EXP2_Q30`].
+    /// [`exp_and_sum`] of `n ≥ 1` scores at `att`, none above `max`, with `table` =
+    /// [`EXP2_Q30`].
     pub(crate) fn exp_sum_thumb(att: *mut i32, n: usize, max: i32, table: *const u32) -> u32;
 }
 
@@ -2082,11 +2083,13 @@ macro_rules! EXP_SUM_SECTION {
     };
 }
 
-// exp_q16(a.saturating_sub(max)) per score, as kernels::exp_q16 computes it: x ≥ 0 → 2^16;
-// x < -16 → 0; t = |x| log2(e) from two 16×16 products, 2^-frac(t) interpolated between two
-// table entries (one LDM), rounded and shifted by 14 + whole(t) (≥ 32 → 0).
-// r0 att (advancing), r1 29012, r2 max, r3 the table, r4–r7 scratch, r8 the sum, r10 2^20,
-// r11 the end. The usual score (-16 ≤ x < 0) runs straight through: ~42 cycles.
+// exp_q16(a.saturating_sub(max)) per score, as kernels::exp_q16 computes it, for a ≤ max (the
+// caller's max is the largest score): |x| = max − a in u32; |x| > 16 → 0 (a saturated x too);
+// x = 0 runs the table path to exactly 2^16; t = |x| log2(e) from two 16×16 products,
+// 2^-frac(t) interpolated between two table entries (one LDM), rounded and shifted by 14 +
+// whole(t) (≥ 32 → 0). r0 att (advancing), r1 29012, r2 max, r3 the table, r4–r7 scratch, r8
+// the sum, r10 2^20, r11 the end. A score within 16 of the max runs straight through: ~38
+// cycles.
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     EXP_SUM_SECTION!(),
@@ -2111,13 +2114,9 @@ core::arch::global_asm!(
     "ldr r1, =29012",
     "1:",
     "ldr r4, [r0]",
-    "subs r4, r4, r2", // x = a - max
-    "bvs 8f",          // underflow: saturates to i32::MIN, whose exp is 0
-    "cmp r4, #0",
-    "bge 7f",
-    "rsbs r4, r4, #0", // |x|
+    "subs r4, r2, r4", // |x| = max − a as u32 (≥ 0: max is the largest score; no wrap below 2^32)
     "cmp r4, r10",
-    "bhi 8f", // x < -16: 0
+    "bhi 8f", // x < -16 (or saturated in the reference): 0; x = 0 runs through to 2^16
     "lsrs r6, r4, #16",
     "muls r6, r1, r6",
     "uxth r7, r4",
@@ -2148,10 +2147,6 @@ core::arch::global_asm!(
     "cmp r0, r11",
     "bne 1b",
     "b 10f",
-    "7:",
-    "movs r7, #1",
-    "lsls r7, r7, #16",
-    "b 9b",
     "8:",
     "movs r7, #0",
     "b 9b",
