@@ -1606,6 +1606,27 @@ fn scale_scores_thumb(att: &mut [i32], key_steps: &[i32], q_scale: Multiplier) -
     // [mant, shift, the running max]
     let mut q = [q_scale.mant, q_scale.shift as u32, i32::MIN as u32];
     let mut done = 0;
+    // With power-of-two key steps the product's mantissa is m = q.mant >> 1 at every position;
+    // when m is itself a power of two 2^j (head sizes 4, 16, 64: 1/√hs is one, and so is the
+    // query's step), each score is a rounding shift of the dot product: scores_shift_thumb.
+    let m = q_scale.mant >> 1;
+    if m.is_power_of_two() && key_steps.first() == Some(&(1 << 30)) {
+        let j = m.trailing_zeros() as i32;
+        // [k.shift + this = s − j − 1, its largest value (s ≤ 62), the running max]
+        let mut params = [
+            (q_scale.shift - 32 - j) as u32,
+            (61 - j) as u32,
+            i32::MIN as u32,
+        ];
+        // SAFETY: as below, the routine reading the 3 words of `params` and writing its third.
+        done = unsafe {
+            scores_shift_thumb(att.as_mut_ptr(), n, key_steps.as_ptr(), params.as_mut_ptr())
+        };
+        q[2] = params[2];
+        if done >= n {
+            return (n, q[2] as i32);
+        }
+    }
     for _ in 0..4 {
         // Power-of-two key steps (the engine's: act_step) take the routine whose multiplier is
         // formed once; it stops at a position whose step is not one, as the other does at a
@@ -1649,7 +1670,94 @@ extern "C" {
     /// product's mantissa is then `q.mant >> 1` at every position, formed once. Returns how
     /// many positions it did (it stops at a step of another mantissa, or as `scores_thumb`).
     fn scores_pow2_thumb(att: *mut i32, n: usize, steps: *const i32, q: *mut u32) -> usize;
+    /// [`scores_pow2_thumb`] when its `m` is a power of two `2^j`: `att[t] = ((att[t] >> t_s)
+    /// + 1) >> 1` with `t_s = k.shift + params[0]` (= s − j − 1), while each step's mantissa
+    /// is 2³⁰ and `t_s` is in `0..=params[1]` (s ≤ 62); `params[2]` is the running max. Returns
+    /// how many positions it did.
+    fn scores_shift_thumb(att: *mut i32, n: usize, steps: *const i32, params: *mut u32) -> usize;
 }
+
+/// Where [`scores_shift_thumb`] lives (as [`SCORES_SECTION`]).
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! SCORES_SHIFT_SECTION {
+    () => {
+        ".section .data.ramfunc.scores_shift_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! SCORES_SHIFT_SECTION {
+    () => {
+        ".section .text.scores_shift_thumb,\"ax\",%progbits"
+    };
+}
+
+// round_shift(v · 2^j, s) = floor((v + 2^(s−j−1)) / 2^(s−j)) = ((v >> (s−j−1)) + 1) >> 1 for
+// s − j − 1 ≥ 0 (no saturation: |v · 2^j / 2^s| < 2^30), the running max as scores_thumb's.
+// r0 att (advancing), r1–r3 scratch, r8 2^30, r9 the largest t_s, r10 params[0], r11 the max,
+// r12 steps (advancing), lr the end of att; [sp] att at entry, [sp, #4] params. ~24 cycles a
+// position (scores_pow2_thumb's straight path: ~41).
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    SCORES_SHIFT_SECTION!(),
+    ".global scores_shift_thumb",
+    ".type scores_shift_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "scores_shift_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "push {{r0, r3}}",
+    "lsls r1, r1, #2",
+    "adds r1, r0, r1",
+    "mov lr, r1",
+    "mov r12, r2",
+    "ldm r3!, {{r4, r5, r6}}",
+    "mov r10, r4",
+    "mov r9, r5",
+    "mov r11, r6",
+    "movs r4, #1",
+    "lsls r4, r4, #30",
+    "mov r8, r4",
+    "cmp r0, lr",
+    "beq 9f",
+    "1:",
+    "mov r1, r12",
+    "ldm r1!, {{r2, r3}}", // k.mant, k.shift
+    "mov r12, r1",
+    "cmp r2, r8",
+    "bne 9f", // not a power-of-two step: the caller goes on
+    "add r3, r10",
+    "cmp r3, r9",
+    "bhi 9f", // t_s outside 0..=limit (a negative one wraps high)
+    "ldr r1, [r0]",
+    "asrs r1, r3",
+    "adds r1, #1",
+    "asrs r1, r1, #1",
+    "cmp r1, r11",
+    "ble 2f",
+    "mov r11, r1",
+    "2:",
+    "stm r0!, {{r1}}",
+    "cmp r0, lr",
+    "bne 1b",
+    "9:",
+    "pop {{r1, r3}}", // att at entry, params
+    "mov r2, r11",
+    "str r2, [r3, #8]",
+    "subs r0, r0, r1",
+    "lsrs r0, r0, #2",
+    "pop {{r4-r7}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
+    "pop {{r4-r7, pc}}",
+    ".size scores_shift_thumb, . - scores_shift_thumb",
+);
 
 /// Where [`scores_thumb`] lives: SRAM on the RP2040, flash elsewhere.
 #[cfg(all(target_arch = "arm", feature = "rp2040"))]
