@@ -4,15 +4,15 @@
 //!
 //! Numerics (why: docs/quantization.md):
 //! - residual stream and every activation vector: `i32` Q16.16;
-//! - before each matrix-vector product the input is quantised to ±2047 (12 bits) with one step
-//!   per vector (`max|x|/2047`), the dot products with the int8 (or int4) weights accumulate in
-//!   `i32`, and each output row is rescaled once by (row multiplier × input step) — a 32×32→64
-//!   multiply per row;
-//! - KV cache 12-bit values in `i16` with one step per (layer, position) for keys and one for
-//!   values (int8 here cost 3 points of greedy agreement on chat-8k: docs/quantization.md),
-//!   kept as ready multipliers from when the position is written, so attention forms none;
-//! - RMSNorm with an integer square root, softmax with a fixed-point `exp`, SiLU with a
-//!   fixed-point sigmoid, RoPE from the file's Q30 cos/sin table.
+//! - before each matrix-vector product the input is quantised to ±2047 with one power-of-two
+//!   step per vector (`2^k ≥ max|x|/2047`: a shift), the dot products with the int8 (or int4)
+//!   weights accumulate in `i32`, and each output row is rescaled once by (row multiplier ×
+//!   input step): with the file's 15-bit row mantissas, two 16×16 products per row;
+//! - KV cache within ±2047 in `i16`, one power-of-two step per (layer, position) for keys and one
+//!   for values (int8 cost 3 points of greedy agreement on chat-8k: docs/quantization.md), kept
+//!   as ready multipliers, so attention forms none (at head sizes 4, 16, 64 a score is a shift);
+//! - RMSNorm with a table `1/√`, softmax with a fixed-point `exp`, SiLU with a table sigmoid,
+//!   RoPE from the file's Q30 cos/sin table.
 //!
 //! Code placement: with the `rp2040` feature every function of the per-token path (this file's,
 //! the kernels', the sampler's) carries `link_section = ".data.ramfunc"`, so cortex-m-rt copies
