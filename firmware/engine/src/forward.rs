@@ -908,13 +908,7 @@ fn forward<C: Cores + ?Sized>(
         .unwrap_or(&[]);
 
     // x = tok_embeddings[token], dequantised to Q16.16 (the row read across its row quad).
-    let emb = model.token_embedding();
-    let t = token as usize;
-    let row_scale = Multiplier::from_le_bytes(emb.row_scales.get(t * 8..).unwrap_or(&[]));
-    for (c, x) in s.x.iter_mut().enumerate().take(dim) {
-        // |w| · 2¹⁶ < 2³¹: apply_i32 (inline) forms the same bits as apply (a call per element).
-        *x = row_scale.apply_i32((emb.weight_i8(t, c) as i32) << 16);
-    }
+    embedding_row(&mut s.x[..dim], &model.token_embedding(), token as usize);
 
     for l in 0..c.n_layers {
         let looked_up;
@@ -1069,6 +1063,52 @@ fn forward<C: Cores + ?Sized>(
     rmsnorm(&mut s.xb[..dim], s.x, model.final_norm());
     let max_abs = quantize_act(&s.xb[..dim], &mut s.xq[..dim]);
     act_step(max_abs)
+}
+
+/// `x = row t of the embedding`, dequantised to Q16.16: `row_scale.apply_i32(w << 16)` per
+/// weight ([`embedding_row_reference`] bit for bit). A file multiplier keeps 15 mantissa bits
+/// (`mant = m15 · 2¹⁶`, [`Multiplier::from_le_bytes`]), so the product's high word is `w · m15`
+/// exactly and, at the usual shifts (33..=62), the value is `(((w · m15) >> (s − 33)) + 1) >> 1`:
+/// one `MULS` a weight, the row of an int8 row-quad embedding read at its stride of 4 bytes
+/// (it was ~100 cycles a weight through `Matrix::weight_i8`).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+pub(crate) fn embedding_row(x: &mut [i32], emb: &Matrix, t: usize) {
+    let scale = Multiplier::from_le_bytes(emb.row_scales.get(t * 8..).unwrap_or(&[]));
+    let dim = x.len().min(emb.cols);
+    let grouped = emb.rows - emb.rows % QUAD_ROWS;
+    let base = (t / QUAD_ROWS) * emb.cols * QUAD_ROWS + t % QUAD_ROWS;
+    let fast = emb.quant == Quant::Int8
+        && emb.layout == WeightLayout::RowQuads
+        && t < grouped
+        && dim > 0
+        && dim == x.len()
+        && scale.mant & 0xFFFF == 0
+        && (33..=62).contains(&scale.shift);
+    if let Some(row) = emb
+        .weights
+        .get(base..base + QUAD_ROWS * (dim.max(1) - 1) + 1)
+        .filter(|_| fast)
+    {
+        let (m15, down) = ((scale.mant >> 16) as i32, (scale.shift - 33) as u32);
+        for (x, &b) in x.iter_mut().zip(row.iter().step_by(QUAD_ROWS)) {
+            let w = (b ^ 0x80) as i8 as i32;
+            *x = (((w * m15) >> down) + 1) >> 1;
+        }
+        return;
+    }
+    embedding_row_reference(x, emb, t);
+}
+
+/// The plain form of [`embedding_row`].
+pub(crate) fn embedding_row_reference(x: &mut [i32], emb: &Matrix, t: usize) {
+    let scale = Multiplier::from_le_bytes(emb.row_scales.get(t * 8..).unwrap_or(&[]));
+    for (c, x) in x.iter_mut().enumerate() {
+        // |w| · 2¹⁶ < 2³¹: apply_i32 (inline) forms the same bits as apply (a call per element).
+        *x = scale.apply_i32((emb.weight_i8(t, c) as i32) << 16);
+    }
 }
 
 /// Rows of the FFN's hidden layer: `h = silu(w1·x)` (plain) or `silu(w1·x) ⊙ w3·x` (SwiGLU),
@@ -3258,6 +3298,48 @@ mod tests {
     /// values, at the head sizes of the committed configs and beyond (flagship 24, Tiny-LLM 96):
     /// within 1 % of the largest output. With the wrapped scale of head sizes ≥ 16 the error was
     /// 40–95 % of it.
+    /// The embedding row by its stride-4 MULS path equals the plain form, for every token of
+    /// row-quad matrices with a tail, row scales of many shifts (some outside the fast path),
+    /// and mantissas as the file gives them.
+    #[test]
+    fn embedding_row_is_its_reference() {
+        let mut rng = Rng(0xE4BE_DD1A_0000_0001);
+        for (rows, cols) in [(4, 8), (7, 8), (64, 8), (66, 16), (130, 96), (9, 3)] {
+            let grouped = rows - rows % QUAD_ROWS;
+            let mut weights = vec![0u8; rows * cols];
+            for (i, w) in weights.iter_mut().enumerate() {
+                *w = match i % 17 {
+                    0 => 0x00, // -128 in offset binary inside the quads
+                    1 => 0xFF,
+                    _ => rng.next() as u8,
+                };
+            }
+            let mut row_scales = Vec::new();
+            for r in 0..rows {
+                let shift = [30, 33, 34, 40, 47, 55, 62, 63, 20][r % 9];
+                let mant = 0x4000_0000 | (rng.next() & 0x3FFF_FFFF);
+                let m = Multiplier { mant, shift };
+                row_scales.extend_from_slice(&m.to_le_bytes());
+            }
+            let emb = Matrix {
+                rows,
+                cols,
+                quant: Quant::Int8,
+                group_size: 0,
+                layout: WeightLayout::RowQuads,
+                row_scales: &row_scales,
+                group_scales: &[],
+                weights: &weights,
+            };
+            for t in 0..rows {
+                let (mut fast, mut plain) = (vec![7; cols], vec![-7; cols]);
+                embedding_row(&mut fast, &emb, t);
+                embedding_row_reference(&mut plain, &emb, t);
+                assert_eq!(fast, plain, "{rows}x{cols} row {t} (grouped {grouped})");
+            }
+        }
+    }
+
     #[test]
     fn attention_matches_float_attention_at_every_head_size() {
         let mut rng = Rng(0x005E_ED0F_A77E_0770);
