@@ -394,23 +394,30 @@ pub fn act_step(max_abs: i32) -> Multiplier {
     link_section = ".data.ramfunc"
 )]
 pub fn quantize_act(x_q16: &[i32], out: &mut [i32]) -> i32 {
+    quantize_pow2(x_q16, out, |q| q)
+}
+
+/// [`quantize_act`]'s and [`quantize_kv`]'s shifts, each value stored through `narrow` (within
+/// ±2047, so `i16` holds it).
+#[inline(always)]
+fn quantize_pow2<T>(x_q16: &[i32], out: &mut [T], narrow: impl Fn(i32) -> T) -> i32 {
     let n = x_q16.len().min(out.len());
     let (x, out) = (&x_q16[..n], &mut out[..n]);
     let max_abs = max_abs_of(x);
     if max_abs == 0 {
-        out.iter_mut().for_each(|o| *o = 0);
+        out.iter_mut().for_each(|o| *o = narrow(0));
         return 0;
     }
     let k = act_shift(max_abs);
     if k >= 1 {
         let s = (k - 1) as u32;
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = ((v >> s) + 1) >> 1;
+            *o = narrow(((v >> s) + 1) >> 1);
         }
     } else {
         let up = (-k) as u32;
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = v << up;
+            *o = narrow(v << up);
         }
     }
     max_abs as i32
@@ -591,13 +598,18 @@ core::arch::global_asm!(
 /// The plain form of [`quantize_act`]: every element times the reciprocal of its step
 /// (`2^−k` as a [`Multiplier`]) through [`Multiplier::apply_i32`], clamped to `±ACT_LEVELS`.
 pub fn quantize_act_reference(x_q16: &[i32], out: &mut [i32]) -> i32 {
+    quantize_pow2_reference(x_q16, out, |q| q)
+}
+
+/// [`quantize_act_reference`] and [`quantize_kv_reference`], each value through `narrow`.
+fn quantize_pow2_reference<T>(x_q16: &[i32], out: &mut [T], narrow: impl Fn(i32) -> T) -> i32 {
     let max_abs = max_abs_reference(x_q16);
     let inv = Multiplier {
         mant: 1 << 30,
         shift: 30 + if max_abs == 0 { 0 } else { act_shift(max_abs) },
     };
     for (o, &v) in out.iter_mut().zip(x_q16) {
-        *o = inv.apply_i32(v).clamp(-ACT_LEVELS, ACT_LEVELS);
+        *o = narrow(inv.apply_i32(v).clamp(-ACT_LEVELS, ACT_LEVELS));
     }
     max_abs as i32
 }
@@ -612,26 +624,7 @@ pub fn quantize_act_reference(x_q16: &[i32], out: &mut [i32]) -> i32 {
     link_section = ".data.ramfunc"
 )]
 pub fn quantize_kv(x_q16: &[i32], out: &mut [i16]) -> i32 {
-    let n = x_q16.len().min(out.len());
-    let (x, out) = (&x_q16[..n], &mut out[..n]);
-    let max_abs = max_abs_of(x);
-    if max_abs == 0 {
-        out.iter_mut().for_each(|o| *o = 0);
-        return 0;
-    }
-    let k = act_shift(max_abs);
-    if k >= 1 {
-        let s = (k - 1) as u32;
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = (((v >> s) + 1) >> 1) as i16; // within ±2047
-        }
-    } else {
-        let up = (-k) as u32;
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = (v << up) as i16;
-        }
-    }
-    max_abs as i32
+    quantize_pow2(x_q16, out, |q| q as i16)
 }
 
 // quantize_kv shares quantize_act's power-of-two steps, so the two ranges must be one.
@@ -639,15 +632,7 @@ const _: () = assert!(KV_LEVELS == ACT_LEVELS);
 
 /// The plain form of [`quantize_kv`]: [`quantize_act_reference`], narrowed.
 pub fn quantize_kv_reference(x_q16: &[i32], out: &mut [i16]) -> i32 {
-    let max_abs = max_abs_reference(x_q16);
-    let inv = Multiplier {
-        mant: 1 << 30,
-        shift: 30 + if max_abs == 0 { 0 } else { act_shift(max_abs) },
-    };
-    for (o, &v) in out.iter_mut().zip(x_q16) {
-        *o = inv.apply_i32(v).clamp(-KV_LEVELS, KV_LEVELS) as i16;
-    }
-    max_abs as i32
+    quantize_pow2_reference(x_q16, out, |q| q as i16)
 }
 
 /// Dot product of int8 weights and a quantised activation, accumulated in `i32`. Lengths are
