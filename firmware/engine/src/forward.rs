@@ -1087,11 +1087,10 @@ pub(crate) fn embedding_row(x: &mut [i32], emb: &Matrix, t: usize) {
         && dim == x.len()
         && scale.mant & 0xFFFF == 0
         && (33..=62).contains(&scale.shift);
-    if let Some(row) = emb
+    let row = emb
         .weights
-        .get(base..base + QUAD_ROWS * (dim.max(1) - 1) + 1)
-        .filter(|_| fast)
-    {
+        .get(base..base + QUAD_ROWS * dim.saturating_sub(1) + 1);
+    if let (true, Some(row)) = (fast, row) {
         let (m15, down) = ((scale.mant >> 16) as i32, (scale.shift - 33) as u32);
         for (x, &b) in x.iter_mut().zip(row.iter().step_by(QUAD_ROWS)) {
             let w = (b ^ 0x80) as i8 as i32;

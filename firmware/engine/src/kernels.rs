@@ -1501,11 +1501,11 @@ macro_rules! RESCALE_PRODUCT_POW2 {
     };
 }
 
-/// One row of [`rescale_rows_thumb`] at r0 (scale at r1; both advance): the sum times 2m, with
-/// m = ((mant & 0x7FFF_FFFF) · x_mant) >> 31 < 2³¹, as the signed 64-bit (r6:r2), so the high
-/// word is floor(sum · m / 2³¹); for the usual shifts (s − 32 = shift + x_shift − 63 in 0..=30)
+/// One row of [`rescale_rows_thumb`] / [`rescale_rows_pow2_thumb`] at r0 (scale at r1; both
+/// advance): `$product` forms the sum times 2m as the signed 64-bit (r6:r2), so the high word is
+/// floor(sum · m / 2³¹); for the usual shifts (s − 32 = shift + x_shift − 63 in 0..=30)
 /// round_shift is ((high >> (s − 32)) + 1) >> 1 (no saturation: |sum · m| < 2⁶²), else the
-/// out-of-line `$slow` hands back to `$back` with the result in r6. 50 cycles on the straight path.
+/// out-of-line `$slow` hands back to `$back` with the result in r6.
 #[cfg(target_arch = "arm")]
 macro_rules! RESCALE_ROW {
     ($product:expr, $slow:literal, $back:literal) => {
@@ -1536,7 +1536,7 @@ macro_rules! RESCALE_ROW {
 // −1, and join high << (32−s) | low >> s; outside 1..=62 the sum stays (r6 reloaded), counted.
 #[cfg(target_arch = "arm")]
 macro_rules! RESCALE_FUNCTION {
-    ($name:literal, $section:expr, $m2:expr) => {
+    ($name:literal, $section:expr, $product:expr) => {
         core::arch::global_asm!(
             $section,
             concat!(".global ", $name),
@@ -1569,9 +1569,9 @@ macro_rules! RESCALE_FUNCTION {
             "lsrs r2, r2, #1",
             "bcs 2f", // an odd count: the first row is a second one
             "1:",
-            RESCALE_ROW!($m2, "40", "41"),
+            RESCALE_ROW!($product, "40", "41"),
             "2:",
-            RESCALE_ROW!($m2, "42", "43"),
+            RESCALE_ROW!($product, "42", "43"),
             "cmp r0, r11",
             "blo 1b",
             "6:",
@@ -2478,19 +2478,8 @@ pub fn rmsnorm(out: &mut [i32], x: &[i32], gain: &[u8]) {
         // (as i32::from_le_bytes reads them: every target here is little-endian).
         let words = unsafe { core::slice::from_raw_parts(gain.as_ptr().cast::<i32>(), n) };
         let plan = GainPlan::new(inv, max_abs_of(x), max_abs_of(words));
-        if plan.e < 0 {
-            // The usual case (1/rms not far above 1): a rounding shift down, the gain's sign put
-            // back without a branch (|y| ≤ 2³⁰: no saturation).
-            let down = (-plan.e - 1).min(31) as u32;
-            for ((o, &v), &g) in out.iter_mut().zip(x).zip(words) {
-                let y = ((plan.product(v, g) >> down) + 1) >> 1;
-                let sign = g >> 31;
-                *o = (y ^ sign) - sign;
-            }
-        } else {
-            for ((o, &v), &g) in out.iter_mut().zip(x).zip(words) {
-                *o = plan.apply(v, g);
-            }
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(words) {
+            *o = plan.apply(v, g);
         }
         return;
     }
@@ -2547,18 +2536,13 @@ impl GainPlan {
         }
     }
 
-    /// `P` for one element (|g| used: the sign comes after).
     #[inline(always)]
-    fn product(self, v: i32, g: i32) -> i32 {
+    fn apply(self, v: i32, g: i32) -> i32 {
+        // P, from |g|: the sign comes after.
         let big = ((g.unsigned_abs() >> self.gs) * self.inv15) >> 16;
         let v = v << self.xu;
         let (xh, xl) = (v >> 16, (v as u32) & 0xFFFF);
-        xh * big as i32 + ((xl * big) >> 16) as i32
-    }
-
-    #[inline(always)]
-    fn apply(self, v: i32, g: i32) -> i32 {
-        let p = self.product(v, g);
+        let p = xh * big as i32 + ((xl * big) >> 16) as i32;
         let y = if self.e >= 0 {
             ((p as i64) << self.e.min(32)).clamp(i32::MIN as i64, i32::MAX as i64) as i32
         } else {
