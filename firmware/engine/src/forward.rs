@@ -27,6 +27,8 @@
 use crate::cores::{split_point, Cores, OneCore};
 use crate::format::{Config, FfnKind, LayerWeights, Matrix, Model, Quant, WeightLayout};
 #[cfg(target_arch = "arm")]
+use crate::kernels::matvec_i8_x4_pow2;
+#[cfg(target_arch = "arm")]
 use crate::kernels::EXP2_Q30;
 use crate::kernels::{
     act_step, div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, matvec_i8_x4, mul_wide_i32,
@@ -534,6 +536,14 @@ impl<'m, 'a> Session<'m, 'a> {
     link_section = ".data.ramfunc"
 )]
 fn matmul(out: &mut [i32], w: &Matrix, x: &[i32], x_step: Multiplier) {
+    // The forward pass's shape (row quads, a power-of-two input step) straight to the routines.
+    #[cfg(target_arch = "arm")]
+    if w.quant == Quant::Int8
+        && w.layout == WeightLayout::RowQuads
+        && matvec_i8_x4_pow2(out, w.row_scales, w.weights, w.cols, x, x_step)
+    {
+        return;
+    }
     match w.quant {
         Quant::Int8 if w.layout == WeightLayout::RowQuads => {
             matvec_i8_x4(out, w.row_scales, w.weights, w.cols, x, x_step)
