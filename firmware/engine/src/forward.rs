@@ -1380,7 +1380,12 @@ fn attention_heads<const N: usize>(
 ) {
     let hs = if N == 0 { xq.len() } else { N };
     let (mut kv_offset, mut in_group) = (0, 0);
-    for (out_h, q_head) in out.chunks_exact_mut(hs).zip(q.chunks_exact(hs)) {
+    // Head by head without `chunks_exact` (its length division, twice a call in `Zip::new`, is
+    // a ~150-cycle library call on the M0+: the chunk size is not a constant to it).
+    let mut at = 0;
+    while at + hs <= out.len() && at + hs <= q.len() {
+        let (out_h, q_head) = (&mut out[at..at + hs], &q[at..at + hs]);
+        at += hs;
         let q_max = quantize_act(q_head, xq);
         let q_scale = act_step(q_max).times(score_scale);
         if N == 0 {
@@ -3206,6 +3211,7 @@ fn weighted_values_cols<const M: usize>(
 }
 
 /// [`weighted_values`] for any head size (`out.len()`): one output element at a time.
+#[inline(never)]
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
@@ -3231,6 +3237,7 @@ fn weighted_values_any(
 
 /// The reference's value sums (any weights): each product from the two 16-bit halves of the
 /// weight, summed in `i64`.
+#[inline(never)]
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
