@@ -1380,6 +1380,11 @@ fn attention_heads<const N: usize>(
 ) {
     let hs = if N == 0 { xq.len() } else { N };
     let (mut kv_offset, mut in_group) = (0, 0);
+    // Heads of 4 whose keys dots4_thumb reads as words: their scores by `scores4`, the checks
+    // that `attention_dots` and `scale_scores` make per head made here once.
+    #[cfg(target_arch = "arm")]
+    let keys4 =
+        N == 4 && (cache.keys.as_ptr() as usize).is_multiple_of(4) && kv_dim.is_multiple_of(2);
     // Head by head without `chunks_exact` (its length division, twice a call in `Zip::new`, is
     // a ~150-cycle library call on the M0+: the chunk size is not a constant to it).
     let mut at = 0;
@@ -1388,12 +1393,25 @@ fn attention_heads<const N: usize>(
         at += hs;
         let q_max = quantize_act(q_head, xq);
         let q_scale = act_step(q_max).times(score_scale);
-        if N == 0 {
-            attention_dots_any(att, xq, cache.keys, kv_offset, kv_dim);
+        #[cfg(target_arch = "arm")]
+        let fast = if keys4 {
+            scores4(att, xq, cache, kv_offset, kv_dim, q_scale)
         } else {
-            attention_dots::<N>(att, xq, cache.keys, kv_offset, kv_dim);
-        }
-        let max = scale_scores(att, cache.key_steps, q_scale);
+            None
+        };
+        #[cfg(not(target_arch = "arm"))]
+        let fast = None;
+        let max = match fast {
+            Some(max) => max,
+            None => {
+                if N == 0 {
+                    attention_dots_any(att, xq, cache.keys, kv_offset, kv_dim);
+                } else {
+                    attention_dots::<N>(att, xq, cache.keys, kv_offset, kv_dim);
+                }
+                scale_scores(att, cache.key_steps, q_scale)
+            }
+        };
         // softmax_u32 with its last loop folded into the weighing (n < 2¹⁶: `fits`).
         let inv = exp_and_reciprocal_from(att, max);
         if weigh_and_sum_values::<N>(out_h, att, inv, cache, kv_offset, kv_dim) {
@@ -1411,6 +1429,65 @@ fn attention_heads<const N: usize>(
             kv_offset += hs;
         }
     }
+}
+
+/// The scores of a head of 4 and their max, [`attention_dots`] then [`scale_scores`] bit for
+/// bit on their usual path (the keys as words: the caller checked the cache's alignment and
+/// `attention` every length; the score multiplier a power of two, as at head sizes 4, 16 and
+/// 64): [`dots4_thumb`] then [`scores_shift_thumb`] called straight, without the two calls'
+/// own checks (~200 cycles a head on the M0+). `None` when that path does not take the head
+/// or stops short (a key step not a power of two, or a shift out of its range); the caller
+/// then forms every score again the general way (each dot is stored afresh).
+#[cfg(target_arch = "arm")]
+#[inline(always)]
+fn scores4(
+    att: &mut [i32],
+    q: &[i32],
+    cache: &KvView,
+    kv_offset: usize,
+    kv_dim: usize,
+    q_scale: Multiplier,
+) -> Option<i32> {
+    let n = att.len();
+    let m = q_scale.mant >> 1;
+    let takes = q_scale.shift.unsigned_abs() < 1 << 20
+        && q_scale.mant < 1 << 31
+        && m.is_power_of_two()
+        && cache.key_steps.first() == Some(&(1 << 30))
+        && q.len() >= 4
+        && cache.key_steps.len() >= STEP_WORDS * n;
+    if !takes {
+        return None;
+    }
+    let j = m.trailing_zeros() as i32;
+    // [k.shift + this = s − j − 1, its largest value (s ≤ 62), the running max]
+    let mut params = [
+        (q_scale.shift - 32 - j) as u32,
+        (61 - j) as u32,
+        i32::MIN as u32,
+    ];
+    // SAFETY: att holds n ≥ 1 words (`attention`'s fits); the keys of positions t < n at
+    // keys[kv_offset + t·kv_dim ..][..4] are in bounds (fits: n·kv_dim ≤ keys.len() and
+    // kv_offset + 4 ≤ kv_dim) and word-aligned (the caller's keys4: an aligned start, an even
+    // kv_dim, kv_offset a multiple of 4); q holds 4 words; key_steps 2n words; the routines
+    // read those, write att[..n] and the third word of params.
+    let done = unsafe {
+        dots4_thumb(
+            att.as_mut_ptr(),
+            n,
+            cache.keys.as_ptr().add(kv_offset),
+            2 * kv_dim,
+            q.as_ptr(),
+            0,
+        );
+        scores_shift_thumb(
+            att.as_mut_ptr(),
+            n,
+            cache.key_steps.as_ptr(),
+            params.as_mut_ptr(),
+        )
+    };
+    (done >= n).then_some(params[2] as i32)
 }
 
 /// `att[t] = q · key t` for a head of `N` elements (`q.len() == N`), the query in registers.
