@@ -162,6 +162,18 @@ pub fn check(words: &mut [i32], report: &mut dyn FnMut(KernelCheck)) {
     check_attention(words, &mut rng, report);
 }
 
+/// The 1/T (Q16) of the sampler-weight checks: at the edges of weights_thumb's halves (1/T ≤
+/// 2²⁴ takes its one-word product) and past them (the plain form).
+const WEIGHT_INV_TS: [u32; 7] = [
+    1,
+    1 << 16,
+    81_840,
+    0x1_FFFF,
+    (1 << 24) - 1,
+    1 << 24,
+    i32::MAX as u32,
+];
+
 /// [`attention`] against [`attention_reference`] (head sizes 2, 3, 4, 8, grouped and plain
 /// heads, 1 to 64 positions, narrow and wide value steps, queries up to 2¹³ in Q16), and
 /// [`scale_scores`] against its reference on full-range dot products and steps: the device
@@ -690,18 +702,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         } else {
             argmax(&vals[..n]).1
         };
-        // 1/T at the edges of weights_thumb's halves (1/T ≤ 2²⁴ takes its one-word product)
-        // and past them (the plain form).
-        let inv_t = [
-            1,
-            1 << 16,
-            81_840,
-            0x1_FFFF,
-            (1 << 24) - 1,
-            1 << 24,
-            i32::MAX as u32,
-        ][round % 7]
-            >> (round % 3);
+        let inv_t = WEIGHT_INV_TS[round % WEIGHT_INV_TS.len()] >> (round % 3);
         // SAFETY: initialised i32 words read as u32 (same size and alignment).
         let (got, want): (&mut [u32], &mut [u32]) = unsafe {
             (
@@ -727,18 +728,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         for (i, v) in vals[..n].iter_mut().enumerate() {
             *v = (((rng.next() % below) << 8) | i as u32) as i32;
         }
-        // 1/T at the edges of weights_thumb's halves (1/T ≤ 2²⁴ takes its one-word product)
-        // and past them (the plain form).
-        let inv_t = [
-            1,
-            1 << 16,
-            81_840,
-            0x1_FFFF,
-            (1 << 24) - 1,
-            1 << 24,
-            i32::MAX as u32,
-        ][round % 7]
-            >> (round % 3);
+        let inv_t = WEIGHT_INV_TS[round % WEIGHT_INV_TS.len()] >> (round % 3);
         // SAFETY: initialised i32 words read as u32 (same size and alignment).
         let (keys, got, want): (&[u32], &mut [u32], &mut [u32]) = unsafe {
             (

@@ -775,24 +775,41 @@ fn rescale_rows(out: &mut [i32], scales: &[u8], x_step: Multiplier) {
                 rescale_rows_thumb
             };
             // SAFETY: `out` has `rows` words, `scales` 8·rows bytes from a 4-byte aligned start
-            // (checked by `matvec_i8`); the routine reads and writes exactly those.
-            let left = unsafe {
-                routine(
-                    out.as_mut_ptr(),
-                    scales.as_ptr(),
-                    rows,
-                    x_step.mant,
-                    x_step.shift - 32,
-                )
-            };
-            if left > 0 {
-                rescale_rows_left(out, scales, x_step);
-            }
-            return;
+            // (checked by `matvec_i8`), and the word path holds.
+            return unsafe { rescale_rows_by(routine, out, scales, x_step) };
         }
     }
     for (o, scale) in out.iter_mut().zip(scales.chunks_exact(8)) {
         *o = rescale.apply(scale, *o);
+    }
+}
+
+/// One of the row-rescale routines over all of `out` (it reads and writes exactly `out.len()`
+/// words and `8 · out.len()` bytes of `scales`), then the rows it left ([`rescale_rows_left`]).
+///
+/// # Safety
+/// `scales` holds at least 8·`out.len()` bytes from a 4-byte aligned start, and `x_step` takes
+/// the word path (`RowRescale::word_path`; `x_mant` = 2³⁰ for the pow2 routine).
+#[cfg(target_arch = "arm")]
+#[inline(always)]
+unsafe fn rescale_rows_by(
+    routine: unsafe extern "C" fn(*mut i32, *const u8, usize, u32, i32) -> usize,
+    out: &mut [i32],
+    scales: &[u8],
+    x_step: Multiplier,
+) {
+    // SAFETY: as the caller promises.
+    let left = unsafe {
+        routine(
+            out.as_mut_ptr(),
+            scales.as_ptr(),
+            out.len(),
+            x_step.mant,
+            x_step.shift - 32,
+        )
+    };
+    if left > 0 {
+        rescale_rows_left(out, scales, x_step);
     }
 }
 
@@ -1029,7 +1046,7 @@ pub(crate) fn matvec_i8_x4_pow2(
     // 4-byte aligned start: the routines read and write only those (as in `matvec_i8_x4` and
     // `rescale_rows`, whose conditions these are: rows = out.len() ≤ scales.len() / 8, and
     // x_mant = 2³⁰ with |x_shift| < 2²⁴ is `RowRescale::word_path`).
-    let left = unsafe {
+    unsafe {
         dot4_rows_thumb(
             weights.as_ptr(),
             x.as_ptr(),
@@ -1037,16 +1054,7 @@ pub(crate) fn matvec_i8_x4_pow2(
             out.as_mut_ptr(),
             rows / QUAD_ROWS,
         );
-        rescale_rows_pow2_thumb(
-            out.as_mut_ptr(),
-            scales.as_ptr(),
-            rows,
-            x_step.mant,
-            x_step.shift - 32,
-        )
-    };
-    if left > 0 {
-        rescale_rows_left(out, scales, x_step);
+        rescale_rows_by(rescale_rows_pow2_thumb, out, scales, x_step);
     }
     true
 }
