@@ -1385,6 +1385,8 @@ fn attention_heads<const N: usize>(
     #[cfg(target_arch = "arm")]
     let keys4 =
         N == 4 && (cache.keys.as_ptr() as usize).is_multiple_of(4) && kv_dim.is_multiple_of(2);
+    // Heads of 4 whose value steps the lean pass takes: checked once for all heads.
+    let lean = N == 4 && values_lean(cache.value_steps, att.len());
     // Head by head without `chunks_exact` (its length division, twice a call in `Zip::new`, is
     // a ~150-cycle library call on the M0+: the chunk size is not a constant to it).
     let mut at = 0;
@@ -1414,7 +1416,7 @@ fn attention_heads<const N: usize>(
         };
         // softmax_u32 with its last loop folded into the weighing (n < 2¹⁶: `fits`).
         let inv = exp_and_reciprocal_from(att, max);
-        if weigh_and_sum_values::<N>(out_h, att, inv, cache, kv_offset, kv_dim) {
+        if weigh_and_sum_values::<N>(out_h, att, inv, cache, kv_offset, kv_dim, lean) {
             // weighed and summed in one pass
         } else if weigh_exps(att, inv, cache.value_steps) > PV_I32_MAX_WEIGHT {
             weighted_values_wide(out_h, att, cache.values, kv_offset, kv_dim);
@@ -2696,7 +2698,8 @@ core::arch::global_asm!(
 /// The weights stay in `att`, so a position the pass cannot take (a value step's shift outside
 /// 17..=47) is weighed the plain way and the sums redone as [`weighted_values`]; a total past
 /// [`PV_I32_MAX_WEIGHT`] takes the wide sums. Bit for bit [`weigh_exps`] then the value sums.
-/// Returns false (nothing done) when the shape does not fit the pass.
+/// Returns false (nothing done) when the shape does not fit the pass. With `lean` (a head of 4
+/// over value steps [`values_lean`] took) and `inv` below 2¹⁶, [`pv4_lean`] does it all.
 #[inline(always)]
 fn weigh_and_sum_values<const N: usize>(
     out: &mut [i32],
@@ -2705,6 +2708,7 @@ fn weigh_and_sum_values<const N: usize>(
     cache: &KvView,
     kv_offset: usize,
     kv_dim: usize,
+    lean: bool,
 ) -> bool {
     let n = att.len();
     let values = cache.values;
@@ -2725,6 +2729,13 @@ fn weigh_and_sum_values<const N: usize>(
     if !fits {
         return false;
     }
+    if N == 4 && lean && inv < 1 << 16 {
+        let acc = pv4_lean(att, cache.value_steps, values, kv_offset, kv_dim, inv);
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = round_q8(a);
+        }
+        return true;
+    }
     let (done, mut total, acc) = weigh_pv4(att, cache.value_steps, values, kv_offset, kv_dim, inv);
     if done < n {
         let rest = weigh_exps(
@@ -2740,7 +2751,7 @@ fn weigh_and_sum_values<const N: usize>(
         weighted_values::<N>(out, att, values, kv_offset, kv_dim);
     } else {
         for (o, a) in out.iter_mut().zip(acc) {
-            *o = ((a as i64 + (1 << 7)) >> 8) as i32;
+            *o = round_q8(a);
         }
         if N == 6 {
             let mut upper = [0i32; 4];
@@ -2750,6 +2761,198 @@ fn weigh_and_sum_values<const N: usize>(
     }
     true
 }
+
+/// `round(a / 2⁸)` (half up), as the value sums' `((a + 2⁷) >> 8)` in `i64`: `a >> 8` plus the
+/// bit below the cut, with no 64-bit add.
+#[inline(always)]
+fn round_q8(a: i32) -> i32 {
+    (a >> 8) + ((a >> 7) & 1)
+}
+
+/// Whether [`pv4_lean`] may weigh the first `n` positions of `value_steps`: every step the
+/// engine's power of two (mantissa 2³⁰, as `act_step(..).shifted(8)` writes them) with its
+/// shift in 17..=47, and the smallest shift low enough that no total weight can pass
+/// [`PV_I32_MAX_WEIGHT`]. With `d = shift − 17`, a weight is `⌊(⌊p·2¹⁴ / 2^d⌋ + 1) / 2⌋ ≤
+/// p·2^(13−d) + ½`, and the probabilities `p = ⌊e·inv / 2¹⁶⌋` sum to at most `sum·inv / 2¹⁶ ≤
+/// 2¹⁶`, so the total is at most `2^(29 − d_min) + n/2`. One pass over the steps serves every
+/// head of the layer.
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+fn values_lean(value_steps: &[i32], n: usize) -> bool {
+    let Some(steps) = value_steps.get(..STEP_WORDS * n) else {
+        return false;
+    };
+    let mut d_min = 30u32;
+    for step in steps.chunks_exact(STEP_WORDS) {
+        let d = (step[1] as u32).wrapping_sub(17);
+        if step[0] != 1 << 30 || d > 30 {
+            return false;
+        }
+        d_min = d_min.min(d);
+    }
+    let bound = 1u32 << 29u32.saturating_sub(d_min);
+    n < 1 << 16 && bound + (n as u32) / 2 < PV_I32_MAX_WEIGHT
+}
+
+/// [`weigh_pv4`] over value steps [`values_lean`] took and an `inv` below 2¹⁶ (the exps at
+/// most 2¹⁶, as [`exp_and_reciprocal_from`] leaves them): no position stops the pass and no
+/// total can pass [`PV_I32_MAX_WEIGHT`], so it keeps neither a total nor the weights. With the
+/// step's mantissa 2³⁰ the weight is `((((e·inv) >> 16) << 14 >> d) + 1) >> 1` (`e·inv <
+/// 2³²`: `e ≤ 2¹⁶` and `inv < 2¹⁶`; `e = 2¹⁶` gives `p = inv` exactly, as [`normalized`]).
+/// Returns the four wrapping sums, [`weigh_pv4`]'s for the same inputs. On thumbv6m
+/// [`pv4_lean_thumb`]; this is its model.
+#[inline(always)]
+fn pv4_lean(
+    att: &mut [i32],
+    value_steps: &[i32],
+    values: &[i16],
+    kv_offset: usize,
+    kv_dim: usize,
+    inv: u32,
+) -> [i32; 4] {
+    #[cfg(target_arch = "arm")]
+    {
+        // [inv, the values' stride in bytes, then out: the four sums]
+        let mut io = [inv, 2 * kv_dim as u32, 0, 0, 0, 0];
+        // SAFETY: as weigh_pv4's: att holds n ≥ 1 words and value_steps 2n (values_lean
+        // checked); the routine reads one att word, 2 step words and 4 i16 (two words,
+        // aligned: the caller checked) at values[kv_offset + t·kv_dim ..] per position t < n,
+        // reads io[0..2] and writes io[2..6].
+        unsafe {
+            pv4_lean_thumb(
+                att.as_ptr(),
+                att.len(),
+                value_steps.as_ptr(),
+                values.as_ptr().add(kv_offset),
+                io.as_mut_ptr(),
+            )
+        };
+        [io[2], io[3], io[4], io[5]].map(|a| a as i32)
+    }
+    #[cfg(not(target_arch = "arm"))]
+    {
+        let mut acc = [0i32; 4];
+        let mut at = kv_offset;
+        for (&e, step) in att.iter().zip(value_steps.chunks_exact(STEP_WORDS)) {
+            let p = (e as u32).wrapping_mul(inv) >> 16;
+            let d = (step[1] as u32).wrapping_sub(17);
+            let weight = (((p << 14) >> d) + 1) >> 1;
+            for (s, &v) in acc.iter_mut().zip(&values[at..at + 4]) {
+                *s = s.wrapping_add((weight as i32).wrapping_mul(v as i32));
+            }
+            at += kv_dim;
+        }
+        acc
+    }
+}
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// [`pv4_lean`] on thumbv6m: `n ≥ 1` positions of `att`, `steps` and `values` (the first
+    /// position's four columns, 4-byte aligned); `io` = [inv (< 2¹⁶), the values' stride in
+    /// bytes (a multiple of 4, ≥ 8), then out: the four sums].
+    fn pv4_lean_thumb(
+        att: *const i32,
+        n: usize,
+        steps: *const i32,
+        values: *const i16,
+        io: *mut u32,
+    );
+}
+
+/// Where [`pv4_lean_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! PV4_LEAN_SECTION {
+    () => {
+        ".section .data.ramfunc.pv4_lean_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! PV4_LEAN_SECTION {
+    () => {
+        ".section .text.pv4_lean_thumb,\"ax\",%progbits"
+    };
+}
+
+// r0 att (advancing), r1 steps (advancing), r2 the weight, r3 values (advancing: an LDM of two
+// words, then the stride less 8), r4–r6 scratch, r7 inv, r8–r11 the four sums, r12 the stride
+// − 8, lr the end of att; [sp] io. Per position: the exp (LDM 2), e·inv (MULS), >> 16 << 14,
+// the step (LDM 3), >> (shift − 17), rounded, the values (LDM 3), 4 × (extract, MULS, ADD),
+// the stride and the loop: 31 cycles by the rp2040js cycle model (weigh_pv4_thumb's 46).
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    PV4_LEAN_SECTION!(),
+    ".global pv4_lean_thumb",
+    ".type pv4_lean_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "pv4_lean_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "ldr r4, [sp, #36]", // io: the fifth argument, above the nine saved registers
+    "push {{r4}}",
+    "ldr r7, [r4]",     // inv
+    "ldr r6, [r4, #4]", // stride
+    "subs r6, #8",
+    "mov r12, r6",
+    "lsls r1, r1, #2",
+    "adds r1, r0, r1",
+    "mov lr, r1",
+    "mov r1, r2",
+    "movs r4, #0",
+    "mov r8, r4",
+    "mov r9, r4",
+    "mov r10, r4",
+    "mov r11, r4",
+    "1:",
+    "ldm r0!, {{r2}}", // e
+    "muls r2, r7, r2",
+    "lsrs r2, r2, #16", // p
+    "lsls r2, r2, #14",
+    "ldm r1!, {{r4, r5}}", // mant (2^30), shift
+    "subs r5, #17",
+    "lsrs r2, r5",
+    "adds r2, #1",
+    "lsrs r2, r2, #1", // the weight
+    "ldm r3!, {{r5, r6}}",
+    "sxth r4, r5",
+    "muls r4, r2, r4",
+    "add r8, r4",
+    "asrs r5, r5, #16",
+    "muls r5, r2, r5",
+    "add r9, r5",
+    "sxth r4, r6",
+    "muls r4, r2, r4",
+    "add r10, r4",
+    "asrs r6, r6, #16",
+    "muls r6, r2, r6",
+    "add r11, r6",
+    "add r3, r12",
+    "cmp r0, lr",
+    "bne 1b",
+    "pop {{r2}}", // io
+    "mov r4, r8",
+    "str r4, [r2, #8]",
+    "mov r4, r9",
+    "str r4, [r2, #12]",
+    "mov r4, r10",
+    "str r4, [r2, #16]",
+    "mov r4, r11",
+    "str r4, [r2, #20]",
+    "pop {{r4-r7}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
+    "pop {{r4-r7, pc}}",
+    ".size pv4_lean_thumb, . - pv4_lean_thumb",
+);
 
 /// [`weigh_exps`] fused with the value sums of 4 columns: for each position `t` while its value
 /// step's shift is in 17..=47, `att[t]` = the weight (the exp normalised by `inv`, times the step)
@@ -3647,6 +3850,69 @@ mod tests {
             }
         }
         assert!(stops > 100, "{stops}");
+    }
+
+    #[test]
+    fn pv4_lean_equals_weigh_exps_and_the_value_sums() {
+        let mut rng = Rng(0x1EA7_F00D_5EED_0004);
+        let (mut taken, mut refused) = (0, 0);
+        for round in 0..3000 {
+            let n = 1 + (rng.next() % 70) as usize;
+            let kv_dim = [4, 8, 12][round % 3];
+            let kv_offset = [0, kv_dim - 4][(round / 3) % 2];
+            // Exps as exp_and_reciprocal_from leaves them (0..=2¹⁶, the max's 2¹⁶ among them),
+            // and their reciprocal.
+            let mut exps: Vec<i32> = (0..n)
+                .map(|_| match rng.next() % 4 {
+                    0 => 0,
+                    1 => 1 << 16,
+                    _ => (rng.next() % (1 << 16)) as i32,
+                })
+                .collect();
+            exps[(rng.next() as usize) % n] = 1 << 16;
+            let sum = exps.iter().map(|&e| e as u32).sum::<u32>();
+            let inv = div_rem_u32(u32::MAX, sum).0 + sum.is_power_of_two() as u32;
+            // Value steps as the engine writes them (act_step(max).shifted(8)), values up to
+            // 2¹⁸ in Q16.16 mostly, up to 2²⁴ (past the lean bound) in every fourth round, and
+            // steps of other mantissas at times.
+            let mut steps = vec![0i32; n * STEP_WORDS];
+            for t in 0..n {
+                let top = if round % 4 == 0 { 8 } else { 14 };
+                let max = (rng.next() >> (top + rng.next() % (26 - top))) as i32;
+                put_step(&mut steps, t, act_step(max).shifted(8));
+                if round % 11 == 0 && rng.next().is_multiple_of(8) {
+                    put_step(&mut steps, t, step_q16(max.max(1), KV_LEVELS).shifted(8));
+                }
+            }
+            let values: Vec<i16> = (0..n * kv_dim)
+                .map(|_| rng.signed(KV_LEVELS) as i16)
+                .collect();
+            let mut want = exps.clone();
+            let total = weigh_exps(&mut want, inv, &steps);
+            let lean = values_lean(&steps, n);
+            let plain = steps
+                .chunks_exact(STEP_WORDS)
+                .all(|s| s[0] == 1 << 30 && (17..=47).contains(&s[1]));
+            // The lean pass takes only the engine's steps, and then no total passes the bound.
+            assert!(
+                !lean || (plain && total <= PV_I32_MAX_WEIGHT),
+                "round {round}"
+            );
+            if !lean || inv >= 1 << 16 {
+                refused += 1;
+                continue;
+            }
+            taken += 1;
+            let mut att = exps.clone();
+            let acc = pv4_lean(&mut att, &steps, &values, kv_offset, kv_dim, inv);
+            for (i, &a) in acc.iter().enumerate() {
+                let sum = (0..n).fold(0i32, |s, t| {
+                    s.wrapping_add(want[t].wrapping_mul(values[kv_offset + t * kv_dim + i] as i32))
+                });
+                assert_eq!(a, sum, "round {round} column {i}");
+            }
+        }
+        assert!(taken > 1000 && refused > 200, "{taken} {refused}");
     }
 
     #[test]
