@@ -114,7 +114,9 @@ struct Layout {
     vocab: usize,
     /// `n_layers × ctx` cached key (and value) vectors.
     kv_positions: usize,
-    /// `i32` words: x, xb, xb2, q, k, v, hb, hb2, att, logits, key/value steps (2 words each).
+    n_layers: usize,
+    /// `i32` words: x, xb, xb2, q, k, v, hb, hb2, att, logits, key/value steps (2 words each),
+    /// each layer's step bounds.
     words: usize,
     /// `i16` elements: key cache, value cache.
     kv_elems: usize,
@@ -139,7 +141,8 @@ impl Layout {
             + ctx
             + vocab
             + dim.max(hidden).max(q_dim)
-            + 2 * STEP_WORDS * kv_positions;
+            + 2 * STEP_WORDS * kv_positions
+            + BOUNDS_WORDS * c.n_layers;
         let kv_elems = 2 * kv_positions * kv_dim;
         Layout {
             dim,
@@ -149,6 +152,7 @@ impl Layout {
             ctx,
             vocab,
             kv_positions,
+            n_layers: c.n_layers,
             words,
             kv_elems,
         }
@@ -200,6 +204,103 @@ pub struct State<'a> {
     /// Q16 probabilities into Q24).
     key_steps: &'a mut [i32],
     value_steps: &'a mut [i32],
+    /// `[layer]` the [`StepBounds`] of its cached steps ([`BOUNDS_WORDS`] words each).
+    bounds: &'a mut [i32],
+}
+
+/// `i32` words of one layer's [`StepBounds`] in the arena.
+const BOUNDS_WORDS: usize = 5;
+
+/// What the cached steps of one layer's positions allow [`attention`]'s lean passes, kept as
+/// each position is written ([`StepBounds::with`]: a position 0 starts them afresh, so after a
+/// session goes back they may also cover positions past the current one, which only widens
+/// them), or found by [`StepBounds::scan`] for a cache not from a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StepBounds {
+    /// Every key step the engine's power of two (mantissa 2³⁰, as `act_step` writes them).
+    pub keys_pow2: bool,
+    /// The smallest and largest key-step shift.
+    pub key_shift_min: i32,
+    pub key_shift_max: i32,
+    /// Every value step of mantissa 2³⁰ with its shift in 17..=47 ([`pv4_lean`]'s steps).
+    pub values_lean: bool,
+    /// The smallest value-step shift.
+    pub value_shift_min: i32,
+}
+
+impl StepBounds {
+    /// Of one position's key and value steps (two words each, as [`put_step`] stores them).
+    fn of(key: &[i32], value: &[i32]) -> StepBounds {
+        let (Some(&[km, ks]), Some(&[vm, vs])) = (key.get(..2), value.get(..2)) else {
+            return StepBounds::from_words(&[]);
+        };
+        StepBounds {
+            keys_pow2: km == 1 << 30,
+            key_shift_min: ks,
+            key_shift_max: ks,
+            values_lean: vm == 1 << 30 && (17..=47).contains(&vs),
+            value_shift_min: vs,
+        }
+    }
+
+    /// These bounds and one more position's.
+    fn with(self, more: StepBounds) -> StepBounds {
+        StepBounds {
+            keys_pow2: self.keys_pow2 && more.keys_pow2,
+            key_shift_min: self.key_shift_min.min(more.key_shift_min),
+            key_shift_max: self.key_shift_max.max(more.key_shift_max),
+            values_lean: self.values_lean && more.values_lean,
+            value_shift_min: self.value_shift_min.min(more.value_shift_min),
+        }
+    }
+
+    /// Of the first `n ≥ 1` positions of the steps (none allowed when they are short).
+    pub(crate) fn scan(key_steps: &[i32], value_steps: &[i32], n: usize) -> StepBounds {
+        let (Some(keys), Some(values)) = (
+            key_steps.get(..STEP_WORDS * n),
+            value_steps.get(..STEP_WORDS * n),
+        ) else {
+            return StepBounds::from_words(&[]);
+        };
+        let mut pairs = keys
+            .chunks_exact(STEP_WORDS)
+            .zip(values.chunks_exact(STEP_WORDS))
+            .map(|(k, v)| StepBounds::of(k, v));
+        let first = pairs.next().unwrap_or(StepBounds::from_words(&[]));
+        pairs.fold(first, StepBounds::with)
+    }
+
+    /// As [`StepBounds::to_words`] wrote them; short words allow nothing.
+    fn from_words(w: &[i32]) -> StepBounds {
+        match w.get(..BOUNDS_WORDS) {
+            Some(&[kp, kmin, kmax, vl, vmin]) => StepBounds {
+                keys_pow2: kp != 0,
+                key_shift_min: kmin,
+                key_shift_max: kmax,
+                values_lean: vl != 0,
+                value_shift_min: vmin,
+            },
+            _ => StepBounds {
+                keys_pow2: false,
+                key_shift_min: 0,
+                key_shift_max: 0,
+                values_lean: false,
+                value_shift_min: 0,
+            },
+        }
+    }
+
+    fn to_words(self, w: &mut [i32]) {
+        if let Some(w) = w.get_mut(..BOUNDS_WORDS) {
+            w.copy_from_slice(&[
+                self.keys_pow2 as i32,
+                self.key_shift_min,
+                self.key_shift_max,
+                self.values_lean as i32,
+                self.value_shift_min,
+            ]);
+        }
+    }
 }
 
 /// `i32` words of one cached step: a [`Multiplier`]'s mantissa and shift.
@@ -266,6 +367,7 @@ impl<'a> State<'a> {
             xq: take(&mut words, layout.dim.max(layout.hidden).max(layout.q_dim)),
             key_steps: take(&mut words, STEP_WORDS * kv_positions),
             value_steps: take(&mut words, STEP_WORDS * kv_positions),
+            bounds: take(&mut words, BOUNDS_WORDS * layout.n_layers),
             key_cache: take(&mut kv, kv_positions * layout.kv_dim),
             value_cache: take(&mut kv, kv_positions * layout.kv_dim),
         })
@@ -972,6 +1074,19 @@ fn forward<C: Cores + ?Sized>(
             let max = quantize_kv(s.v, vc);
             put_step(s.value_steps, slot, act_step(max).shifted(8));
         }
+        // This position's steps folded into the layer's bounds (afresh at position 0).
+        let at = slot * STEP_WORDS..(slot + 1) * STEP_WORDS;
+        let here = StepBounds::of(
+            s.key_steps.get(at.clone()).unwrap_or(&[]),
+            s.value_steps.get(at).unwrap_or(&[]),
+        );
+        let layer_bounds = s.bounds.get_mut(l * BOUNDS_WORDS..).unwrap_or(&mut []);
+        let bounds = if pos == 0 {
+            here
+        } else {
+            StepBounds::from_words(layer_bounds).with(here)
+        };
+        bounds.to_words(layer_bounds);
         let layer_keys = s.key_cache.get(l * ctx * kv_dim..).unwrap_or(&[]);
         let layer_values = s.value_cache.get(l * ctx * kv_dim..).unwrap_or(&[]);
         let steps = l * ctx * STEP_WORDS..(slot + 1) * STEP_WORDS;
@@ -989,6 +1104,7 @@ fn forward<C: Cores + ?Sized>(
             values: layer_values,
             key_steps,
             value_steps,
+            bounds,
         };
         // The second core's heads: whole key/value groups ([`split_point`]), their scores in
         // the logits buffer (free until the classifier; a streamed vocabulary's chunk may be
@@ -1158,6 +1274,8 @@ pub(crate) struct KvView<'c> {
     pub values: &'c [i16],
     pub key_steps: &'c [i32],
     pub value_steps: &'c [i32],
+    /// Bounds of the steps of positions `0..att.len()` at least (a superset allows less).
+    pub bounds: StepBounds,
 }
 
 /// Attention of every query head in `q` over the cached positions (`att.len()` of them):
@@ -1317,6 +1435,7 @@ pub(crate) fn attention(
         values: &cache.values[..cached],
         key_steps: &cache.key_steps[..n * STEP_WORDS],
         value_steps: &cache.value_steps[..n * STEP_WORDS],
+        bounds: cache.bounds,
     };
     let out = &mut out[..n_heads * hs];
     let q = &q[..n_heads * hs];
@@ -1356,6 +1475,7 @@ fn attention_from(
         values: cache.values.get(first_kv..).unwrap_or(&[]),
         key_steps: cache.key_steps,
         value_steps: cache.value_steps,
+        bounds: cache.bounds,
     };
     if seen.keys.len() >= cached && seen.values.len() >= cached {
         attention(out, q, &seen, att, xq, shape, score_scale)
@@ -1386,7 +1506,7 @@ fn attention_heads<const N: usize>(
     let keys4 =
         N == 4 && (cache.keys.as_ptr() as usize).is_multiple_of(4) && kv_dim.is_multiple_of(2);
     // Heads of 4 whose value steps the lean pass takes: checked once for all heads.
-    let lean = N == 4 && values_lean(cache.value_steps, att.len());
+    let lean = N == 4 && values_lean(&cache.bounds, att.len());
     // Head by head without `chunks_exact` (its length division, twice a call in `Zip::new`, is
     // a ~150-cycle library call on the M0+: the chunk size is not a constant to it).
     let mut at = 0;
@@ -1437,9 +1557,11 @@ fn attention_heads<const N: usize>(
 /// bit on their usual path (the keys as words: the caller checked the cache's alignment and
 /// `attention` every length; the score multiplier a power of two, as at head sizes 4, 16 and
 /// 64): [`dots4_thumb`] then [`scores_shift_thumb`] called straight, without the two calls'
-/// own checks (~200 cycles a head on the M0+). `None` when that path does not take the head
-/// or stops short (a key step not a power of two, or a shift out of its range); the caller
-/// then forms every score again the general way (each dot is stored afresh).
+/// own checks (~200 cycles a head on the M0+), or [`scores4_thumb`], both in one pass, when
+/// the layer's [`StepBounds`] show that no position would stop them. `None` when that path does
+/// not take the head or stops short (a key step not a power of two, or a shift out of its
+/// range); the caller then forms every score again the general way (each dot is stored
+/// afresh).
 #[cfg(target_arch = "arm")]
 #[inline(always)]
 fn scores4(
@@ -1462,6 +1584,32 @@ fn scores4(
         return None;
     }
     let j = m.trailing_zeros() as i32;
+    // Every position's t_s = k.shift + p0 in 0..=61 − j (the layer's key bounds): one pass.
+    let p0 = q_scale.shift - 32 - j;
+    let b = &cache.bounds;
+    let in_range =
+        b.key_shift_min.saturating_add(p0) >= 0 && b.key_shift_max.saturating_add(p0) <= 61 - j;
+    if b.keys_pow2 && in_range {
+        // [the key stride in bytes, p0, the steps, q, then out: the max]
+        let mut io = [
+            2 * kv_dim as u32,
+            p0 as u32,
+            cache.key_steps.as_ptr() as u32,
+            q.as_ptr() as u32,
+            0,
+        ];
+        // SAFETY: as below (the keys of positions t < n in bounds and word-aligned, q 4 words,
+        // key_steps 2n words); the routine reads those and io[..4], writes att[..n] and io[4].
+        unsafe {
+            scores4_thumb(
+                att.as_mut_ptr(),
+                n,
+                cache.keys.as_ptr().add(kv_offset),
+                io.as_mut_ptr(),
+            )
+        };
+        return Some(io[4] as i32);
+    }
     // [k.shift + this = s − j − 1, its largest value (s ≤ 62), the running max]
     let mut params = [
         (q_scale.shift - 32 - j) as u32,
@@ -1675,6 +1823,101 @@ core::arch::global_asm!(
     "mov r10, r6",
     "pop {{r4-r7, pc}}",
     ".size dots4_thumb, . - dots4_thumb",
+);
+
+#[cfg(target_arch = "arm")]
+extern "C" {
+    /// [`dots4_thumb`] then [`scores_shift_thumb`] in one pass, for keys whose every step is a
+    /// power of two with `t_s = k.shift + p0` in range (the caller checked the layer's
+    /// [`StepBounds`]): `att[t] = ((q · key t >> t_s) + 1) >> 1` for `t < n` (n ≥ 1), with `io`
+    /// = [the key stride in bytes (a multiple of 4, ≥ 8), p0, the key steps, q (4 words), then
+    /// out: the max of the scores].
+    fn scores4_thumb(att: *mut i32, n: usize, k: *const i16, io: *mut u32);
+}
+
+/// Where [`scores4_thumb`] lives: SRAM on the RP2040, flash elsewhere.
+#[cfg(all(target_arch = "arm", feature = "rp2040"))]
+macro_rules! SCORES4_SECTION {
+    () => {
+        ".section .data.ramfunc.scores4_thumb,\"ax\",%progbits"
+    };
+}
+#[cfg(all(target_arch = "arm", not(feature = "rp2040")))]
+macro_rules! SCORES4_SECTION {
+    () => {
+        ".section .text.scores4_thumb,\"ax\",%progbits"
+    };
+}
+
+// r0 keys (advancing: LDM of two words, then the stride less 8), r1–r3 scratch, r4–r7 the four
+// query values, r8 the end of att, r9 the stride − 8, r10 p0, r11 the running max, r12 the key
+// steps' shift words (advancing), lr att (advancing); [sp] io. Per position: the dot as
+// DOTS4_POSITION (15 with the stride), the step's shift (2 + 3 to step on), the rounded shift
+// (4), the max (3), the store and the loop (7): ~34 cycles (dots4_thumb 22 + scores_shift_thumb
+// 22 before, and the stored dots read back).
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    SCORES4_SECTION!(),
+    ".global scores4_thumb",
+    ".type scores4_thumb,%function",
+    ".thumb_func",
+    ".p2align 2",
+    "scores4_thumb:",
+    "push {{r4-r7, lr}}",
+    "mov r4, r8",
+    "mov r5, r9",
+    "mov r6, r10",
+    "mov r7, r11",
+    "push {{r4-r7}}",
+    "push {{r3}}",
+    "mov lr, r0",
+    "lsls r1, r1, #2",
+    "adds r1, r0, r1",
+    "mov r8, r1",
+    "mov r0, r2",
+    "ldr r4, [r3]", // stride
+    "subs r4, #8",
+    "mov r9, r4",
+    "ldr r4, [r3, #4]", // p0
+    "mov r10, r4",
+    "ldr r4, [r3, #8]", // steps: their first shift word
+    "adds r4, #4",
+    "mov r12, r4",
+    "movs r4, #1",
+    "lsls r4, r4, #31",
+    "mov r11, r4", // i32::MIN
+    "ldr r1, [r3, #12]",
+    "ldm r1!, {{r4, r5, r6, r7}}",
+    "1:",
+    DOTS4_POSITION!(),
+    "add r0, r9",
+    "mov r1, r12",
+    "ldr r2, [r1]", // k.shift
+    "adds r1, #8",
+    "mov r12, r1",
+    "add r2, r10", // t_s
+    "asrs r3, r2",
+    "adds r3, #1",
+    "asrs r3, r3, #1",
+    "cmp r3, r11",
+    "ble 2f",
+    "mov r11, r3",
+    "2:",
+    "mov r1, lr",
+    "stm r1!, {{r3}}",
+    "mov lr, r1",
+    "cmp r1, r8",
+    "bne 1b",
+    "pop {{r3}}",
+    "mov r2, r11",
+    "str r2, [r3, #16]",
+    "pop {{r4-r7}}",
+    "mov r8, r4",
+    "mov r9, r5",
+    "mov r10, r6",
+    "mov r11, r7",
+    "pop {{r4-r7, pc}}",
+    ".size scores4_thumb, . - scores4_thumb",
 );
 
 /// [`attention_dots`] for any head size (`q.len()`).
@@ -2769,31 +3012,17 @@ fn round_q8(a: i32) -> i32 {
     (a >> 8) + ((a >> 7) & 1)
 }
 
-/// Whether [`pv4_lean`] may weigh the first `n` positions of `value_steps`: every step the
-/// engine's power of two (mantissa 2³⁰, as `act_step(..).shifted(8)` writes them) with its
-/// shift in 17..=47, and the smallest shift low enough that no total weight can pass
+/// Whether [`pv4_lean`] may weigh `n` positions whose steps have these bounds: every value
+/// step the engine's power of two (mantissa 2³⁰, as `act_step(..).shifted(8)` writes them) with
+/// its shift in 17..=47, and the smallest shift low enough that no total weight can pass
 /// [`PV_I32_MAX_WEIGHT`]. With `d = shift − 17`, a weight is `⌊(⌊p·2¹⁴ / 2^d⌋ + 1) / 2⌋ ≤
 /// p·2^(13−d) + ½`, and the probabilities `p = ⌊e·inv / 2¹⁶⌋` sum to at most `sum·inv / 2¹⁶ ≤
-/// 2¹⁶`, so the total is at most `2^(29 − d_min) + n/2`. One pass over the steps serves every
-/// head of the layer.
-#[cfg_attr(
-    all(target_arch = "arm", feature = "rp2040"),
-    link_section = ".data.ramfunc"
-)]
-fn values_lean(value_steps: &[i32], n: usize) -> bool {
-    let Some(steps) = value_steps.get(..STEP_WORDS * n) else {
-        return false;
-    };
-    let mut d_min = 30u32;
-    for step in steps.chunks_exact(STEP_WORDS) {
-        let d = (step[1] as u32).wrapping_sub(17);
-        if step[0] != 1 << 30 || d > 30 {
-            return false;
-        }
-        d_min = d_min.min(d);
-    }
+/// 2¹⁶`, so the total is at most `2^(29 − d_min) + n/2`.
+#[inline(always)]
+fn values_lean(bounds: &StepBounds, n: usize) -> bool {
+    let d_min = (bounds.value_shift_min - 17).clamp(0, 30) as u32;
     let bound = 1u32 << 29u32.saturating_sub(d_min);
-    n < 1 << 16 && bound + (n as u32) / 2 < PV_I32_MAX_WEIGHT
+    bounds.values_lean && n < 1 << 16 && bound + (n as u32) / 2 < PV_I32_MAX_WEIGHT
 }
 
 /// [`weigh_pv4`] over value steps [`values_lean`] took and an `inv` below 2¹⁶ (the exps at
@@ -3673,6 +3902,7 @@ mod tests {
                 values: &values,
                 key_steps: &key_steps,
                 value_steps: &value_steps,
+                bounds: StepBounds::scan(&key_steps, &value_steps, key_steps.len() / STEP_WORDS),
             };
             let shape = AttentionShape {
                 head_size: hs,
@@ -3763,6 +3993,7 @@ mod tests {
                 values: &values,
                 key_steps: &key_steps,
                 value_steps: &value_steps,
+                bounds: StepBounds::scan(&key_steps, &value_steps, key_steps.len() / STEP_WORDS),
             };
             let shape = AttentionShape {
                 head_size: hs,
@@ -3853,6 +4084,41 @@ mod tests {
     }
 
     #[test]
+    fn step_bounds_kept_per_position_equal_a_scan_of_the_cache() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/golden/story-1k.smb"
+        );
+        let bytes = std::fs::read(path).expect("the golden model");
+        let model = Model::parse(&bytes).expect("parses");
+        let c = model.config();
+        let ctx = c.seq_len;
+        let mut arena = vec![0u8; Model::arena_bytes(&c, ctx)];
+        let mut session = Session::new(&model, ctx, &mut arena).expect("session");
+        let mut checked = 0;
+        // Two stories (the second after a reset, over the first's cached steps), each checked
+        // at every position.
+        for (story, len) in [(0u32, ctx), (1, ctx / 3)] {
+            session.reset();
+            for i in 0..len as u32 {
+                let token = (i * 7 + story * 3) % c.vocab_size as u32;
+                session.feed_token(token).expect("feeds");
+                let n = session.pos();
+                for l in 0..c.n_layers {
+                    let steps = l * ctx * STEP_WORDS..(l * ctx + n) * STEP_WORDS;
+                    let s = &session.state;
+                    let want =
+                        StepBounds::scan(&s.key_steps[steps.clone()], &s.value_steps[steps], n);
+                    let kept = StepBounds::from_words(&s.bounds[l * BOUNDS_WORDS..]);
+                    assert_eq!(kept, want, "story {story} position {n} layer {l}");
+                    checked += want.keys_pow2 as usize;
+                }
+            }
+        }
+        assert!(checked > ctx, "{checked}");
+    }
+
+    #[test]
     fn pv4_lean_equals_weigh_exps_and_the_value_sums() {
         let mut rng = Rng(0x1EA7_F00D_5EED_0004);
         let (mut taken, mut refused) = (0, 0);
@@ -3889,7 +4155,7 @@ mod tests {
                 .collect();
             let mut want = exps.clone();
             let total = weigh_exps(&mut want, inv, &steps);
-            let lean = values_lean(&steps, n);
+            let lean = values_lean(&StepBounds::scan(&steps, &steps, n), n);
             let plain = steps
                 .chunks_exact(STEP_WORDS)
                 .all(|s| s[0] == 1 << 30 && (17..=47).contains(&s[1]));

@@ -8,8 +8,8 @@
 
 use crate::forward::{
     attention, attention_reference, normalized, put_step, rope, rope_reference, scale_scores,
-    scale_scores_reference, softmax, softmax_u32, weigh_by_value_steps,
-    weigh_by_value_steps_reference, weigh_exps, AttentionShape, KvView, STEP_WORDS,
+    scale_scores_reference, score_scale, softmax, softmax_u32, weigh_by_value_steps,
+    weigh_by_value_steps_reference, weigh_exps, AttentionShape, KvView, StepBounds, STEP_WORDS,
 };
 use crate::kernels::{
     act_step, argmax, div_rem_u32, exp_q16, isqrt_u64, isqrt_u64_reference, leading_zeros,
@@ -205,7 +205,13 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         let (keys, values) = kv.split_at(kv.len() / 2);
         let (key_steps, value_steps) = steps.split_at_mut(2 * 64 * STEP_WORDS);
         for slot in 0..n {
-            let key_max = (rng.next() >> (rng.next() % 24)) as i32 & i32::MAX;
+            // Keys up to 2³¹ in Q16.16, or (every other round, with the engine's scale) below
+            // 2¹⁹, where scores of queries below 2¹⁸ keep their shifts in range (scores4).
+            let key_max = if round % 2 == 0 {
+                (rng.next() >> (13 + rng.next() % 14)) as i32
+            } else {
+                (rng.next() >> (rng.next() % 24)) as i32 & i32::MAX
+            };
             let value_max = (rng.next() >> (8 + rng.next() % 20)) as i32;
             // The engine's power-of-two steps (act_step) mostly, any multiplier at times.
             if round % 4 == 3 {
@@ -225,13 +231,20 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
             values,
             key_steps,
             value_steps,
+            bounds: StepBounds::scan(key_steps, value_steps, n),
         };
         let shape = AttentionShape {
             head_size: hs,
             kv_dim,
             kv_per_q,
         };
-        let score_scale = Multiplier::from_fixed(23_170 + rng.next() as u64 % 40_000, 32);
+        // The engine's scale every other round (a power of two at head size 4: the one-pass
+        // scores of scores4), any other at times.
+        let score_scale = if round % 2 == 0 {
+            score_scale(hs as usize)
+        } else {
+            Multiplier::from_fixed(23_170 + rng.next() as u64 % 40_000, 32)
+        };
         let m = n_heads * hs;
         attention(
             &mut out[..m],
@@ -929,6 +942,7 @@ pub fn run(
                 values,
                 key_steps: &key_steps[..positions * STEP_WORDS],
                 value_steps: &value_steps[..positions * STEP_WORDS],
+                bounds: StepBounds::scan(&key_steps, &value_steps, positions),
             };
             let calls = 4;
             let cycles = time(clock, calls, || {
