@@ -724,20 +724,26 @@ pub(crate) fn rope(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
         let pairs = (head_size / 2).min(rope_at_pos.len() / 8);
         let aligned = (rope_at_pos.as_ptr() as usize).is_multiple_of(4);
         if head_size > 0 && pairs > 0 && aligned {
-            // Head by head without `chunks_exact_mut` (its length division is a ~100-cycle
-            // library call on the M0+).
+            let table = rope_at_pos.as_ptr().cast::<i32>();
+            if head_size == 2 * pairs {
+                // Every whole head in one call (heads of even size lie pair after pair).
+                let heads = div_rem_u32(v.len() as u32, head_size as u32).0 as usize;
+                if heads > 0 {
+                    // SAFETY: v holds heads·head_size = heads·2·pairs words and the table
+                    // ≥ 8·pairs bytes from a 4-byte aligned start (little-endian words, as
+                    // from_le_bytes reads them on this core); the routine reads/writes
+                    // v[..heads·2·pairs] and reads the table's first 2·pairs words.
+                    unsafe { rope_thumb(v.as_mut_ptr(), pairs, table, heads) };
+                }
+                return;
+            }
+            // Head by head (an odd head size leaves its last element) without
+            // `chunks_exact_mut` (its length division is a ~100-cycle library call on the M0+).
             let mut at = 0;
             while at + head_size <= v.len() {
-                // SAFETY: v[at..] holds head_size ≥ 2·pairs words and the table ≥ 8·pairs bytes
-                // from a 4-byte aligned start (little-endian words, as from_le_bytes reads them
-                // on this core); the routine reads/writes v[at..at + 2·pairs] and reads the table.
-                unsafe {
-                    rope_thumb(
-                        v.as_mut_ptr().add(at),
-                        pairs,
-                        rope_at_pos.as_ptr().cast::<i32>(),
-                    )
-                };
+                // SAFETY: v[at..] holds head_size ≥ 2·pairs words and the table as above; the
+                // routine reads/writes v[at..at + 2·pairs] and reads the table.
+                unsafe { rope_thumb(v.as_mut_ptr().add(at), pairs, table, 1) };
                 at += head_size;
             }
             return;
@@ -748,9 +754,9 @@ pub(crate) fn rope(v: &mut [i32], head_size: usize, rope_at_pos: &[u8]) {
 
 #[cfg(target_arch = "arm")]
 extern "C" {
-    /// [`rope_reference`] of one head: `pairs ≥ 1` pairs at `v`, the Q30 (cos, sin) words of
-    /// each pair at `table`.
-    fn rope_thumb(v: *mut i32, pairs: usize, table: *const i32);
+    /// [`rope_reference`] of `heads ≥ 1` heads of `pairs ≥ 1` pairs each, one after the other
+    /// at `v`, the Q30 (cos, sin) words of each pair of a head at `table`.
+    fn rope_thumb(v: *mut i32, pairs: usize, table: *const i32, heads: usize);
 }
 
 /// Where [`rope_thumb`] lives: SRAM on the RP2040, flash elsewhere.
@@ -863,8 +869,9 @@ macro_rules! ROPE_ROUND {
 
 // Per pair (a, b) and (cos, sin): a·cos − b·sin and a·sin + b·cos as 64-bit sums of the signed
 // products (ROPE_PRODUCT, inline), each + 2^29, >> 30 and clamped to i32 (ROPE_ROUND).
-// r8–r11 a, b, cos, sin; r12 v, lr the table (advancing); [sp] the end of v, [sp, #4] the
-// rotated a until b's is done. ~150 cycles a pair (stories260k's profile; with a call per
+// r8–r11 a, b, cos, sin; r12 v, lr the table (advancing, back to its start after each head);
+// [sp] the end of v, [sp, #4] the rotated a until b's is done, [sp, #8] the table, [sp, #12]
+// its end (one head's pairs). ~150 cycles a pair (stories260k's profile; with a call per
 // product it took ~217).
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
@@ -880,8 +887,12 @@ core::arch::global_asm!(
     "mov r6, r10",
     "mov r7, r11",
     "push {{r4-r7}}",
-    "sub sp, #8",
-    "lsls r1, r1, #3",
+    "sub sp, #16",
+    "lsls r1, r1, #3", // one head's bytes
+    "adds r4, r2, r1",
+    "str r2, [sp, #8]",
+    "str r4, [sp, #12]",
+    "muls r1, r3, r1",
     "adds r1, r0, r1",
     "str r1, [sp]",
     "mov r12, r0",
@@ -918,6 +929,13 @@ core::arch::global_asm!(
     "ldr r1, [sp]",
     "cmp r0, r1",
     "beq 9f",
+    "mov r1, lr",
+    "ldr r2, [sp, #12]",
+    "cmp r1, r2",
+    "bne 3f",
+    "ldr r1, [sp, #8]", // the next head: the table again
+    "mov lr, r1",
+    "3:",
     "b 1b", // beyond a conditional branch's reach
     "4:",
     "asrs r6, r7, #31",
@@ -934,7 +952,7 @@ core::arch::global_asm!(
     "eors r6, r4",
     "b 7b",
     "9:",
-    "add sp, #8",
+    "add sp, #16",
     "pop {{r4-r7}}",
     "mov r8, r4",
     "mov r9, r5",
