@@ -1563,7 +1563,8 @@ macro_rules! RESCALE_PRODUCT_ANY {
 /// (M · 2³⁰) >> 31 with M = mant & 0x7FFF_0000, so 2m = M = m15 · 2¹⁶ (m15 the mantissa's top 15
 /// bits) and sum · 2m = (sum · m15) · 2¹⁶ with sum · m15 = A · 2¹⁶ + B, A = (sum >> 16) · m15
 /// (signed), B = (sum & 0xFFFF) · m15 (< 2³¹): the high word is A + (B >> 16), the low word
-/// B << 16. Two MULS (12 cycles, against 39 for [`RESCALE_PRODUCT_ANY`]).
+/// B << 16, formed only on the way to the slow path ([`RESCALE_POW2_TO_SLOW`]: the straight one
+/// needs the high word alone). Two MULS (11 cycles, against 39 for [`RESCALE_PRODUCT_ANY`]).
 #[cfg(target_arch = "arm")]
 macro_rules! RESCALE_PRODUCT_POW2 {
     () => {
@@ -1577,8 +1578,15 @@ macro_rules! RESCALE_PRODUCT_POW2 {
             "muls r2, r7\n", // B
             "lsrs r6, r2, #16\n",
             "adds r6, r3\n",
-            "lsls r2, r2, #16\n",
         )
+    };
+}
+
+/// [`RESCALE_PRODUCT_POW2`]'s low word (B << 16), before its rows take the slow path.
+#[cfg(target_arch = "arm")]
+macro_rules! RESCALE_POW2_TO_SLOW {
+    () => {
+        "lsls r2, r2, #16\n"
     };
 }
 
@@ -1617,7 +1625,7 @@ macro_rules! RESCALE_ROW {
 // −1, and join high << (32−s) | low >> s; outside 1..=62 the sum stays (r6 reloaded), counted.
 #[cfg(target_arch = "arm")]
 macro_rules! RESCALE_FUNCTION {
-    ($name:literal, $section:expr, $product:expr) => {
+    ($name:literal, $section:expr, $product:expr, $to_slow:expr) => {
         core::arch::global_asm!(
             $section,
             concat!(".global ", $name),
@@ -1664,9 +1672,11 @@ macro_rules! RESCALE_FUNCTION {
             "mov r11, r7",
             "pop {{r4-r7, pc}}",
             "40:",
+            $to_slow,
             "bl 50f",
             "b 41b",
             "42:",
+            $to_slow,
             "bl 50f",
             "b 43b",
             // r5 = s − 32 (wrapping), (r6:r2) = sum · 2m; the result into r6, back by lr
@@ -1718,13 +1728,15 @@ macro_rules! RESCALE_FUNCTION {
 RESCALE_FUNCTION!(
     "rescale_rows_thumb",
     RESCALE_SECTION!(),
-    RESCALE_PRODUCT_ANY!()
+    RESCALE_PRODUCT_ANY!(),
+    ""
 );
 #[cfg(target_arch = "arm")]
 RESCALE_FUNCTION!(
     "rescale_rows_pow2_thumb",
     RESCALE_POW2_SECTION!(),
-    RESCALE_PRODUCT_POW2!()
+    RESCALE_PRODUCT_POW2!(),
+    RESCALE_POW2_TO_SLOW!()
 );
 
 /// `out[r] = Σ_c W[r,c]·x[c]` for a grouped int4 matrix (scheme 2): `W = q4 · g · s_row` with a
