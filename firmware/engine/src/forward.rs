@@ -32,8 +32,8 @@ use crate::kernels::matvec_i8_x4_pow2;
 use crate::kernels::EXP2_Q30;
 use crate::kernels::{
     act_step, div_rem_u32, exp_q16, isqrt_u64, matvec_i4, matvec_i8, matvec_i8_x4, mul_wide_i32,
-    mul_wide_u32, quantize_act, quantize_kv, rmsnorm, silu_gate_in_place, silu_in_place,
-    Multiplier, KV_LEVELS, QUAD_ROWS,
+    mul_wide_u32, quantize_act, quantize_act4, quantize_kv, rmsnorm, silu_gate_in_place,
+    silu_in_place, Multiplier, KV_LEVELS, QUAD_ROWS,
 };
 use crate::sampler::Sampler;
 use core::fmt;
@@ -1531,7 +1531,13 @@ fn attention_heads<const N: usize>(
     while at + hs <= out.len() && at + hs <= q.len() {
         let (out_h, q_head) = (&mut out[at..at + hs], &q[at..at + hs]);
         at += hs;
-        let q_max = quantize_act(q_head, xq);
+        let q_max = match (
+            <&[i32; 4]>::try_from(q_head),
+            <&mut [i32; 4]>::try_from(&mut *xq),
+        ) {
+            (Ok(q4), Ok(xq4)) if N == 4 => quantize_act4(q4, xq4),
+            _ => quantize_act(q_head, xq),
+        };
         let q_scale = act_step(q_max).times(score_scale);
         #[cfg(target_arch = "arm")]
         let fast = if keys4 {

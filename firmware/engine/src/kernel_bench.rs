@@ -14,10 +14,10 @@ use crate::forward::{
 use crate::kernels::{
     act_step, argmax, div_rem_u32, exp_q16, isqrt_u64, isqrt_u64_reference, leading_zeros,
     matvec_i4, matvec_i8, matvec_i8_reference, matvec_i8_x4, max_abs_of, max_abs_reference,
-    quad_rows, quantize_act, quantize_act_reference, quantize_kv, quantize_kv_reference, rmsnorm,
-    rmsnorm_reference, silu_gate_in_place, silu_gate_reference, silu_in_place, silu_q16,
-    silu_q16_reference, step_q16, sum_squares, sum_squares_reference, Multiplier, ACT_LEVELS,
-    ONE_Q16,
+    quad_rows, quantize_act, quantize_act4, quantize_act_reference, quantize_kv,
+    quantize_kv_reference, rmsnorm, rmsnorm_reference, silu_gate_in_place, silu_gate_reference,
+    silu_in_place, silu_q16, silu_q16_reference, step_q16, sum_squares, sum_squares_reference,
+    Multiplier, ACT_LEVELS, ONE_Q16,
 };
 use crate::sampler::{
     key_weights, key_weights_reference, near_keys, near_keys_reference, temperature_weights,
@@ -358,6 +358,17 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         cases += n as u32 + 1;
         mismatches += (a != b) as u32;
         mismatches += differing(&out[..n], &want[..n]);
+        // quantize_act4 (heads of 4) on the first four values (zero-padded), inline.
+        let mut x4 = [0i32; 4];
+        x4[..n.min(4)].copy_from_slice(&q[..n.min(4)]);
+        let mut got4 = [7i32; 4];
+        let (a, b) = (
+            quantize_act4(&x4, &mut got4),
+            quantize_act_reference(&x4, &mut want[..4]),
+        );
+        cases += 5;
+        mismatches += (a != b) as u32;
+        mismatches += differing(&got4, &want[..4]);
     }
     report(KernelCheck {
         name: "quantize_act",

@@ -397,6 +397,35 @@ pub fn quantize_act(x_q16: &[i32], out: &mut [i32]) -> i32 {
     quantize_pow2(x_q16, out, |q| q)
 }
 
+/// [`quantize_act`] of four values (a query head of 4) inline: the max of the four magnitudes
+/// and the four shifts in registers, without [`quantize_act`]'s call, its length checks and its
+/// call of `max_abs_thumb` (together ~250 cycles for four values on the M0+). Bit for bit
+/// [`quantize_act_reference`].
+#[inline(always)]
+pub fn quantize_act4(x: &[i32; 4], out: &mut [i32; 4]) -> i32 {
+    let max_abs = x
+        .iter()
+        .fold(0u32, |m, v| m.max(v.unsigned_abs()))
+        .min(i32::MAX as u32);
+    if max_abs == 0 {
+        *out = [0; 4];
+        return 0;
+    }
+    let k = act_shift(max_abs);
+    if k >= 1 {
+        let s = (k - 1) as u32;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = ((v >> s) + 1) >> 1;
+        }
+    } else {
+        let up = (-k) as u32;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v << up;
+        }
+    }
+    max_abs as i32
+}
+
 /// [`quantize_act`]'s and [`quantize_kv`]'s shifts, each value stored through `narrow` (within
 /// ±2047, so `i16` holds it).
 #[inline(always)]
@@ -3168,6 +3197,12 @@ mod tests {
             let max = quantize_act(&x, &mut got);
             assert_eq!(max, quantize_act_reference(&x, &mut want), "case {case}");
             assert_eq!(got, want, "case {case}: {x:?}");
+            if let Ok(x4) = <&[i32; 4]>::try_from(&x[..n.min(4)]) {
+                let (mut got4, mut want4) = ([7; 4], [-7; 4]);
+                let max4 = quantize_act_reference(x4, &mut want4);
+                assert_eq!(quantize_act4(x4, &mut got4), max4, "case {case}");
+                assert_eq!(got4, want4, "case {case}: {x4:?}");
+            }
             let peak = got.iter().map(|v| v.unsigned_abs()).max().unwrap();
             if max != 0 {
                 assert!((1023..=2047).contains(&peak), "case {case}: {peak}");
