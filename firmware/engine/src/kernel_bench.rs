@@ -241,7 +241,7 @@ fn check_attention(words: &mut [i32], rng: &mut Rng, report: &mut dyn FnMut(Kern
         // The engine's scale every other round (a power of two at head size 4: the one-pass
         // scores of scores4), any other at times.
         let score_scale = if round % 2 == 0 {
-            score_scale(hs as usize)
+            score_scale(hs)
         } else {
             Multiplier::from_fixed(23_170 + rng.next() as u64 % 40_000, 32)
         };
@@ -953,7 +953,7 @@ pub fn run(
                 values,
                 key_steps: &key_steps[..positions * STEP_WORDS],
                 value_steps: &value_steps[..positions * STEP_WORDS],
-                bounds: StepBounds::scan(&key_steps, &value_steps, positions),
+                bounds: StepBounds::scan(key_steps, value_steps, positions),
             };
             let calls = 4;
             let cycles = time(clock, calls, || {
