@@ -407,23 +407,7 @@ pub fn quantize_act4(x: &[i32; 4], out: &mut [i32; 4]) -> i32 {
         .iter()
         .fold(0u32, |m, v| m.max(v.unsigned_abs()))
         .min(i32::MAX as u32);
-    if max_abs == 0 {
-        *out = [0; 4];
-        return 0;
-    }
-    let k = act_shift(max_abs);
-    if k >= 1 {
-        let s = (k - 1) as u32;
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = ((v >> s) + 1) >> 1;
-        }
-    } else {
-        let up = (-k) as u32;
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = v << up;
-        }
-    }
-    max_abs as i32
+    shift_by_max(x, out, max_abs, |q| q)
 }
 
 /// [`quantize_act`]'s and [`quantize_kv`]'s shifts, each value stored through `narrow` (within
@@ -432,7 +416,12 @@ pub fn quantize_act4(x: &[i32; 4], out: &mut [i32; 4]) -> i32 {
 fn quantize_pow2<T>(x_q16: &[i32], out: &mut [T], narrow: impl Fn(i32) -> T) -> i32 {
     let n = x_q16.len().min(out.len());
     let (x, out) = (&x_q16[..n], &mut out[..n]);
-    let max_abs = max_abs_of(x);
+    shift_by_max(x, out, max_abs_of(x), narrow)
+}
+
+/// [`quantize_pow2`] given `max|x|` (as [`max_abs_of`] finds it; `out` as long as `x`).
+#[inline(always)]
+fn shift_by_max<T>(x: &[i32], out: &mut [T], max_abs: u32, narrow: impl Fn(i32) -> T) -> i32 {
     if max_abs == 0 {
         out.iter_mut().for_each(|o| *o = narrow(0));
         return 0;
