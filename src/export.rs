@@ -87,7 +87,8 @@ pub fn run(args: Args) -> Result<()> {
     let budget = Budget::new(&config, bytes.len(), context);
     print_budget(&budget, &board)?;
     let full_arena = Budget::new(&config, bytes.len(), config.seq_len).arena_bytes;
-    print_placement(bytes.len(), full_arena, &board)?;
+    let model = Model::parse(&bytes).context("re-reading the written model")?;
+    print_placement(&model, full_arena, &board)?;
     if !board.fits(&budget) {
         bail!(
             "the model does not fit the {} board: flash {} of {} bytes, RAM {} of {} bytes (context {context}); \
@@ -179,7 +180,8 @@ fn print_budget(b: &Budget, board: &Board) -> Result<()> {
 /// Where each part lives on the board (the firmware's rule, [`model_runs_from_sram`], against
 /// the board's RAM after the firmware: an estimate; the board measures its free RAM at boot and
 /// says `model_in=` in its ready line).
-fn print_placement(model_bytes: usize, full_arena: usize, board: &Board) -> Result<()> {
+fn print_placement(model: &Model, full_arena: usize, board: &Board) -> Result<()> {
+    let model_bytes = model.bytes().len();
     crate::outln!(
         "where it lives (estimate; the firmware decides at boot with the RAM it measures):"
     )?;
@@ -193,6 +195,14 @@ fn print_placement(model_bytes: usize, full_arena: usize, board: &Board) -> Resu
             "  flash  model           read in place through the 16 KB XIP cache: {model_bytes} B + the arena of its full context ({full_arena} B) exceed the {} B of RAM",
             board.arena_ram_bytes()
         )?;
+        // The firmware's next step: the weights that fit the RAM the arena leaves.
+        let room = board.arena_ram_bytes().saturating_sub(full_arena + 4);
+        let copied = model.copy_range(room).len();
+        if copied > 0 {
+            crate::outln!(
+                "  SRAM   weights         {copied} B of the model's sections (file bytes in one run) copied at boot into the {room} B the arena leaves, read from there"
+            )?;
+        }
     }
     crate::outln!("  SRAM   arena           activations and the KV cache (above)")?;
     crate::outln!("  SRAM   hot kernels     matvec, attention, softmax, norms, SiLU, RoPE (.data.ramfunc, copied at boot)")?;

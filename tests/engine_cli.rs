@@ -232,6 +232,13 @@ fn export_writes_a_model_that_runs_and_refuses_what_does_not_fit() {
         "{stdout}"
     );
     assert!(!stdout.contains("SRAM   model"), "{stdout}");
+    // ... but the weights that fit the RAM its arena leaves are copied there.
+    let weights = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("  SRAM   weights         "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|b| b.parse::<usize>().ok());
+    assert!(weights.is_some_and(|b| b > 10_000), "{stdout}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -174,6 +174,9 @@ pub struct BenchResult {
     pub xip: Option<emulator::XipStats>,
     /// The firmware copied the model to SRAM at boot (`model_in=sram`; it then counts in RAM).
     pub model_in_sram: Option<bool>,
+    /// A model in flash: bytes of its weights the firmware copied to SRAM at boot
+    /// (`model_sram_bytes=`; they count in RAM).
+    pub model_sram_bytes: u64,
     /// Emulator: the dual-core estimate from the bench-split run ([`dual`]).
     pub dual_core: Option<dual::DualCoreEstimate>,
     /// Emulator: the bench-split run's counts (`split_*=` fields of its bench line).
@@ -208,18 +211,19 @@ impl BenchResult {
             xip_decode_cycles_per_token: None,
             xip: None,
             model_in_sram: None,
+            model_sram_bytes: 0,
             dual_core: None,
             split: None,
         }
     }
 
-    /// Static RAM (+ the model when it runs from SRAM) + arena + peak stack, where the
-    /// firmware reported them.
+    /// Static RAM (+ the model, or the part of it, copied to SRAM) + arena + peak stack, where
+    /// the firmware reported them.
     pub fn peak_ram_bytes(&self) -> Option<u64> {
         let model_copy = if self.model_in_sram == Some(true) {
             self.model_flash_bytes
         } else {
-            0
+            self.model_sram_bytes
         };
         Some(self.static_ram_bytes? + model_copy + self.arena_bytes + self.peak_stack_bytes?)
     }
@@ -262,6 +266,7 @@ impl BenchResult {
             "xip_miss_cycles": self.xip.map(|x| x.miss_cycles),
             "xip_hit_rate": self.xip.map(|x| x.hit_rate()),
             "model_in_sram": self.model_in_sram,
+            "model_sram_bytes": self.model_sram_bytes,
             "dual_core_estimate_tok_per_s": self.dual_core.map(|d| d.tok_per_s),
             "dual_core_estimate": self.dual_core.map(|d| d.to_json()),
             "params": self.params,
@@ -300,6 +305,8 @@ impl BenchResult {
             opt(self.static_ram_bytes),
             if self.model_in_sram == Some(true) {
                 format!(" + model copy {}", self.model_flash_bytes)
+            } else if self.model_sram_bytes > 0 {
+                format!(" + weights copied {}", self.model_sram_bytes)
             } else {
                 String::new()
             },
@@ -537,6 +544,9 @@ fn parse_bench_line(line: &str, model: &Model, target: Target) -> anyhow::Result
         static_ram_bytes: Some(number("static_ram_bytes")?),
         model_flash_bytes: number("model_bytes")?,
         model_in_sram: line_field(line, "model_in").map(|v| v == "sram"),
+        model_sram_bytes: line_field(line, "model_sram_bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
         ..BenchResult::for_model(model, target, ids, prompt_tokens)
     })
 }

@@ -145,7 +145,7 @@ fn markdown(
         }
     }
     s += "| config | params | model flash bytes | tokens (prompt+generated) | decode cycles/token | of which sampling | decode tok/s | prefill cycles/token | \
-          peak RAM bytes (static+arena+stack, + the model when copied to SRAM) | model in | weight bytes/token | XIP bound tok/s | XIP-model decode cycles/token | XIP-model tok/s | XIP hit rate | CircuitPython tok/s (seed) | speed-up | bit-exact |\n";
+          peak RAM bytes (static+arena+stack, + the model or its weights copied to SRAM) | model in | weight bytes/token | XIP bound tok/s | XIP-model decode cycles/token | XIP-model tok/s | XIP hit rate | CircuitPython tok/s (seed) | speed-up | bit-exact |\n";
     s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
     for (name, r) in rows {
         let seed = seed_tok_per_s(name);
@@ -164,10 +164,11 @@ fn markdown(
             r.static_ram_bytes.unwrap_or(0),
             r.arena_bytes,
             r.peak_stack_bytes.unwrap_or(0),
-            match r.model_in_sram {
-                Some(true) => "SRAM (+ copy)",
-                Some(false) => "flash",
-                None => "–",
+            match (r.model_in_sram, r.model_sram_bytes) {
+                (Some(true), _) => "SRAM (+ copy)".to_string(),
+                (Some(false), 0) => "flash".to_string(),
+                (Some(false), copied) => format!("flash, {copied} B of weights in SRAM (+ copy)"),
+                (None, _) => "–".to_string(),
             },
             r.weight_bytes_per_token,
             r.xip_bound_tok_per_s(),

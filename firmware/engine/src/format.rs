@@ -707,6 +707,10 @@ pub struct Model<'a> {
     bytes: &'a [u8],
     /// The section table.
     table: &'a [u8],
+    /// A copy of the file's bytes from `copy_start` on in faster memory ([`Model::with_copy`]);
+    /// empty when there is none.
+    copy: &'a [u8],
+    copy_start: usize,
 }
 
 impl<'a> Model<'a> {
@@ -767,6 +771,8 @@ impl<'a> Model<'a> {
             version,
             bytes,
             table,
+            copy: &[],
+            copy_start: 0,
         };
         for index in 0..n_sections {
             model.check_section(index, table_end)?;
@@ -817,15 +823,76 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
-    /// Bytes of section `index` (empty when out of range; [`Model::parse`] has checked them all).
+    /// Bytes of section `index` (empty when out of range; [`Model::parse`] has checked them all),
+    /// from the copy when it holds the whole section.
     fn section(&self, index: usize) -> &'a [u8] {
+        let (offset, len) = self.section_span(index);
+        let Some(end) = offset.checked_add(len) else {
+            return &[];
+        };
+        if offset >= self.copy_start && end - self.copy_start <= self.copy.len() {
+            return &self.copy[offset - self.copy_start..end - self.copy_start];
+        }
+        self.bytes.get(offset..end).unwrap_or(&[])
+    }
+
+    /// Section `index`'s offset in the file and length (as the table says).
+    fn section_span(&self, index: usize) -> (usize, usize) {
         let at = index * SECTION_ENTRY_BYTES;
-        let offset = le_u32(self.table, at + entry::OFFSET) as usize;
-        let len = le_u32(self.table, at + entry::LEN) as usize;
-        offset
-            .checked_add(len)
-            .and_then(|end| self.bytes.get(offset..end))
-            .unwrap_or(&[])
+        (
+            le_u32(self.table, at + entry::OFFSET) as usize,
+            le_u32(self.table, at + entry::LEN) as usize,
+        )
+    }
+
+    /// The model with a copy of the file's bytes `start..start + copy.len()` (in the firmware,
+    /// the weights it copied to SRAM at boot): every section wholly inside it is read from the
+    /// copy from now on, the others from the file. A copy that is not those bytes of the file
+    /// is not used (the model comes back as it was).
+    pub fn with_copy(self, start: usize, copy: &'a [u8]) -> Model<'a> {
+        let same = start
+            .checked_add(copy.len())
+            .and_then(|end| self.bytes.get(start..end))
+            == Some(copy);
+        if !same {
+            return self;
+        }
+        Model {
+            copy,
+            copy_start: start,
+            ..self
+        }
+    }
+
+    /// Bytes of the file read from a copy ([`Model::with_copy`]); 0 without one.
+    pub fn copied_bytes(&self) -> usize {
+        self.copy.len()
+    }
+
+    /// The file range worth copying into `room` bytes of faster memory: the span from one
+    /// section's start that holds the most bytes of whole sections read for every token (all but
+    /// the tokenizer's), each of which is read once a token; empty when no such section fits.
+    /// Quadratic in the section count, which is small (a boot-time choice).
+    pub fn copy_range(&self, room: usize) -> core::ops::Range<usize> {
+        let n = self.config.n_sections();
+        let per_token = |i: usize| i >= index::ROPE && i < n;
+        let (mut best, mut best_bytes) = (0..0, 0);
+        for first in (0..n).filter(|&i| per_token(i)) {
+            let (start, _) = self.section_span(first);
+            let (mut covered, mut end) = (0, start);
+            for i in (0..n).filter(|&i| per_token(i)) {
+                let (offset, len) = self.section_span(i);
+                let inside = offset >= start && offset + len - start <= room;
+                if inside && len > 0 {
+                    covered += len;
+                    end = end.max(offset + len);
+                }
+            }
+            if covered > best_bytes {
+                (best, best_bytes) = (start..end, covered);
+            }
+        }
+        best
     }
 
     fn vocab_offsets(&self) -> &'a [u8] {

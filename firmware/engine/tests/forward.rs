@@ -148,3 +148,56 @@ fn a_model_without_tokenizer_runs_on_ids_and_refuses_text() {
     float.merges = vec![(2, 3, 4)];
     assert!(write_model(&quantize_model(&float, Quant::Int8, 0)).is_err());
 }
+
+/// A copy of part of the file (the firmware's weights in SRAM) is read for the sections wholly
+/// inside it, gives the same logits as the file alone, and a copy that is not the file's bytes
+/// is refused.
+#[test]
+fn a_copy_of_part_of_the_file_is_read_and_changes_nothing() {
+    let cfg = config(32, 16, 64, 3, 2, 1, 32, FfnKind::Swiglu, true);
+    let float = random_model(cfg, 7);
+    let file = write_model(&quantize_model(&float, Quant::Int8, 32)).expect("write");
+    let model = Model::parse(&file).expect("parse");
+    let room = file.len() / 3;
+    let range = model.copy_range(room);
+    assert!(
+        !range.is_empty() && range.len() <= room,
+        "{range:?} of {room}"
+    );
+    let copy = file[range.clone()].to_vec();
+    let copied = model.with_copy(range.start, &copy);
+    assert_eq!(copied.copied_bytes(), range.len());
+    let mut wrong = copy.clone();
+    wrong[range.len() / 2] ^= 1;
+    assert_eq!(model.with_copy(range.start, &wrong).copied_bytes(), 0);
+    // Some layer's weights are read from the copy, and none from outside it.
+    let in_copy = |w: &[u8]| copy.as_ptr_range().contains(&w.as_ptr());
+    let read_from_copy = (0..cfg.n_layers)
+        .flat_map(|l| {
+            let w = copied.layer(l);
+            [
+                w.wq.weights,
+                w.wk.weights,
+                w.w1.weights,
+                w.w2.weights,
+                w.w3.weights,
+            ]
+        })
+        .filter(|w| in_copy(w))
+        .count();
+    assert!(read_from_copy > 0);
+    assert!((0..cfg.n_layers).all(|l| !in_copy(model.layer(l).wq.weights)));
+    let logits = |m: &Model| -> Vec<i32> {
+        let mut arena = vec![0u8; Model::arena_bytes(&m.config(), cfg.seq_len)];
+        let mut session = Session::new(m, cfg.seq_len, &mut arena).expect("session");
+        (0..20u32)
+            .flat_map(|t| {
+                session
+                    .feed((t * 5) % cfg.vocab_size as u32)
+                    .expect("feed")
+                    .to_vec()
+            })
+            .collect()
+    };
+    assert_eq!(logits(&copied), logits(&model));
+}

@@ -99,6 +99,29 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     } else {
         model
     };
+    // A model left in flash: the weights that fit the RAM beside the arena of its full context
+    // are copied to SRAM and read from there (each weight byte is read once a token, so any
+    // that fit pay alike; the context is never shortened for them).
+    let mut model_sram_bytes = 0;
+    let model = match free_bytes.checked_sub(full_arena + 4) {
+        Some(room) if !in_sram => {
+            let range = model.copy_range(room);
+            let at = (free_start + 3) & !3;
+            // SAFETY: [at, at + range.len()) lies inside the free RAM (room is what the
+            // full-context arena leaves), which nothing else uses; after the copy it is only
+            // read, for the rest of the program.
+            let copy = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, range.len()) };
+            copy.copy_from_slice(model_bytes.get(range.clone()).unwrap_or(&[]));
+            let model = model.with_copy(range.start, copy);
+            model_sram_bytes = model.copied_bytes();
+            if model_sram_bytes > 0 {
+                arena_start = at + model_sram_bytes;
+                free_bytes -= arena_start - free_start;
+            }
+            model
+        }
+        _ => model,
+    };
     let model_config = model.config();
     // The model's full context, shortened only when RAM is short.
     let mut ctx = model_config.seq_len;
@@ -129,7 +152,7 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     let _ = writeln!(
         console,
         "STARMIND-READY mode={} model_bytes={} ctx={ctx} arena_bytes={arena_bytes} model_in={} \
-         cores={n_cores}\r",
+         model_sram_bytes={model_sram_bytes} cores={n_cores}\r",
         config.mode().name(),
         model.bytes().len(),
         if in_sram { "sram" } else { "flash" },
@@ -147,6 +170,7 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
             arena_start + arena_bytes
         },
         in_sram,
+        model_sram_bytes,
         n_cores,
         halves: halves.as_ref(),
         clock,
@@ -216,6 +240,8 @@ struct Run<'r> {
     stack_floor: usize,
     /// The model was copied to SRAM at boot.
     in_sram: bool,
+    /// Bytes of a flash model's weights copied to SRAM at boot (0: none, or all of it).
+    model_sram_bytes: usize,
     /// Cores sharing the forward pass (2 when core 1 answered).
     n_cores: u32,
     /// Bench-split: the timed parts of each cut step.
@@ -277,13 +303,14 @@ impl Run<'_> {
                  decode_cycles_per_token={decode_per_token} \
                  sample_cycles_per_token={sample_per_token} clock_hz={clk_sys_hz} \
                  peak_stack_bytes={stack} arena_bytes={} static_ram_bytes={} model_bytes={} \
-                 ctx={} model_in={} cores={} ",
+                 ctx={} model_in={} model_sram_bytes={} cores={} ",
                 ids.len(),
                 self.arena_bytes,
                 measure::free_ram_start() - 0x2000_0000,
                 self.model.bytes().len(),
                 self.ctx,
                 if self.in_sram { "sram" } else { "flash" },
+                self.model_sram_bytes,
                 self.n_cores,
             );
             if let Some((joins, parts, longer)) = split {
