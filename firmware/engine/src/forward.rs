@@ -416,6 +416,9 @@ pub(crate) fn score_scale(head_size: usize) -> Multiplier {
 
 impl<'m, 'a> Session<'m, 'a> {
     /// A session with a KV cache of `ctx_len` positions (≤ the model's `seq_len`) in `arena`.
+    /// Out of line: inlined into the firmware's boot function its temporaries (the layers' tensors)
+    /// would stay in that frame, under every forward pass's stack.
+    #[inline(never)]
     pub fn new(
         model: &'m Model<'m>,
         ctx_len: usize,

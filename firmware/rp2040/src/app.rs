@@ -102,26 +102,19 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     // A model left in flash: the weights that fit the RAM beside the arena of its full context
     // are copied to SRAM and read from there (each weight byte is read once a token, so any
     // that fit pay alike; the context is never shortened for them).
-    let mut model_sram_bytes = 0;
-    let model = match free_bytes.checked_sub(full_arena + 4) {
-        Some(room) if !in_sram => {
-            let range = model.copy_range(room);
-            let at = (free_start + 3) & !3;
-            // SAFETY: [at, at + range.len()) lies inside the free RAM (room is what the
-            // full-context arena leaves), which nothing else uses; after the copy it is only
-            // read, for the rest of the program.
-            let copy = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, range.len()) };
-            copy.copy_from_slice(model_bytes.get(range.clone()).unwrap_or(&[]));
-            let model = model.with_copy(range.start, copy);
-            model_sram_bytes = model.copied_bytes();
-            if model_sram_bytes > 0 {
-                arena_start = at + model_sram_bytes;
-                free_bytes -= arena_start - free_start;
-            }
-            model
-        }
-        _ => model,
+    let room = match free_bytes.checked_sub(full_arena + 4) {
+        Some(room) if !in_sram => room,
+        _ => 0,
     };
+    let at = (free_start + 3) & !3;
+    // SAFETY: [at, at + room) lies inside the free RAM (room is what the full-context arena
+    // leaves; 0 for a model already in SRAM), which nothing else uses.
+    let model = unsafe { copy_weights(model, at, room) };
+    let model_sram_bytes = model.copied_bytes();
+    if model_sram_bytes > 0 {
+        arena_start = at + model_sram_bytes;
+        free_bytes -= arena_start - free_start;
+    }
     let model_config = model.config();
     // The model's full context, shortened only when RAM is short.
     let mut ctx = model_config.seq_len;
@@ -228,6 +221,25 @@ fn kernels(console: &mut Console, clock: &CycleClock) -> ! {
     }
     let _ = writeln!(console, "STARMIND-DONE\r");
     idle()
+}
+
+/// The model `model` (in flash) with the run of its sections that fits `room` bytes of RAM at
+/// `at` copied there and read from there ([`Model::copy_range`], [`Model::with_copy`]). Out of
+/// line: its locals would otherwise stay in the boot frame, under every forward pass's stack.
+///
+/// # Safety
+/// `[at, at + room)` must be RAM that nothing else uses, now or later; after the copy it is only
+/// read, for the rest of the program.
+#[inline(never)]
+unsafe fn copy_weights(model: Model<'static>, at: usize, room: usize) -> Model<'static> {
+    if room == 0 {
+        return model;
+    }
+    let range = model.copy_range(room);
+    // SAFETY: range.len() ≤ room (copy_range), inside the caller's RAM.
+    let copy = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, range.len()) };
+    copy.copy_from_slice(model.bytes().get(range.clone()).unwrap_or(&[]));
+    model.with_copy(range.start, copy)
 }
 
 struct Run<'r> {
