@@ -8,7 +8,7 @@
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Ffn, TokenizerKind};
 use anyhow::{bail, Context, Result};
-use starmind_engine::budget::{model_runs_from_sram, Board, Budget};
+use starmind_engine::budget::{model_runs_from_sram, weight_copy_room, Board, Budget};
 use starmind_engine::format::{self, Quant};
 use starmind_engine::quantize::{quantize_model, FloatLayer, FloatModel};
 use starmind_engine::Model;
@@ -77,9 +77,8 @@ pub fn run(args: Args) -> Result<()> {
     let checkpoint = checkpoint::load(&args.checkpoint)?;
     let bytes = export(&checkpoint, quant, args.group_size)
         .with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
-    let config = Model::parse(&bytes)
-        .context("re-reading the written model")?
-        .config();
+    let model = Model::parse(&bytes).context("re-reading the written model")?;
+    let config = model.config();
     let context = args.context.unwrap_or(config.seq_len);
     if context == 0 || context > config.seq_len {
         bail!("--context {context} must be in 1..={}", config.seq_len);
@@ -87,7 +86,6 @@ pub fn run(args: Args) -> Result<()> {
     let budget = Budget::new(&config, bytes.len(), context);
     print_budget(&budget, &board)?;
     let full_arena = Budget::new(&config, bytes.len(), config.seq_len).arena_bytes;
-    let model = Model::parse(&bytes).context("re-reading the written model")?;
     print_placement(&model, full_arena, &board)?;
     if !board.fits(&budget) {
         bail!(
@@ -196,7 +194,7 @@ fn print_placement(model: &Model, full_arena: usize, board: &Board) -> Result<()
             board.arena_ram_bytes()
         )?;
         // The firmware's next step: the weights that fit the RAM the arena leaves.
-        let room = board.arena_ram_bytes().saturating_sub(full_arena + 4);
+        let room = weight_copy_room(full_arena, board.arena_ram_bytes());
         let copied = model.copy_range(room).len();
         if copied > 0 {
             crate::outln!(

@@ -51,6 +51,14 @@ pub fn model_runs_from_sram(
         <= free_ram_bytes
 }
 
+/// RAM a model left in flash may fill with a copy of its weights ([`crate::Model::copy_range`]):
+/// what the arena of its full context and 4 bytes of alignment leave of the free RAM (0 when
+/// they do not fit: the context is never shortened for the copy). The firmware's rule at boot;
+/// `starmind export` reports it against [`Board::arena_ram_bytes`].
+pub fn weight_copy_room(full_context_arena_bytes: usize, free_ram_bytes: usize) -> usize {
+    free_ram_bytes.saturating_sub(full_context_arena_bytes.saturating_add(4))
+}
+
 /// A board's memory as the firmware leaves it to the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Board {

@@ -874,13 +874,13 @@ impl<'a> Model<'a> {
     /// the tokenizer's), each of which is read once a token; empty when no such section fits.
     /// Quadratic in the section count, which is small (a boot-time choice).
     pub fn copy_range(&self, room: usize) -> core::ops::Range<usize> {
-        let n = self.config.n_sections();
-        let per_token = |i: usize| i >= index::ROPE && i < n;
+        // Every section from the RoPE table on is read for every token.
+        let per_token = index::ROPE..self.config.n_sections();
         let (mut best, mut best_bytes) = (0..0, 0);
-        for first in (0..n).filter(|&i| per_token(i)) {
+        for first in per_token.clone() {
             let (start, _) = self.section_span(first);
             let (mut covered, mut end) = (0, start);
-            for i in (0..n).filter(|&i| per_token(i)) {
+            for i in per_token.clone() {
                 let (offset, len) = self.section_span(i);
                 let inside = offset >= start && offset + len - start <= room;
                 if inside && len > 0 {

@@ -229,10 +229,19 @@ pub(crate) struct StepBounds {
 }
 
 impl StepBounds {
+    /// Bounds that allow nothing (steps that are short, or not looked at).
+    const NONE: StepBounds = StepBounds {
+        keys_pow2: false,
+        key_shift_min: 0,
+        key_shift_max: 0,
+        values_lean: false,
+        value_shift_min: 0,
+    };
+
     /// Of one position's key and value steps (two words each, as [`put_step`] stores them).
     fn of(key: &[i32], value: &[i32]) -> StepBounds {
         let (Some(&[km, ks]), Some(&[vm, vs])) = (key.get(..2), value.get(..2)) else {
-            return StepBounds::from_words(&[]);
+            return StepBounds::NONE;
         };
         StepBounds {
             keys_pow2: km == 1 << 30,
@@ -260,13 +269,13 @@ impl StepBounds {
             key_steps.get(..STEP_WORDS * n),
             value_steps.get(..STEP_WORDS * n),
         ) else {
-            return StepBounds::from_words(&[]);
+            return StepBounds::NONE;
         };
         let mut pairs = keys
             .chunks_exact(STEP_WORDS)
             .zip(values.chunks_exact(STEP_WORDS))
             .map(|(k, v)| StepBounds::of(k, v));
-        let first = pairs.next().unwrap_or(StepBounds::from_words(&[]));
+        let first = pairs.next().unwrap_or(StepBounds::NONE);
         pairs.fold(first, StepBounds::with)
     }
 
@@ -280,13 +289,7 @@ impl StepBounds {
                 values_lean: vl != 0,
                 value_shift_min: vmin,
             },
-            _ => StepBounds {
-                keys_pow2: false,
-                key_shift_min: 0,
-                key_shift_max: 0,
-                values_lean: false,
-                value_shift_min: 0,
-            },
+            _ => StepBounds::NONE,
         }
     }
 
@@ -3061,7 +3064,7 @@ fn values_lean(bounds: &StepBounds, n: usize) -> bool {
 /// [`pv4_lean_thumb`]; this is its model.
 #[inline(always)]
 fn pv4_lean(
-    att: &mut [i32],
+    att: &[i32],
     value_steps: &[i32],
     values: &[i16],
     kv_offset: usize,
@@ -4196,8 +4199,8 @@ mod tests {
                 continue;
             }
             taken += 1;
-            let mut att = exps.clone();
-            let acc = pv4_lean(&mut att, &steps, &values, kv_offset, kv_dim, inv);
+            let att = exps.clone();
+            let acc = pv4_lean(&att, &steps, &values, kv_offset, kv_dim, inv);
             for (i, &a) in acc.iter().enumerate() {
                 let sum = (0..n).fold(0i32, |s, t| {
                     s.wrapping_add(want[t].wrapping_mul(values[kv_offset + t * kv_dim + i] as i32))

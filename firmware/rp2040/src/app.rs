@@ -102,9 +102,10 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     // A model left in flash: the weights that fit the RAM beside the arena of its full context
     // are copied to SRAM and read from there (each weight byte is read once a token, so any
     // that fit pay alike; the context is never shortened for them).
-    let room = match free_bytes.checked_sub(full_arena + 4) {
-        Some(room) if !in_sram => room,
-        _ => 0,
+    let room = if in_sram {
+        0
+    } else {
+        budget::weight_copy_room(full_arena, free_bytes)
     };
     let at = (free_start + 3) & !3;
     // SAFETY: [at, at + room) lies inside the free RAM (room is what the full-context arena
