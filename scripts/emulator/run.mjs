@@ -19,19 +19,23 @@
 //   --xip-miss-cycles N models the 16 KiB 2-way XIP cache (xip-cache.mjs, its assumptions there)
 //   and stalls the core N cycles on every miss, so the firmware's clock sees a board's flash
 //   (56 = QSPI clock divider 2); 0 (the default) keeps rp2040js's zero-wait flash.
+//   With the cache model, unpaced DMA reads of flash go through it too and take the time it
+//   says (rp2040js alone moves DMA data in zero time), sharing the one QSPI port with the core.
 //
 // We step the core ourselves and count cycles (Simulator.execute() assumes 125 MHz and counts
 // none): executing an instruction advances the clock by its cycles at 125 MHz; a waiting core
 // (WFI) jumps to the next timer alarm.
 //
 // Last stdout line: `STARMIND-EMULATOR status=<s> cycles=<n> wall_s=<t> emulated_mhz=<f>`, with
-// ` xip_miss_cycles=<n> xip_hits=<n> xip_misses=<n> xip_stall_cycles=<n>` when the cache is on.
+// ` xip_miss_cycles=<n> xip_hits=<n> xip_misses=<n> xip_stall_cycles=<n> xip_dma_hits=<n>
+// xip_dma_misses=<n>` when the cache is on (the core's hits, misses and stall cycles: its own
+// line fills and its waits for the DMA's; then the DMA's reads of flash).
 // Exit status: 0 done, 1 usage or I/O error, 2 fault, 3 cycle limit, 4 firmware error line,
 // 5 firmware went idle without finishing.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Simulator } from 'rp2040js';
-import { XipCache, attachXipCache } from './xip-cache.mjs';
+import { XipCache, XipPort, attachDmaTiming, attachXipCache } from './xip-cache.mjs';
 
 const FLASH_BASE = 0x10000000;
 const VECTOR_TABLE = 0x10000100; // after the 256-byte boot2
@@ -146,7 +150,13 @@ async function main() {
   // Stall cycles of the XIP misses of the instruction being executed (added to its cycles).
   let stalled = 0;
   const xip = args.xipMissCycles > 0 ? new XipCache(args.xipMissCycles) : null;
-  if (xip) attachXipCache(core, xip, (cycles) => { stalled += cycles; });
+  // The core and the DMA share the cache and its QSPI port (xip-cache.mjs).
+  const now = () => Math.round(clock.nanos / NANOS_PER_CYCLE);
+  const port = xip ? new XipPort(xip) : null;
+  if (xip) {
+    attachXipCache(core, { access: (address) => port.coreAccess(address, now() + stalled) }, (cycles) => { stalled += cycles; });
+    attachDmaTiming(mcu, port, now, NANOS_PER_CYCLE);
+  }
 
   const profile = args.profile ? new Map() : null;
   const started = process.hrtime.bigint();
@@ -194,7 +204,8 @@ async function main() {
   const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
   const mhz = cycles / wallSeconds / 1e6;
   const xipFields = xip
-    ? ` xip_miss_cycles=${xip.missCycles} xip_hits=${xip.hits} xip_misses=${xip.misses} xip_stall_cycles=${xip.stallCycles}`
+    ? ` xip_miss_cycles=${xip.missCycles} xip_hits=${xip.hits} xip_misses=${xip.misses} xip_stall_cycles=${xip.stallCycles + port.coreWaitCycles}` +
+      ` xip_dma_hits=${xip.dmaHits} xip_dma_misses=${xip.dmaMisses}`
     : '';
   console.log(
     `STARMIND-EMULATOR status=${status} cycles=${cycles} wall_s=${wallSeconds.toFixed(2)} emulated_mhz=${mhz.toFixed(1)}${xipFields}`,

@@ -11,6 +11,13 @@
 // - replacement is LRU per set (the hardware's is undocumented beyond "2-way");
 // - 0x10…/0x11… (XIP, XIP_NOALLOC) look the cache up, only 0x10… allocates on a miss;
 //   0x12…/0x13… (NOCACHE) always go to flash; SRAM, ROM and peripherals are not affected.
+//
+// DMA reads of flash (XipPort, attachDmaTiming) go through the same cache and the same QSPI
+// port as the core's: a DMA read that misses fills the line (missCycles) once the port is free,
+// one that hits takes a bus cycle; a core access to flash, hit or miss, waits while a line fill
+// for the DMA is in progress (the XIP block serves one bus master at a time), and a DMA read
+// waits for the core's fill likewise. rp2040js alone moves DMA data in zero time; SRAM
+// contention between the DMA and the core, and paced (DREQ) channels, are not modelled.
 
 export const XIP_LINE_BYTES = 8;
 export const XIP_WAYS = 2;
@@ -30,40 +37,107 @@ export class XipCache {
     this.hits = 0;
     this.misses = 0;
     this.stallCycles = 0;
+    this.dmaHits = 0;
+    this.dmaMisses = 0;
   }
 
-  /** Accounts one read of `address`; returns the stall cycles it costs (0 outside flash). */
-  access(address) {
+  /**
+   * Accounts one read of `address` (by the core, or by the DMA when `dma`); returns the cycles
+   * of its line fill (0 for a hit, or outside flash).
+   */
+  access(address, dma = false) {
     address >>>= 0;
     if (address < FLASH_BASE || address >= XIP_WINDOW_END) return 0;
     const alias = (address >>> 24) & 3; // 0 XIP, 1 NOALLOC, 2 NOCACHE, 3 NOCACHE_NOALLOC
     const line = (address & 0xffffff) >>> 3;
-    if (alias >= 2) return this.miss();
+    if (alias >= 2) return this.miss(dma);
     const set = line & (XIP_SETS - 1);
     const tag = line >>> 10;
     const base = set * XIP_WAYS;
     if (this.tags[base] === tag) {
       this.lru[set] = 1;
-      this.hits++;
-      return 0;
+      return this.hit(dma);
     }
     if (this.tags[base + 1] === tag) {
       this.lru[set] = 0;
-      this.hits++;
-      return 0;
+      return this.hit(dma);
     }
     if (alias === 0) {
       const way = this.lru[set];
       this.tags[base + way] = tag;
       this.lru[set] = way ^ 1;
     }
-    return this.miss();
+    return this.miss(dma);
   }
 
-  miss() {
-    this.misses++;
-    this.stallCycles += this.missCycles;
+  hit(dma) {
+    if (dma) this.dmaHits++;
+    else this.hits++;
+    return 0;
+  }
+
+  miss(dma) {
+    if (dma) {
+      this.dmaMisses++;
+    } else {
+      this.misses++;
+      this.stallCycles += this.missCycles;
+    }
     return this.missCycles;
+  }
+}
+
+/**
+ * The XIP block's one QSPI port, shared by the core and the DMA (see the assumptions above).
+ * Times are cycles on the run's clock.
+ */
+export class XipPort {
+  constructor(cache) {
+    this.cache = cache;
+    // The cycle at which the line fill in progress ends.
+    this.busyUntil = 0;
+    // Cycles the core waited for the DMA's fills.
+    this.coreWaitCycles = 0;
+  }
+
+  /** A core read of `address` at cycle `at`: the cycles it stalls (waiting, then its fill). */
+  coreAccess(address, at) {
+    if (!isXip(address)) return 0;
+    const wait = Math.max(0, this.busyUntil - at);
+    const fill = this.cache.access(address);
+    if (fill) this.busyUntil = at + wait + fill;
+    this.coreWaitCycles += wait;
+    return wait + fill;
+  }
+
+  /** A DMA read of `address` at cycle `at`: the cycles until it has its data (≥ 1). */
+  dmaRead(address, at) {
+    const wait = Math.max(0, this.busyUntil - at);
+    const fill = this.cache.access(address, true);
+    if (fill) this.busyUntil = at + wait + fill;
+    return wait + Math.max(fill, 1);
+  }
+}
+
+function isXip(address) {
+  address >>>= 0;
+  return address >= FLASH_BASE && address < XIP_WINDOW_END;
+}
+
+const TREQ_PERMANENT = 0x3f;
+
+/**
+ * Gives every unpaced DMA transfer from flash of `mcu` (an rp2040js RP2040) the time `port`
+ * says it takes; other transfers keep rp2040js's timing. `nowCycles()` is the run's clock.
+ */
+export function attachDmaTiming(mcu, port, nowCycles, nanosPerCycle) {
+  for (const channel of mcu.dma.channels) {
+    const schedule = channel.scheduleTransfer.bind(channel);
+    channel.scheduleTransfer = () => {
+      if (!isXip(channel.readAddr) || channel.treq !== TREQ_PERMANENT) return schedule();
+      const cycles = port.dmaRead(channel.readAddr, nowCycles());
+      channel.transferAlarm.schedule(cycles * nanosPerCycle);
+    };
   }
 }
 
