@@ -8,7 +8,9 @@
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Ffn, TokenizerKind};
 use anyhow::{bail, Context, Result};
-use starmind_engine::budget::{model_runs_from_sram, weight_copy_room, Board, Budget};
+use starmind_engine::budget::{
+    model_runs_from_sram, weight_copy_room, Board, Budget, STREAM_BUFFER_BYTES,
+};
 use starmind_engine::format::{self, Quant};
 use starmind_engine::quantize::{quantize_model, FloatLayer, FloatModel};
 use starmind_engine::Model;
@@ -193,8 +195,14 @@ fn print_placement(model: &Model, full_arena: usize, board: &Board) -> Result<()
             "  flash  model           read in place through the 16 KB XIP cache: {model_bytes} B + the arena of its full context ({full_arena} B) exceed the {} B of RAM",
             board.arena_ram_bytes()
         )?;
-        // The firmware's next step: the weights that fit the RAM the arena leaves.
-        let room = weight_copy_room(full_arena, board.arena_ram_bytes());
+        crate::outln!(
+            "  SRAM   stream buffers  {STREAM_BUFFER_BYTES} B: a DMA channel copies each block of a matrix from flash while the core multiplies the one before (where flash is slower than SRAM: on a board)"
+        )?;
+        // The firmware's next step: the weights that fit the RAM the buffers and the arena leave.
+        let room = weight_copy_room(
+            full_arena,
+            board.arena_ram_bytes().saturating_sub(STREAM_BUFFER_BYTES),
+        );
         let copied = model.copy_range(room).len();
         if copied > 0 {
             crate::outln!(

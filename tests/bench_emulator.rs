@@ -77,6 +77,50 @@ fn emulator_bench_is_bit_exact_with_the_host_engine() {
     );
 }
 
+/// A model too large for SRAM stays in flash; where flash is slow (the XIP cache model) the
+/// firmware streams its weights by DMA through two SRAM buffers, and the tokens stay the host
+/// engine's; with rp2040js's zero-wait flash it finds flash fast and does not stream.
+#[test]
+fn a_flash_model_is_streamed_where_flash_is_slow_and_stays_bit_exact() {
+    if !emulator_available() {
+        return;
+    }
+    let dir = scratch("bench_emulator_stream");
+    let model = dir.join("big.smb");
+    // 8 layers of 64 × 172: ~330 KB, more than the RAM.
+    std::fs::write(&model, model_file(96, 64, 172, 8, 4, 64)).unwrap();
+    let output = run_in(
+        &dir,
+        &[
+            "bench",
+            model.to_str().unwrap(),
+            "--emulator",
+            "--check",
+            "--json",
+            "-n",
+            "6",
+            "--xip-miss-cycles",
+            "56",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["bit_exact"], true, "{json}");
+    assert_eq!(json["model_in_sram"], false, "{json}");
+    assert_eq!(json["stream_buffer_bytes"], 0, "zero-wait flash: {json}");
+    assert!(
+        json["xip_stream_buffer_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "{json}"
+    );
+    // Every layer matrix past the lead (and the classifier) came through the DMA: at least
+    // half the weights of each token.
+    let dma_reads = json["xip_dma_reads"].as_u64().unwrap();
+    let weight_words = json["weight_bytes_per_token"].as_u64().unwrap() / 4;
+    assert!(dma_reads > weight_words / 2 * 6, "{dma_reads} {json}");
+}
+
 #[test]
 fn greedy_text_report_has_the_numbers() {
     if !emulator_available() {

@@ -239,6 +239,14 @@ fn export_writes_a_model_that_runs_and_refuses_what_does_not_fit() {
         .and_then(|l| l.split(' ').next())
         .and_then(|b| b.parse::<usize>().ok());
     assert!(weights.is_some_and(|b| b > 10_000), "{stdout}");
+    // ... after the two buffers its other weights stream through.
+    assert!(
+        stdout.contains(&format!(
+            "  SRAM   stream buffers  {} B",
+            starmind_engine::budget::STREAM_BUFFER_BYTES
+        )),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -12,8 +12,8 @@ use crate::uf2::{self, Board};
 /// What rp2040js does not model; stated wherever emulator numbers are reported.
 pub const EMULATOR_CAVEATS: [&str; 5] = [
     "one core only: core 1 never answers the launch, so the firmware runs on core 0 alone (a board shares each forward pass with core 1); the dual-core figures are estimates from the bench-split run",
-    "rp2040js reads flash with no wait states (the zero-wait figures); the XIP figures come from the driver's model of the 16 KiB 2-way XIP cache (8-byte lines, LRU, a fixed stall per missed line, no prefetch: scripts/emulator/xip-cache.mjs)",
-    "DMA takes no simulated time",
+    "rp2040js reads flash with no wait states (the zero-wait figures); the XIP figures come from the driver's model of the 16 KiB 2-way XIP cache (8-byte lines, LRU, a fixed stall per missed line: scripts/emulator/xip-cache.mjs), through which the DMA's reads of flash go too, sharing one QSPI port with the core",
+    "DMA takes no simulated time with the zero-wait flash (its reads of flash do with the XIP cache model); its contention with the core for SRAM is not modelled",
     "UART takes no simulated time (no baud-rate delay)",
     "stock Simulator.execute() assumes 125 MHz; our driver counts core.cycles itself",
 ];
@@ -39,7 +39,11 @@ pub struct XipStats {
     pub miss_cycles: u64,
     pub hits: u64,
     pub misses: u64,
+    /// The core's stall: its line fills, and its waits for the DMA's.
     pub stall_cycles: u64,
+    /// The DMA's reads of flash that hit and missed (the weight stream; 0 without one).
+    pub dma_hits: u64,
+    pub dma_misses: u64,
 }
 
 impl XipStats {
@@ -191,6 +195,8 @@ pub fn run_firmware(
             hits,
             misses,
             stall_cycles,
+            dma_hits: count("xip_dma_hits").unwrap_or(0),
+            dma_misses: count("xip_dma_misses").unwrap_or(0),
         }),
         _ => None,
     };

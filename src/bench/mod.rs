@@ -177,6 +177,14 @@ pub struct BenchResult {
     /// A model in flash: bytes of its weights the firmware copied to SRAM at boot
     /// (`model_sram_bytes=`; they count in RAM).
     pub model_sram_bytes: u64,
+    /// SRAM of the firmware's weight-stream buffers (`stream_buffer_bytes=`; 0: no stream, as
+    /// where flash is as fast as SRAM: rp2040js's zero-wait flash).
+    pub stream_buffer_bytes: u64,
+    /// The run with the XIP cache model: its stream buffers and peak RAM (the firmware streams
+    /// there, so its RAM is laid out as on a board: the buffers, and a smaller weight copy or a
+    /// shorter context).
+    pub xip_stream_buffer_bytes: Option<u64>,
+    pub xip_peak_ram_bytes: Option<u64>,
     /// Emulator: the dual-core estimate from the bench-split run ([`dual`]).
     pub dual_core: Option<dual::DualCoreEstimate>,
     /// Emulator: the bench-split run's counts (`split_*=` fields of its bench line).
@@ -212,20 +220,29 @@ impl BenchResult {
             xip: None,
             model_in_sram: None,
             model_sram_bytes: 0,
+            stream_buffer_bytes: 0,
+            xip_stream_buffer_bytes: None,
+            xip_peak_ram_bytes: None,
             dual_core: None,
             split: None,
         }
     }
 
-    /// Static RAM (+ the model, or the part of it, copied to SRAM) + arena + peak stack, where
-    /// the firmware reported them.
+    /// Static RAM (+ the model, or the part of it, copied to SRAM, + the stream buffers) +
+    /// arena + peak stack, where the firmware reported them.
     pub fn peak_ram_bytes(&self) -> Option<u64> {
         let model_copy = if self.model_in_sram == Some(true) {
             self.model_flash_bytes
         } else {
             self.model_sram_bytes
         };
-        Some(self.static_ram_bytes? + model_copy + self.arena_bytes + self.peak_stack_bytes?)
+        Some(
+            self.static_ram_bytes?
+                + model_copy
+                + self.stream_buffer_bytes
+                + self.arena_bytes
+                + self.peak_stack_bytes?,
+        )
     }
 
     fn xip_bound_tok_per_s(&self) -> f64 {
@@ -267,6 +284,10 @@ impl BenchResult {
             "xip_hit_rate": self.xip.map(|x| x.hit_rate()),
             "model_in_sram": self.model_in_sram,
             "model_sram_bytes": self.model_sram_bytes,
+            "stream_buffer_bytes": self.stream_buffer_bytes,
+            "xip_stream_buffer_bytes": self.xip_stream_buffer_bytes,
+            "xip_peak_ram_bytes": self.xip_peak_ram_bytes,
+            "xip_dma_reads": self.xip.map(|x| x.dma_hits + x.dma_misses),
             "dual_core_estimate_tok_per_s": self.dual_core.map(|d| d.tok_per_s),
             "dual_core_estimate": self.dual_core.map(|d| d.to_json()),
             "params": self.params,
@@ -309,6 +330,10 @@ impl BenchResult {
                 format!(" + weights copied {}", self.model_sram_bytes)
             } else {
                 String::new()
+            } + &if self.stream_buffer_bytes > 0 {
+                format!(" + stream buffers {}", self.stream_buffer_bytes)
+            } else {
+                String::new()
             },
             self.arena_bytes,
             opt(self.peak_stack_bytes)
@@ -326,10 +351,17 @@ impl BenchResult {
             self.xip,
         ) {
             s += &format!(
-                "  with the XIP cache model: {estimate:.2} tok/s, {cycles} cycles/token ({} cycles per missed line, {:.2}% of flash reads hit)\n",
+                "  with the XIP cache model: {estimate:.2} tok/s, {cycles} cycles/token ({} cycles per missed line, {:.2}% of the core's flash reads hit)\n",
                 xip.miss_cycles,
                 100.0 * xip.hit_rate()
             );
+            if let Some(buffers) = self.xip_stream_buffer_bytes.filter(|&b| b > 0) {
+                s += &format!(
+                    "           weights streamed by DMA into {buffers} bytes of buffers ({} DMA reads of flash); peak RAM {}\n",
+                    xip.dma_hits + xip.dma_misses,
+                    opt(self.xip_peak_ram_bytes)
+                );
+            }
         }
         if let Some(dual) = &self.dual_core {
             s += &dual.to_text();
@@ -432,6 +464,8 @@ pub fn bench_model(args: &Args, model_bytes: &[u8]) -> anyhow::Result<BenchResul
             "the run with the XIP cache model drew other tokens than the zero-wait run"
         );
         result.xip_decode_cycles_per_token = with_xip.decode_cycles_per_token;
+        result.xip_stream_buffer_bytes = Some(with_xip.stream_buffer_bytes);
+        result.xip_peak_ram_bytes = with_xip.peak_ram_bytes();
         result.xip = emulator.xip;
     }
     if target == Target::Emulator {
@@ -545,6 +579,9 @@ fn parse_bench_line(line: &str, model: &Model, target: Target) -> anyhow::Result
         model_flash_bytes: number("model_bytes")?,
         model_in_sram: line_field(line, "model_in").map(|v| v == "sram"),
         model_sram_bytes: line_field(line, "model_sram_bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        stream_buffer_bytes: line_field(line, "stream_buffer_bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         ..BenchResult::for_model(model, target, ids, prompt_tokens)

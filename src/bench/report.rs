@@ -169,6 +169,11 @@ fn markdown(
                 (Some(false), 0) => "flash".to_string(),
                 (Some(false), copied) => format!("flash, {copied} B of weights in SRAM (+ copy)"),
                 (None, _) => "–".to_string(),
+            } + &match (r.xip_stream_buffer_bytes, r.xip_peak_ram_bytes) {
+                (Some(buffers), Some(peak)) if buffers > 0 => {
+                    format!("; XIP model: streamed by DMA, {buffers} B of buffers, peak RAM {peak}")
+                }
+                _ => String::new(),
             },
             r.weight_bytes_per_token,
             r.xip_bound_tok_per_s(),
@@ -188,8 +193,12 @@ fn markdown(
           ceiling if every weight byte missed the 16 KiB XIP cache; XIP-model columns = the same run with the \
           emulator driver's XIP cache model (scripts/emulator/xip-cache.mjs: every flash read, instruction fetch \
           and data, looked up in a 16 KiB 2-way cache of 8-byte lines with LRU replacement; a miss stalls the core \
-          a fixed number of cycles, with no prefetch or overlap; the hit rate is over the whole run, boot \
-          included). Speed-up = XIP-model tok/s ÷ CircuitPython.\n\n";
+          a fixed number of cycles; the hit rate is the core's, over the whole run, boot included). There the \
+          firmware finds flash slow and streams a flash model's weights: a DMA channel copies each block of a \
+          matrix through the cache into SRAM while the core multiplies the block before \
+          (firmware/rp2040/src/stream.rs); the DMA's reads take the cache model's time and share its one QSPI \
+          port with the core. With the zero-wait flash it does not stream. Speed-up = XIP-model tok/s ÷ \
+          CircuitPython.\n\n";
     s += &dual_core_section(rows);
     s += "## Kernels\n\n`starmind bench --kernels --emulator`: each kernel of the firmware timed on PRNG data in SRAM \
           (zero-wait: the data are not in flash), cycles per call and per multiply-add (per element for the \

@@ -51,6 +51,13 @@ pub fn model_runs_from_sram(
         <= free_ram_bytes
 }
 
+/// Each of the two SRAM buffers through which the firmware streams the weights of a model left
+/// in flash, where flash is slow (a board: [`crate::stream`]).
+pub const STREAM_BLOCK_BYTES: usize = 1024;
+/// Both stream buffers: taken from the free RAM before the weight copy and the arena (they may
+/// shorten the context where RAM is short).
+pub const STREAM_BUFFER_BYTES: usize = 2 * STREAM_BLOCK_BYTES;
+
 /// RAM a model left in flash may fill with a copy of its weights ([`crate::Model::copy_range`]):
 /// what the arena of its full context and 4 bytes of alignment leave of the free RAM (0 when
 /// they do not fit: the context is never shortened for the copy). The firmware's rule at boot;

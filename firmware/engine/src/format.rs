@@ -647,6 +647,19 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// The smallest run of rows [`Matrix::rows`] cuts out, as (weight bytes, rows): a row quad
+    /// in row quads, else one row.
+    pub fn row_unit(&self) -> (usize, usize) {
+        let row_bytes = match self.quant {
+            Quant::Int8 => self.cols,
+            Quant::Int4 => self.cols.div_ceil(2),
+        };
+        match self.layout {
+            WeightLayout::RowQuads => (4 * row_bytes, 4),
+            WeightLayout::RowMajor => (row_bytes, 1),
+        }
+    }
+
     /// Rows `first..first + n` as a matrix of their own (clamped to the rows there are): the
     /// streamed classifier multiplies one chunk of the vocabulary at a time. In row quads only
     /// whole quads can be cut out (`first` and `n` multiples of 4, or `n` reaching the last

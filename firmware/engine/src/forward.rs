@@ -25,7 +25,9 @@
 //! byte, the device samples them with [`crate::sampler`].
 
 use crate::cores::{split_point, Cores, OneCore};
-use crate::format::{Config, FfnKind, LayerWeights, Matrix, Model, Quant, WeightLayout};
+use crate::format::{
+    Config, FfnKind, LayerWeights, Matrix, Model, Quant, WeightLayout, MULTIPLIER_BYTES,
+};
 #[cfg(target_arch = "arm")]
 use crate::kernels::matvec_i8_x4_pow2;
 #[cfg(target_arch = "arm")]
@@ -36,6 +38,7 @@ use crate::kernels::{
     silu_in_place, Multiplier, KV_LEVELS, QUAD_ROWS,
 };
 use crate::sampler::Sampler;
+use crate::stream::WeightStream;
 use core::fmt;
 
 /// What can go wrong while running a valid model.
@@ -396,6 +399,9 @@ pub struct Session<'m, 'a> {
     /// The two cores that share each forward pass ([`Session::set_cores`]); `None`: this core
     /// alone, uncut ([`OneCore`]).
     cores: Option<&'a dyn Cores>,
+    /// Copies flash weights into RAM behind the one-core pass's arithmetic
+    /// ([`Session::set_stream`]); `None`: every weight read in place.
+    stream: Option<&'a mut dyn WeightStream>,
 }
 
 /// Layers whose tensors a [`Session`] keeps (deeper ones are looked up per token).
@@ -451,6 +457,7 @@ impl<'m, 'a> Session<'m, 'a> {
             layers,
             output: model.output(),
             cores: None,
+            stream: None,
         })
     }
 
@@ -459,6 +466,15 @@ impl<'m, 'a> Session<'m, 'a> {
     /// core alone (`None`, the default). The outputs are the same bits either way.
     pub fn set_cores(&mut self, cores: Option<&'a dyn Cores>) {
         self.cores = cores;
+    }
+
+    /// Multiplies the one-core pass's matrices with their weights fetched through `stream`
+    /// ([`crate::stream`]: a lead read in place, then blocks copied into RAM while the block
+    /// before is multiplied), or reads them all in place (`None`, the default). The outputs are
+    /// the same bits either way. A pass cut between two cores reads in place (one stream for
+    /// two cores' rows is not built).
+    pub fn set_stream(&mut self, stream: Option<&'a mut dyn WeightStream>) {
+        self.stream = stream;
     }
 
     /// Tokens fed so far (the position of the next one).
@@ -568,6 +584,7 @@ impl<'m, 'a> Session<'m, 'a> {
             token,
             self.pos,
             cores,
+            &mut self.stream,
         );
         if !self.streams_logits() {
             // logits = output · rmsnorm(x), all of them.
@@ -580,7 +597,7 @@ impl<'m, 'a> Session<'m, 'a> {
                     matmul(lb, &wb, x, step)
                 });
             } else {
-                matmul(self.state.logits, output, x, step);
+                matmul_via(&mut self.stream, self.state.logits, output, x, step);
             }
         }
         self.classifier_step = Some(step);
@@ -705,16 +722,115 @@ fn matmul_on<C: Cores + ?Sized>(
     }
 }
 
-/// Quantises `x` into `xq` and multiplies: `out = W · x`.
+/// Quantises `x` into `xq` and multiplies: `out = W · x` (through `stream`, [`matmul_via`]).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
 )]
-fn quantize_and_matmul(out: &mut [i32], w: &Matrix, x: &[i32], xq: &mut [i32]) {
+fn quantize_and_matmul(
+    stream: &mut Option<&mut dyn WeightStream>,
+    out: &mut [i32],
+    w: &Matrix,
+    x: &[i32],
+    xq: &mut [i32],
+) {
     let n = x.len().min(xq.len());
     let xq = &mut xq[..n];
     let max_abs = quantize_act(x, xq);
-    matmul(out, w, xq, act_step(max_abs));
+    matmul_via(stream, out, w, xq, act_step(max_abs));
+}
+
+/// [`matmul`], with `w`'s weights fetched through `stream` when there is one.
+#[inline(always)]
+fn matmul_via(
+    stream: &mut Option<&mut dyn WeightStream>,
+    out: &mut [i32],
+    w: &Matrix,
+    x: &[i32],
+    x_step: Multiplier,
+) {
+    match stream {
+        Some(stream) => matmul_streamed(&mut **stream, out, w, x, x_step),
+        None => matmul(out, w, x, x_step),
+    }
+}
+
+/// `out = W · x` with `w`'s weights fetched as `stream` plans them ([`crate::stream`]): the
+/// lead rows read in place while the first block is copied, then block after block multiplied
+/// from RAM, each block's copy started before the block ahead of it is multiplied, so the copy
+/// runs behind the arithmetic. [`matmul`] bit for bit: every row by the same kernel from the
+/// same bytes ([`matmul`] itself where the stream does not plan `w`).
+#[cfg_attr(
+    all(target_arch = "arm", feature = "rp2040"),
+    link_section = ".data.ramfunc"
+)]
+fn matmul_streamed(
+    stream: &mut dyn WeightStream,
+    out: &mut [i32],
+    w: &Matrix,
+    x: &[i32],
+    x_step: Multiplier,
+) {
+    let (unit_bytes, unit_rows) = w.row_unit();
+    let plan = match stream.plan(w.weights, unit_bytes) {
+        Some(plan) if out.len() >= w.rows && unit_bytes > 0 => plan,
+        _ => return matmul(out, w, x, x_step),
+    };
+    // Units of rows (row quads, or rows), the last one maybe short (a matrix's tail quad); the
+    // divisions on the divider, once a matrix.
+    let units_of = |bytes: usize| div_rem_u32(bytes as u32, unit_bytes as u32).0 as usize;
+    let block_units = units_of(plan.block_bytes);
+    let units = units_of(w.weights.len() + unit_bytes - 1);
+    let lead_units = units_of(plan.lead_bytes).min(units);
+    if block_units == 0 {
+        return matmul(out, w, x, x_step);
+    }
+    let groups_per_row = match w.quant {
+        Quant::Int4 => w.cols.div_ceil(w.group_size.max(1)),
+        Quant::Int8 => 0,
+    };
+    let bytes = |(first, n): (usize, usize)| {
+        let end = ((first + n) * unit_bytes).min(w.weights.len());
+        w.weights.get(first * unit_bytes..end).unwrap_or(&[])
+    };
+    // The block from unit `first` on.
+    let block_at = |first: usize| (first < units).then(|| (first, block_units.min(units - first)));
+    // `out[those rows] = the rows of units first..first + n · x`, their weights `weights`.
+    let mut multiply = |(first, n): (usize, usize), weights: &[u8]| {
+        let row = first * unit_rows;
+        let rows = (n * unit_rows).min(w.rows.saturating_sub(row));
+        let part = Matrix {
+            rows,
+            row_scales: w
+                .row_scales
+                .get(row * MULTIPLIER_BYTES..(row + rows) * MULTIPLIER_BYTES)
+                .unwrap_or(&[]),
+            group_scales: w
+                .group_scales
+                .get(row * groups_per_row..(row + rows) * groups_per_row)
+                .unwrap_or(&[]),
+            weights,
+            ..*w
+        };
+        if let Some(out) = out.get_mut(row..row + rows) {
+            matmul(out, &part, x, x_step);
+        }
+    };
+    let mut block = block_at(lead_units);
+    if let Some(first_block) = block {
+        stream.start(0, bytes(first_block));
+    }
+    multiply((0, lead_units), bytes((0, lead_units)));
+    let mut slot = 0;
+    while let Some(this) = block {
+        stream.wait(slot);
+        block = block_at(this.0 + this.1);
+        if let Some(next) = block {
+            stream.start(slot ^ 1, bytes(next));
+        }
+        multiply(this, stream.block(slot, bytes(this).len()));
+        slot ^= 1;
+    }
 }
 
 /// Rotates each head of `v` (interleaved pairs) by the angles of position `pos`
@@ -1033,6 +1149,7 @@ fn forward<C: Cores + ?Sized>(
     token: u32,
     pos: usize,
     cores: &C,
+    stream: &mut Option<&mut dyn WeightStream>,
 ) -> Multiplier {
     let (dim, q_dim, kv_dim, hs) = (c.dim, c.q_dim(), c.kv_dim(), c.head_size());
     // Query heads sharing one key/value head (on the divider: validated counts, ≥ 1).
@@ -1078,9 +1195,9 @@ fn forward<C: Cores + ?Sized>(
                 },
             );
         } else {
-            matmul(s.q, &w.wq, &s.xq[..dim], step);
-            matmul(s.k, &w.wk, &s.xq[..dim], step);
-            matmul(s.v, &w.wv, &s.xq[..dim], step);
+            matmul_via(stream, s.q, &w.wq, &s.xq[..dim], step);
+            matmul_via(stream, s.k, &w.wk, &s.xq[..dim], step);
+            matmul_via(stream, s.v, &w.wv, &s.xq[..dim], step);
         }
 
         // Rotate q and k by position (the file's cos/sin table: no trig on the device).
@@ -1169,7 +1286,7 @@ fn forward<C: Cores + ?Sized>(
             let step = act_step(max_abs);
             matmul_on(cores, s.xb2, &w.wo, &s.xq[..q_dim], step);
         } else {
-            quantize_and_matmul(s.xb2, &w.wo, &s.xb[..q_dim], s.xq);
+            quantize_and_matmul(stream, s.xb2, &w.wo, &s.xb[..q_dim], s.xq);
         }
         for (x, &d) in s.x.iter_mut().zip(s.xb2.iter()) {
             *x = x.saturating_add(d);
@@ -1194,15 +1311,15 @@ fn forward<C: Cores + ?Sized>(
             let step = act_step(max_abs);
             matmul_on(cores, s.xb2, &w.w2, &s.xq[..hidden], step);
         } else {
-            matmul(s.hb, &w.w1, &s.xq[..dim], step);
+            matmul_via(stream, s.hb, &w.w1, &s.xq[..dim], step);
             match c.ffn {
                 FfnKind::Plain => silu_in_place(s.hb),
                 FfnKind::Swiglu => {
-                    matmul(s.hb2, &w.w3, &s.xq[..dim], step);
+                    matmul_via(stream, s.hb2, &w.w3, &s.xq[..dim], step);
                     silu_gate_in_place(s.hb, s.hb2);
                 }
             }
-            quantize_and_matmul(s.xb2, &w.w2, s.hb, s.xq);
+            quantize_and_matmul(stream, s.xb2, &w.w2, s.hb, s.xq);
         }
         for (x, &d) in s.x.iter_mut().zip(s.xb2.iter()) {
             *x = x.saturating_add(d);

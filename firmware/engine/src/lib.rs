@@ -39,6 +39,7 @@
 //! Modules, in data-flow order: [`format`] (the file as types; reader, and writer under `std`),
 //! [`checksum`] (its CRC-32), [`tokenizer`] (prompt bytes ↔ ids), [`forward`] (the integer
 //! forward pass, top to bottom), [`kernels`] (matvec, fixed-point exp/sqrt/sigmoid),
+//! [`stream`] (weights copied into RAM behind the arithmetic, for a model in flash),
 //! [`sampler`], [`story`] (the prompt → tokens loop the firmware and the host share),
 //! [`run_config`] (the config block that tells the firmware which story to tell), [`budget`]
 //! (flash/RAM). Host only (`std`): [`quantize`] (float weights → sections), [`reference`] (a
@@ -59,6 +60,7 @@ pub mod kernels;
 pub mod run_config;
 pub mod sampler;
 pub mod story;
+pub mod stream;
 pub mod tokenizer;
 
 #[cfg(feature = "std")]
@@ -73,3 +75,4 @@ pub use forward::{EngineError, Session};
 pub use run_config::RunConfig;
 pub use sampler::{Sampler, SamplerConfig};
 pub use story::StoryConfig;
+pub use stream::{StreamPlan, WeightStream};

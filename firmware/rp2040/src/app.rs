@@ -13,11 +13,12 @@ use starmind_engine::run_config::{
     Mode, RunConfig, CONFIG_ADDR, CONFIG_BYTES, MAX_BENCH_TOKENS, MAX_PROMPT_BYTES, MODEL_ADDR,
 };
 use starmind_engine::story::{self, End, Listener, StoryConfig};
-use starmind_engine::{Model, Session};
+use starmind_engine::{Model, Session, WeightStream};
 
 use crate::console::Console;
 use crate::cores::{self, TimedHalves};
 use crate::measure::{self, CycleClock};
+use crate::stream::{self, FlashStream};
 
 /// RAM kept free for core 0's stack above the arena (the deepest measured use, 13.1 KiB with
 /// stories260k and the story-1k golden model, is below this). Core 1's stack, when core 1 runs,
@@ -99,6 +100,28 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     } else {
         model
     };
+    // A model left in flash streams the weights it reads from there behind the arithmetic
+    // (crate::stream) where flash is slow (a board; not rp2040js's zero-wait flash): two block
+    // buffers first. Where RAM is short they cost context (4 KiB: 3 of stories260k's
+    // positions).
+    let mut flash_stream = None;
+    let mut stream_buffer_bytes = 0;
+    let one_position = Model::arena_bytes(&model.config(), 1);
+    let probe_fits = model_bytes.len() >= 4 * stream::PROBE_WORDS;
+    if !in_sram
+        && free_bytes >= one_position + stream::BUFFER_BYTES + 8
+        && probe_fits
+        && stream::flash_is_slow(clock, model_bytes.as_ptr() as usize)
+    {
+        let at = (free_start + 3) & !3;
+        // SAFETY: [at, at + BUFFER_BYTES) is word-aligned and inside the free RAM (checked
+        // just now), which nothing else uses; nothing else touches DMA channel 0 or the XIP
+        // stream.
+        flash_stream = Some(unsafe { FlashStream::new(at) });
+        stream_buffer_bytes = stream::BUFFER_BYTES;
+        arena_start = at + stream_buffer_bytes;
+        free_bytes -= arena_start - free_start;
+    }
     // A model left in flash: the weights that fit the RAM beside the arena of its full context
     // are copied to SRAM and read from there (each weight byte is read once a token, so any
     // that fit pay alike; the context is never shortened for them).
@@ -107,14 +130,15 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     } else {
         budget::weight_copy_room(full_arena, free_bytes)
     };
-    let at = (free_start + 3) & !3;
+    let at = (arena_start + 3) & !3;
     // SAFETY: [at, at + room) lies inside the free RAM (room is what the full-context arena
-    // leaves; 0 for a model already in SRAM), which nothing else uses.
+    // and 4 bytes of alignment leave; 0 for a model already in SRAM), which nothing else uses.
     let model = unsafe { copy_weights(model, at, room) };
     let model_sram_bytes = model.copied_bytes();
     if model_sram_bytes > 0 {
-        arena_start = at + model_sram_bytes;
-        free_bytes -= arena_start - free_start;
+        let end = at + model_sram_bytes;
+        free_bytes -= end - arena_start;
+        arena_start = end;
     }
     let model_config = model.config();
     // The model's full context, shortened only when RAM is short.
@@ -142,11 +166,15 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     } else if let Some(core1) = core1 {
         session.set_cores(Some(core1));
     }
+    if let Some(flash_stream) = flash_stream.as_mut() {
+        session.set_stream(Some(flash_stream as &mut dyn WeightStream));
+    }
     let n_cores = if core1.is_some() { 2 } else { 1 };
     let _ = writeln!(
         console,
         "STARMIND-READY mode={} model_bytes={} ctx={ctx} arena_bytes={arena_bytes} model_in={} \
-         model_sram_bytes={model_sram_bytes} cores={n_cores}\r",
+         model_sram_bytes={model_sram_bytes} stream_buffer_bytes={stream_buffer_bytes} \
+         cores={n_cores}\r",
         config.mode().name(),
         model.bytes().len(),
         if in_sram { "sram" } else { "flash" },
@@ -165,6 +193,7 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
         },
         in_sram,
         model_sram_bytes,
+        stream_buffer_bytes,
         n_cores,
         halves: halves.as_ref(),
         clock,
@@ -255,6 +284,8 @@ struct Run<'r> {
     in_sram: bool,
     /// Bytes of a flash model's weights copied to SRAM at boot (0: none, or all of it).
     model_sram_bytes: usize,
+    /// SRAM of the weight stream's two buffers (0: no stream).
+    stream_buffer_bytes: usize,
     /// Cores sharing the forward pass (2 when core 1 answered).
     n_cores: u32,
     /// Bench-split: the timed parts of each cut step.
@@ -316,7 +347,7 @@ impl Run<'_> {
                  decode_cycles_per_token={decode_per_token} \
                  sample_cycles_per_token={sample_per_token} clock_hz={clk_sys_hz} \
                  peak_stack_bytes={stack} arena_bytes={} static_ram_bytes={} model_bytes={} \
-                 ctx={} model_in={} model_sram_bytes={} cores={} ",
+                 ctx={} model_in={} model_sram_bytes={} stream_buffer_bytes={} cores={} ",
                 ids.len(),
                 self.arena_bytes,
                 measure::free_ram_start() - 0x2000_0000,
@@ -324,6 +355,7 @@ impl Run<'_> {
                 self.ctx,
                 if self.in_sram { "sram" } else { "flash" },
                 self.model_sram_bytes,
+                self.stream_buffer_bytes,
                 self.n_cores,
             );
             if let Some((joins, parts, longer)) = split {

@@ -9,6 +9,7 @@ mod app;
 mod console;
 mod cores;
 mod measure;
+mod stream;
 
 use core::fmt::Write as _;
 

@@ -1,0 +1,206 @@
+//! Weights fetched through a [`WeightStream`] ([`starmind_engine::stream`]) give the bits of
+//! weights read in place: logits and sampled tokens, for the golden models and random models of
+//! several shapes, under cuts that make blocks and lead runs of one unit, of several, of a tail
+//! quad, blocks larger than a whole matrix and leads that take all of it. The test stream only moves a block's bytes
+//! in at its `wait` (the buffer holds 0xA5 before), so the engine reading a block early, or
+//! restarting a buffer still in use, shows up as different logits.
+
+mod support;
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use starmind_engine::format::{write_model, FfnKind, Quant};
+use starmind_engine::quantize::quantize_model;
+use starmind_engine::story::{self, Listener, Start, StoryConfig, WhenFull};
+use starmind_engine::stream::{CopyAtWait, StreamPlan, WeightStream};
+use starmind_engine::{Config, Model, SamplerConfig, Session};
+use support::{config, random_model, Rng};
+
+/// Every logit of `steps` random tokens, and the bytes each copy started, with `stream`.
+fn logits_with(model: &Model, stream: Option<&mut CopyAtWait>, steps: usize) -> Vec<i32> {
+    let c = model.config();
+    let mut arena = vec![0u8; Model::arena_bytes(&c, c.seq_len)];
+    let mut session = Session::new(model, c.seq_len, &mut arena).unwrap();
+    session.set_stream(stream.map(|s| s as &mut dyn WeightStream));
+    let mut rng = Rng(7);
+    let mut logits = vec![0i32; c.vocab_size];
+    let mut all = Vec::new();
+    for _ in 0..steps.min(c.seq_len) {
+        let token = (rng.next_u64() % c.vocab_size as u64) as u32;
+        session.feed_token(token).unwrap();
+        session.logits_into(&mut logits);
+        all.extend_from_slice(&logits);
+    }
+    all
+}
+
+struct Ids(Vec<u32>);
+
+impl Listener for Ids {
+    fn token(&mut self, id: u32) -> ControlFlow<()> {
+        self.0.push(id);
+        ControlFlow::Continue(())
+    }
+}
+
+/// The ids of one sampled story (the context slides) with `stream`.
+fn story_with(model: &Model, stream: Option<&mut CopyAtWait>, tokens: usize) -> Vec<u32> {
+    let c = model.config();
+    let mut arena = vec![0u8; Model::arena_bytes(&c, c.seq_len)];
+    let mut session = Session::new(model, c.seq_len, &mut arena).unwrap();
+    session.set_stream(stream.map(|s| s as &mut dyn WeightStream));
+    let config = StoryConfig {
+        sampler: SamplerConfig {
+            temperature_q8: 230,
+            top_k: 20,
+            top_p_q16: 60_000,
+            seed: 5,
+        },
+        max_tokens: tokens,
+        stop_at_end_of_text: false,
+        start: Start::AfterEndOfText,
+        when_full: WhenFull::Slide,
+    };
+    let mut ids = vec![0u32; config.ids_len(0, c.seq_len)];
+    let mut listener = Ids(Vec::new());
+    story::tell(model, &mut session, b"", &config, &mut ids, &mut listener).unwrap();
+    listener.0
+}
+
+/// Cuts in bytes: (streamed block, lead read in place). `unit` is the model's `4 · dim` (one
+/// row quad of the `dim`-wide matrices).
+fn plans(unit: usize) -> [StreamPlan; 5] {
+    let plan = |block_bytes, lead_bytes| StreamPlan {
+        block_bytes,
+        lead_bytes,
+    };
+    [
+        // One quad in place, then blocks of one quad.
+        plan(unit, unit),
+        // Everything streamed, in blocks of three quads and a bit (the bit is never used).
+        plan(3 * unit + 5, 0),
+        // Two quads in place, then blocks of two.
+        plan(2 * unit, 2 * unit + 3),
+        // A block larger than any matrix: the lead in place, then one block.
+        plan(1 << 20, unit),
+        // A lead longer than most matrices: those matrices are read in place whole.
+        plan(unit, 1 << 16),
+    ]
+}
+
+/// Every plan against no stream, on logits and on a sampled story; returns the copies started.
+fn check_model(name: &str, file: &[u8], steps: usize) -> usize {
+    let model = Model::parse(file).unwrap();
+    let c = model.config();
+    let in_place = logits_with(&model, None, steps);
+    let tokens = 2 * c.seq_len + 3;
+    let ids = story_with(&model, None, tokens);
+    let mut starts = 0;
+    for plan in plans(4 * c.dim) {
+        let mut stream = CopyAtWait::new(plan);
+        assert_eq!(
+            logits_with(&model, Some(&mut stream), steps),
+            in_place,
+            "{name}: logits with {plan:?}"
+        );
+        assert!(
+            stream
+                .starts
+                .iter()
+                .all(|&(_, len)| len <= plan.block_bytes),
+            "{name}: a block over {plan:?}"
+        );
+        starts += stream.starts.len();
+        let mut stream = CopyAtWait::new(plan);
+        assert_eq!(
+            story_with(&model, Some(&mut stream), tokens),
+            ids,
+            "{name}: sampled tokens with {plan:?}"
+        );
+    }
+    starts
+}
+
+fn model_file(cfg: Config, quant: Quant, seed: u64) -> Vec<u8> {
+    write_model(&quantize_model(&random_model(cfg, seed), quant, 32)).unwrap()
+}
+
+#[test]
+fn streamed_weights_give_the_golden_models_bits() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
+    for name in ["story-1k.smb", "story-1k-int4.smb"] {
+        let file = std::fs::read(dir.join(name)).unwrap();
+        assert!(check_model(name, &file, 64) > 0, "{name}: nothing streamed");
+    }
+}
+
+#[test]
+fn streamed_weights_give_in_place_bits_on_random_models() {
+    let shapes: [(&str, Config, Quant); 5] = [
+        // GQA, SwiGLU, 86 hidden rows (21 quads and a 2-row tail quad).
+        (
+            "GQA SwiGLU",
+            config(96, 32, 86, 2, 8, 4, 20, FfnKind::Swiglu, true),
+            Quant::Int8,
+        ),
+        // Rows not a multiple of 8, multi-query, an untied classifier.
+        (
+            "odd rows, multi-query",
+            config(70, 12, 20, 2, 3, 1, 16, FfnKind::Swiglu, false),
+            Quant::Int8,
+        ),
+        // One quad and 2 tail rows.
+        (
+            "a quad and a tail",
+            config(38, 6, 18, 1, 3, 3, 12, FfnKind::Plain, true),
+            Quant::Int8,
+        ),
+        // int4: rows of 40 bytes cut one row at a time.
+        (
+            "int4 GQA",
+            config(80, 16, 44, 2, 4, 2, 16, FfnKind::Swiglu, true),
+            Quant::Int4,
+        ),
+        (
+            "head size 16",
+            config(50, 64, 100, 1, 4, 2, 12, FfnKind::Swiglu, false),
+            Quant::Int8,
+        ),
+    ];
+    for (seed, (name, cfg, quant)) in shapes.into_iter().enumerate() {
+        let file = model_file(cfg, quant, 300 + seed as u64);
+        assert!(
+            check_model(name, &file, cfg.seq_len) > 0,
+            "{name}: nothing streamed"
+        );
+    }
+}
+
+/// The cut itself: in a layer of dim 16 (units of 4 rows, 64 bytes) with a lead of 3 units and
+/// blocks of 3, the 16-row matrices (wq, wk, wv, wo: 4 units) stream their last unit, and w1
+/// (86 rows: 21 quads and a 2-row tail quad) streams units 3..6, 6..9, …, 18..21 and the tail
+/// (21), alternating the buffers.
+#[test]
+fn the_cut_reads_the_lead_in_place_then_streams_blocks() {
+    let cfg = config(40, 16, 86, 1, 2, 2, 8, FfnKind::Plain, true);
+    let file = model_file(cfg, Quant::Int8, 11);
+    let model = Model::parse(&file).unwrap();
+    let unit = 4 * cfg.dim;
+    let mut stream = CopyAtWait::new(StreamPlan {
+        block_bytes: 3 * unit,
+        lead_bytes: 3 * unit,
+    });
+    let mut arena = vec![0u8; Model::arena_bytes(&cfg, cfg.seq_len)];
+    {
+        let mut session = Session::new(&model, cfg.seq_len, &mut arena).unwrap();
+        session.set_stream(Some(&mut stream));
+        session.feed_token(3).unwrap();
+    }
+    let mut want = vec![(0, unit); 4];
+    for slot in [0, 1, 0, 1, 0, 1] {
+        want.push((slot, 3 * unit));
+    }
+    want.push((0, 2 * cfg.dim));
+    assert_eq!(&stream.starts[..want.len()], &want[..]);
+}
