@@ -471,8 +471,9 @@ impl<'m, 'a> Session<'m, 'a> {
     /// Multiplies the one-core pass's matrices with their weights fetched through `stream`
     /// ([`crate::stream`]: a lead read in place, then blocks copied into RAM while the block
     /// before is multiplied), or reads them all in place (`None`, the default). The outputs are
-    /// the same bits either way. A pass cut between two cores reads in place (one stream for
-    /// two cores' rows is not built).
+    /// the same bits either way. A pass cut between two cores reads in place: one stream for
+    /// two cores' rows is not built (two cores' line fills already overlap each other's
+    /// arithmetic; unmeasured, rp2040js has one core).
     pub fn set_stream(&mut self, stream: Option<&'a mut dyn WeightStream>) {
         self.stream = stream;
     }

@@ -100,15 +100,18 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     } else {
         model
     };
-    // A model left in flash streams the weights it reads from there behind the arithmetic
-    // (crate::stream) where flash is slow (a board; not rp2040js's zero-wait flash): two block
-    // buffers first. Where RAM is short they cost context (4 KiB: 3 of stories260k's
-    // positions).
+    // A model left in flash, run on this core alone, streams the weights it reads from there
+    // behind the arithmetic (crate::stream) where flash is slow (a board; not rp2040js's
+    // zero-wait flash): two block buffers first. Where RAM is short they cost context (2 KiB:
+    // 2 of stories260k's positions). A pass cut between two cores reads in place (the engine
+    // streams the one-core pass only).
     let mut flash_stream = None;
     let mut stream_buffer_bytes = 0;
     let one_position = Model::arena_bytes(&model.config(), 1);
     let probe_fits = model_bytes.len() >= 4 * stream::PROBE_WORDS;
     if !in_sram
+        && core1.is_none()
+        && halves.is_none()
         && free_bytes >= one_position + stream::BUFFER_BYTES + 8
         && probe_fits
         && stream::flash_is_slow(clock, model_bytes.as_ptr() as usize)

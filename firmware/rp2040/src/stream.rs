@@ -53,7 +53,8 @@ const SLOW_WORD_CYCLES: u64 = 12;
 /// Each of the two buffers: ~4,200 cycles of arithmetic a block at ~4 cycles a weight byte and
 /// ~7,300 of flash, against ~1,000 to set the copy up and cut the matrix. Blocks of 512 to
 /// 4,096 bytes and leads of 0 to 2,048 give stories260k 2.87M to 3.11M cycles a token with the
-/// emulator's XIP cache model (bench -n 20); this pair 2.90M, in 2 KiB of RAM.
+/// emulator's XIP cache model (bench -n 20); this pair 2.90M in 2 KiB of RAM (2.87M since these
+/// functions run from SRAM).
 const BLOCK_BYTES: usize = budget::STREAM_BLOCK_BYTES;
 /// Read in place at the start of a matrix, while the first block arrives.
 const LEAD_BYTES: usize = 512;
@@ -108,13 +109,17 @@ impl FlashStream {
         }
     }
 
+    #[inline(always)]
     fn buffer_ptr(&self, slot: usize) -> *mut u32 {
         // SAFETY: slot & 1 is inside the two buffers.
         unsafe { (self.buffers.get() as *mut [u32; BLOCK_BYTES / 4]).add(slot & 1) as *mut u32 }
     }
 }
 
+// In SRAM with the engine's hot code (.data.ramfunc): run from flash, each call would fetch its
+// instructions through the XIP port the DMA keeps busy.
 impl WeightStream for FlashStream {
+    #[link_section = ".data.ramfunc"]
     fn plan(&self, weights: &[u8], unit_bytes: usize) -> Option<StreamPlan> {
         let at = weights.as_ptr() as usize;
         // SAFETY: a read of this core's SIO CPUID register. Core 1 never streams (one channel,
@@ -131,6 +136,7 @@ impl WeightStream for FlashStream {
         })
     }
 
+    #[link_section = ".data.ramfunc"]
     fn start(&mut self, slot: usize, src: &[u8]) {
         let len = src.len().min(BLOCK_BYTES);
         self.pending = Some((src.as_ptr(), len));
@@ -150,16 +156,18 @@ impl WeightStream for FlashStream {
         }
     }
 
+    #[link_section = ".data.ramfunc"]
     fn wait(&mut self, slot: usize) {
         let Some((src, len)) = self.pending.take() else {
             return;
         };
         if self.working {
-            // SAFETY: a read of DMA channel 0's status.
-            let busy = || unsafe { DMA_CH0_CTRL_TRIG.read_volatile() } & DMA_BUSY != 0;
-            if (0..WAIT_POLLS).any(|_| !busy()) {
-                compiler_fence(Ordering::SeqCst);
-                return;
+            for _ in 0..WAIT_POLLS {
+                // SAFETY: a read of DMA channel 0's status.
+                if unsafe { DMA_CH0_CTRL_TRIG.read_volatile() } & DMA_BUSY == 0 {
+                    compiler_fence(Ordering::SeqCst);
+                    return;
+                }
             }
             // SAFETY: aborts DMA channel 0, ours.
             unsafe { DMA_CHAN_ABORT.write_volatile(1) };
@@ -173,6 +181,7 @@ impl WeightStream for FlashStream {
         }
     }
 
+    #[link_section = ".data.ramfunc"]
     fn block(&self, slot: usize, len: usize) -> &[u8] {
         // SAFETY: buffer `slot` was waited for; no copy writes it until the engine's next
         // `start` into it, which comes after this borrow ends.
