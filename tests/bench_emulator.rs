@@ -21,6 +21,27 @@ fn emulator_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/emulator")
 }
 
+/// `starmind bench <model> --emulator --check --json -n <tokens> <more>` in `dir`: its JSON,
+/// once it succeeded and found the emulator's tokens the host engine's.
+fn checked_bench(dir: &Path, model: &Path, tokens: &str, more: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "bench",
+        model.to_str().unwrap(),
+        "--emulator",
+        "--check",
+        "--json",
+        "-n",
+        tokens,
+    ];
+    args.extend_from_slice(more);
+    let output = run_in(dir, &args);
+    let name = model.display();
+    assert!(output.status.success(), "{name}: {}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["bit_exact"], true, "{name}: {json}");
+    json
+}
+
 #[test]
 fn emulator_bench_is_bit_exact_with_the_host_engine() {
     if !emulator_available() {
@@ -28,22 +49,7 @@ fn emulator_bench_is_bit_exact_with_the_host_engine() {
     }
     let dir = scratch("bench_emulator_check");
     let model = tiny_model(&dir);
-    let output = run_in(
-        &dir,
-        &[
-            "bench",
-            model.to_str().unwrap(),
-            "--emulator",
-            "--check",
-            "--json",
-            "-n",
-            "24",
-        ],
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let json: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
-    assert_eq!(json["bit_exact"], true, "{json}");
+    let json = checked_bench(&dir, &model, "24", &[]);
     assert_eq!(json["tokens"], 24);
     assert_eq!(json["clock_hz"], 125_000_000);
     for key in [
@@ -89,23 +95,7 @@ fn a_flash_model_is_streamed_where_flash_is_slow_and_stays_bit_exact() {
     let model = dir.join("big.smb");
     // 8 layers of 64 × 172: ~330 KB, more than the RAM.
     std::fs::write(&model, model_file(96, 64, 172, 8, 4, 64)).unwrap();
-    let output = run_in(
-        &dir,
-        &[
-            "bench",
-            model.to_str().unwrap(),
-            "--emulator",
-            "--check",
-            "--json",
-            "-n",
-            "6",
-            "--xip-miss-cycles",
-            "56",
-        ],
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(json["bit_exact"], true, "{json}");
+    let json = checked_bench(&dir, &model, "6", &["--xip-miss-cycles", "56"]);
     assert_eq!(json["model_in_sram"], false, "{json}");
     assert_eq!(json["stream_buffer_bytes"], 0, "zero-wait flash: {json}");
     assert!(
@@ -328,21 +318,7 @@ fn explicit_head_sizes_are_bit_exact_on_the_emulated_board() {
         );
         let model = dir.join(format!("heads-{heads}x{head_size}.smb"));
         std::fs::write(&model, bytes).unwrap();
-        let output = run_in(
-            &dir,
-            &[
-                "bench",
-                model.to_str().unwrap(),
-                "--emulator",
-                "--check",
-                "--json",
-                "-n",
-                "16",
-            ],
-        );
-        assert!(output.status.success(), "{}", stderr(&output));
-        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(json["bit_exact"], true, "{heads}×{head_size}: {json}");
+        checked_bench(&dir, &model, "16", &[]);
     }
 }
 
@@ -354,21 +330,7 @@ fn trained_int4_model_is_bit_exact_on_the_emulated_board() {
     // tests/golden: story-1k trained 2000 steps (char tokenizer), int4 weights: the matvec_i4 path.
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/story-1k-int4.smb");
     let dir = scratch("bench_emulator_golden");
-    let output = run_in(
-        &dir,
-        &[
-            "bench",
-            model.to_str().unwrap(),
-            "--emulator",
-            "--check",
-            "--json",
-            "-n",
-            "16",
-        ],
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(json["bit_exact"], true, "{json}");
+    checked_bench(&dir, &model, "16", &[]);
 }
 
 #[test]
@@ -384,21 +346,7 @@ fn trained_int8_model_of_either_format_version_is_bit_exact_on_the_emulated_boar
         let model = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/golden")
             .join(name);
-        let output = run_in(
-            &dir,
-            &[
-                "bench",
-                model.to_str().unwrap(),
-                "--emulator",
-                "--check",
-                "--json",
-                "-n",
-                "16",
-            ],
-        );
-        assert!(output.status.success(), "{name}: {}", stderr(&output));
-        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(json["bit_exact"], true, "{name}: {json}");
+        let json = checked_bench(&dir, &model, "16", &[]);
         ids.push(json["ids"].clone());
     }
     assert_eq!(

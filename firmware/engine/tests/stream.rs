@@ -7,41 +7,21 @@
 
 mod support;
 
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use starmind_engine::format::{write_model, FfnKind, Quant};
 use starmind_engine::quantize::quantize_model;
-use starmind_engine::story::{self, Listener, Start, StoryConfig, WhenFull};
 use starmind_engine::stream::{CopyAtWait, StreamPlan, WeightStream};
-use starmind_engine::{Config, Model, SamplerConfig, Session};
-use support::{config, random_model, Rng};
+use starmind_engine::{Config, Model, Session};
+use support::{config, random_model, random_token_logits, sampled_story};
 
-/// Every logit of `steps` random tokens, and the bytes each copy started, with `stream`.
+/// Every logit of `steps` random tokens with `stream`.
 fn logits_with(model: &Model, stream: Option<&mut CopyAtWait>, steps: usize) -> Vec<i32> {
     let c = model.config();
     let mut arena = vec![0u8; Model::arena_bytes(&c, c.seq_len)];
     let mut session = Session::new(model, c.seq_len, &mut arena).unwrap();
     session.set_stream(stream.map(|s| s as &mut dyn WeightStream));
-    let mut rng = Rng(7);
-    let mut logits = vec![0i32; c.vocab_size];
-    let mut all = Vec::new();
-    for _ in 0..steps.min(c.seq_len) {
-        let token = (rng.next_u64() % c.vocab_size as u64) as u32;
-        session.feed_token(token).unwrap();
-        session.logits_into(&mut logits);
-        all.extend_from_slice(&logits);
-    }
-    all
-}
-
-struct Ids(Vec<u32>);
-
-impl Listener for Ids {
-    fn token(&mut self, id: u32) -> ControlFlow<()> {
-        self.0.push(id);
-        ControlFlow::Continue(())
-    }
+    random_token_logits(&mut session, steps, 7)
 }
 
 /// The ids of one sampled story (the context slides) with `stream`.
@@ -50,22 +30,7 @@ fn story_with(model: &Model, stream: Option<&mut CopyAtWait>, tokens: usize) -> 
     let mut arena = vec![0u8; Model::arena_bytes(&c, c.seq_len)];
     let mut session = Session::new(model, c.seq_len, &mut arena).unwrap();
     session.set_stream(stream.map(|s| s as &mut dyn WeightStream));
-    let config = StoryConfig {
-        sampler: SamplerConfig {
-            temperature_q8: 230,
-            top_k: 20,
-            top_p_q16: 60_000,
-            seed: 5,
-        },
-        max_tokens: tokens,
-        stop_at_end_of_text: false,
-        start: Start::AfterEndOfText,
-        when_full: WhenFull::Slide,
-    };
-    let mut ids = vec![0u32; config.ids_len(0, c.seq_len)];
-    let mut listener = Ids(Vec::new());
-    story::tell(model, &mut session, b"", &config, &mut ids, &mut listener).unwrap();
-    listener.0
+    sampled_story(model, &mut session, tokens)
 }
 
 /// Cuts in bytes: (streamed block, lead read in place). `unit` is the model's `4 · dim` (one
@@ -137,37 +102,7 @@ fn streamed_weights_give_the_golden_models_bits() {
 
 #[test]
 fn streamed_weights_give_in_place_bits_on_random_models() {
-    let shapes: [(&str, Config, Quant); 5] = [
-        // GQA, SwiGLU, 86 hidden rows (21 quads and a 2-row tail quad).
-        (
-            "GQA SwiGLU",
-            config(96, 32, 86, 2, 8, 4, 20, FfnKind::Swiglu, true),
-            Quant::Int8,
-        ),
-        // Rows not a multiple of 8, multi-query, an untied classifier.
-        (
-            "odd rows, multi-query",
-            config(70, 12, 20, 2, 3, 1, 16, FfnKind::Swiglu, false),
-            Quant::Int8,
-        ),
-        // One quad and 2 tail rows.
-        (
-            "a quad and a tail",
-            config(38, 6, 18, 1, 3, 3, 12, FfnKind::Plain, true),
-            Quant::Int8,
-        ),
-        // int4: rows of 40 bytes cut one row at a time.
-        (
-            "int4 GQA",
-            config(80, 16, 44, 2, 4, 2, 16, FfnKind::Swiglu, true),
-            Quant::Int4,
-        ),
-        (
-            "head size 16",
-            config(50, 64, 100, 1, 4, 2, 12, FfnKind::Swiglu, false),
-            Quant::Int8,
-        ),
-    ];
+    let shapes = support::shapes();
     for (seed, (name, cfg, quant)) in shapes.into_iter().enumerate() {
         let file = model_file(cfg, quant, 300 + seed as u64);
         assert!(
