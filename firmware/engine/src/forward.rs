@@ -401,7 +401,7 @@ pub struct Session<'m, 'a> {
     cores: Option<&'a dyn Cores>,
     /// Copies flash weights into RAM behind the one-core pass's arithmetic
     /// ([`Session::set_stream`]); `None`: every weight read in place.
-    stream: Option<&'a mut dyn WeightStream>,
+    stream: Option<Streaming<'a>>,
 }
 
 /// Layers whose tensors a [`Session`] keeps (deeper ones are looked up per token).
@@ -475,7 +475,10 @@ impl<'m, 'a> Session<'m, 'a> {
     /// two cores' rows is not built (two cores' line fills already overlap each other's
     /// arithmetic; unmeasured, rp2040js has one core).
     pub fn set_stream(&mut self, stream: Option<&'a mut dyn WeightStream>) {
-        self.stream = stream;
+        self.stream = stream.map(|stream| Streaming {
+            stream,
+            ahead: None,
+        });
     }
 
     /// Tokens fed so far (the position of the next one).
@@ -575,6 +578,9 @@ impl<'m, 'a> Session<'m, 'a> {
     /// [`Session::feed_token`] on `cores`, after the checks.
     #[inline(always)]
     fn feed_on<C: Cores + ?Sized>(&mut self, token: u32, cores: &C) {
+        // The matrix after the last layer's w2: the classifier, unless it runs chunk by chunk
+        // in `sample`.
+        let classifier = (!self.streams_logits()).then_some(&self.output);
         let step = forward(
             self.model,
             &self.layers,
@@ -586,6 +592,7 @@ impl<'m, 'a> Session<'m, 'a> {
             self.pos,
             cores,
             &mut self.stream,
+            classifier,
         );
         if !self.streams_logits() {
             // logits = output · rmsnorm(x), all of them.
@@ -598,7 +605,9 @@ impl<'m, 'a> Session<'m, 'a> {
                     matmul(lb, &wb, x, step)
                 });
             } else {
-                matmul_via(&mut self.stream, self.state.logits, output, x, step);
+                // The next token's first matrix follows.
+                let wq = self.layers.first().and_then(|l| l.as_ref()).map(|l| &l.wq);
+                matmul_via(&mut self.stream, self.state.logits, output, x, step, wq);
             }
         }
         self.classifier_step = Some(step);
@@ -729,73 +738,121 @@ fn matmul_on<C: Cores + ?Sized>(
     link_section = ".data.ramfunc"
 )]
 fn quantize_and_matmul(
-    stream: &mut Option<&mut dyn WeightStream>,
+    stream: &mut Option<Streaming>,
     out: &mut [i32],
     w: &Matrix,
     x: &[i32],
     xq: &mut [i32],
+    next: Option<&Matrix>,
 ) {
     let n = x.len().min(xq.len());
     let xq = &mut xq[..n];
     let max_abs = quantize_act(x, xq);
-    matmul_via(stream, out, w, xq, act_step(max_abs));
+    matmul_via(stream, out, w, xq, act_step(max_abs), next);
 }
 
-/// [`matmul`], with `w`'s weights fetched through `stream` when there is one.
+/// A session's weight stream, and the first block of the next matrix it may be copying ahead.
+pub(crate) struct Streaming<'s> {
+    stream: &'s mut dyn WeightStream,
+    /// (slot, address of the matrix's weights, bytes) of a first block copied ahead.
+    ahead: Option<(usize, usize, usize)>,
+}
+
+/// How a matrix is cut for a stream, in units of rows ([`Matrix::row_unit`]).
+#[derive(Clone, Copy)]
+struct Cut {
+    unit_bytes: usize,
+    units: usize,
+    block_units: usize,
+    lead_units: usize,
+}
+
+impl Cut {
+    /// `w`'s cut for `stream`; `None` where it is read in place. The divisions on the divider,
+    /// once a matrix.
+    #[inline(always)]
+    fn of(stream: &dyn WeightStream, w: &Matrix) -> Option<Cut> {
+        let (unit_bytes, _) = w.row_unit();
+        if unit_bytes == 0 {
+            return None;
+        }
+        let plan = stream.plan(w.weights, unit_bytes)?;
+        let units_of = |bytes: usize| div_rem_u32(bytes as u32, unit_bytes as u32).0 as usize;
+        // The last unit may be short (a matrix's tail quad).
+        let units = units_of(w.weights.len() + unit_bytes - 1);
+        let cut = Cut {
+            unit_bytes,
+            units,
+            block_units: units_of(plan.block_bytes),
+            lead_units: units_of(plan.lead_bytes).min(units),
+        };
+        (cut.block_units > 0).then_some(cut)
+    }
+
+    /// The block from unit `first` on, as (first unit, units).
+    #[inline(always)]
+    fn block_at(&self, first: usize) -> Option<(usize, usize)> {
+        (first < self.units).then(|| (first, self.block_units.min(self.units - first)))
+    }
+
+    /// The weight bytes of units `first..first + n` of `w`.
+    #[inline(always)]
+    fn bytes<'w>(&self, w: &Matrix<'w>, (first, n): (usize, usize)) -> &'w [u8] {
+        let end = ((first + n) * self.unit_bytes).min(w.weights.len());
+        w.weights.get(first * self.unit_bytes..end).unwrap_or(&[])
+    }
+}
+
+/// [`matmul`], with `w`'s weights fetched through `stream` when there is one; `next` is the
+/// matrix multiplied after this one, whose first block the stream may copy ahead.
 #[inline(always)]
 fn matmul_via(
-    stream: &mut Option<&mut dyn WeightStream>,
+    stream: &mut Option<Streaming>,
     out: &mut [i32],
     w: &Matrix,
     x: &[i32],
     x_step: Multiplier,
+    next: Option<&Matrix>,
 ) {
     match stream {
-        Some(stream) => matmul_streamed(&mut **stream, out, w, x, x_step),
+        Some(stream) => matmul_streamed(stream, out, w, x, x_step, next),
         None => matmul(out, w, x, x_step),
     }
 }
 
-/// `out = W · x` with `w`'s weights fetched as `stream` plans them ([`crate::stream`]): the
-/// lead rows read in place while the first block is copied, then block after block multiplied
-/// from RAM, each block's copy started before the block ahead of it is multiplied, so the copy
-/// runs behind the arithmetic. [`matmul`] bit for bit: every row by the same kernel from the
-/// same bytes ([`matmul`] itself where the stream does not plan `w`).
+/// `out = W · x` with `w`'s weights fetched as the stream plans them ([`crate::stream`]):
+/// block after block multiplied from RAM, each block's copy started before the block ahead of
+/// it is multiplied, so the copy runs behind the arithmetic. The first block was copied ahead
+/// while the matrix before was multiplied (when that one was streamed too and named this one
+/// as `next`); else the lead rows are read in place while it arrives. During the last block the
+/// first block of `next` is copied ahead. [`matmul`] bit for bit: every row by the same kernel
+/// from the same bytes ([`matmul`] itself where the stream does not plan `w`).
 #[cfg_attr(
     all(target_arch = "arm", feature = "rp2040"),
     link_section = ".data.ramfunc"
 )]
 fn matmul_streamed(
-    stream: &mut dyn WeightStream,
+    st: &mut Streaming,
     out: &mut [i32],
     w: &Matrix,
     x: &[i32],
     x_step: Multiplier,
+    next: Option<&Matrix>,
 ) {
-    let (unit_bytes, unit_rows) = w.row_unit();
-    let plan = match stream.plan(w.weights, unit_bytes) {
-        Some(plan) if out.len() >= w.rows && unit_bytes > 0 => plan,
-        _ => return matmul(out, w, x, x_step),
-    };
-    // Units of rows (row quads, or rows), the last one maybe short (a matrix's tail quad); the
-    // divisions on the divider, once a matrix.
-    let units_of = |bytes: usize| div_rem_u32(bytes as u32, unit_bytes as u32).0 as usize;
-    let block_units = units_of(plan.block_bytes);
-    let units = units_of(w.weights.len() + unit_bytes - 1);
-    let lead_units = units_of(plan.lead_bytes).min(units);
-    if block_units == 0 {
+    let ahead = st.ahead.take();
+    let cut = Cut::of(&*st.stream, w).filter(|_| out.len() >= w.rows);
+    let Some(cut) = cut else {
+        // A copy ahead for another matrix: done with before anything else starts.
+        if let Some((slot, _, _)) = ahead {
+            st.stream.wait(slot);
+        }
         return matmul(out, w, x, x_step);
-    }
+    };
+    let (_, unit_rows) = w.row_unit();
     let groups_per_row = match w.quant {
         Quant::Int4 => w.cols.div_ceil(w.group_size.max(1)),
         Quant::Int8 => 0,
     };
-    let bytes = |(first, n): (usize, usize)| {
-        let end = ((first + n) * unit_bytes).min(w.weights.len());
-        w.weights.get(first * unit_bytes..end).unwrap_or(&[])
-    };
-    // The block from unit `first` on.
-    let block_at = |first: usize| (first < units).then(|| (first, block_units.min(units - first)));
     // `out[those rows] = the rows of units first..first + n · x`, their weights `weights`.
     let mut multiply = |(first, n): (usize, usize), weights: &[u8]| {
         let row = first * unit_rows;
@@ -814,22 +871,46 @@ fn matmul_streamed(
             ..*w
         };
         if let Some(out) = out.get_mut(row..row + rows) {
-            matmul(out, &part, x, x_step);
+            if rows > 0 {
+                matmul(out, &part, x, x_step);
+            }
         }
     };
-    let mut block = block_at(lead_units);
-    if let Some(first_block) = block {
-        stream.start(0, bytes(first_block));
-    }
-    multiply((0, lead_units), bytes((0, lead_units)));
-    let mut slot = 0;
-    while let Some(this) = block {
-        stream.wait(slot);
-        block = block_at(this.0 + this.1);
-        if let Some(next) = block {
-            stream.start(slot ^ 1, bytes(next));
+    let from_start = cut.block_at(0);
+    let (mut block, mut slot) = match ahead {
+        Some((slot, at, len))
+            if at == w.weights.as_ptr() as usize
+                && from_start.is_some_and(|b| cut.bytes(w, b).len() == len) =>
+        {
+            (from_start, slot)
         }
-        multiply(this, stream.block(slot, bytes(this).len()));
+        other => {
+            if let Some((slot, _, _)) = other {
+                st.stream.wait(slot);
+            }
+            let first = cut.block_at(cut.lead_units);
+            if let Some(first) = first {
+                st.stream.start(0, cut.bytes(w, first));
+            }
+            let lead = (0, cut.lead_units);
+            multiply(lead, cut.bytes(w, lead));
+            (first, 0)
+        }
+    };
+    while let Some(this) = block {
+        st.stream.wait(slot);
+        block = cut.block_at(this.0 + this.1);
+        if let Some(following) = block {
+            st.stream.start(slot ^ 1, cut.bytes(w, following));
+        } else if let Some(next) = next {
+            // The last block: the next matrix's first one is copied meanwhile.
+            let next_cut = Cut::of(&*st.stream, next);
+            if let Some(first) = next_cut.and_then(|c| c.block_at(0).map(|b| c.bytes(next, b))) {
+                st.stream.start(slot ^ 1, first);
+                st.ahead = Some((slot ^ 1, next.weights.as_ptr() as usize, first.len()));
+            }
+        }
+        multiply(this, st.stream.block(slot, cut.bytes(w, this).len()));
         slot ^= 1;
     }
 }
@@ -1150,7 +1231,8 @@ fn forward<C: Cores + ?Sized>(
     token: u32,
     pos: usize,
     cores: &C,
-    stream: &mut Option<&mut dyn WeightStream>,
+    stream: &mut Option<Streaming>,
+    classifier: Option<&Matrix>,
 ) -> Multiplier {
     let (dim, q_dim, kv_dim, hs) = (c.dim, c.q_dim(), c.kv_dim(), c.head_size());
     // Query heads sharing one key/value head (on the divider: validated counts, ≥ 1).
@@ -1196,9 +1278,9 @@ fn forward<C: Cores + ?Sized>(
                 },
             );
         } else {
-            matmul_via(stream, s.q, &w.wq, &s.xq[..dim], step);
-            matmul_via(stream, s.k, &w.wk, &s.xq[..dim], step);
-            matmul_via(stream, s.v, &w.wv, &s.xq[..dim], step);
+            matmul_via(stream, s.q, &w.wq, &s.xq[..dim], step, Some(&w.wk));
+            matmul_via(stream, s.k, &w.wk, &s.xq[..dim], step, Some(&w.wv));
+            matmul_via(stream, s.v, &w.wv, &s.xq[..dim], step, Some(&w.wo));
         }
 
         // Rotate q and k by position (the file's cos/sin table: no trig on the device).
@@ -1287,7 +1369,7 @@ fn forward<C: Cores + ?Sized>(
             let step = act_step(max_abs);
             matmul_on(cores, s.xb2, &w.wo, &s.xq[..q_dim], step);
         } else {
-            quantize_and_matmul(stream, s.xb2, &w.wo, &s.xb[..q_dim], s.xq);
+            quantize_and_matmul(stream, s.xb2, &w.wo, &s.xb[..q_dim], s.xq, Some(&w.w1));
         }
         for (x, &d) in s.x.iter_mut().zip(s.xb2.iter()) {
             *x = x.saturating_add(d);
@@ -1312,15 +1394,25 @@ fn forward<C: Cores + ?Sized>(
             let step = act_step(max_abs);
             matmul_on(cores, s.xb2, &w.w2, &s.xq[..hidden], step);
         } else {
-            matmul_via(stream, s.hb, &w.w1, &s.xq[..dim], step);
+            let after_w1 = match c.ffn {
+                FfnKind::Plain => &w.w2,
+                FfnKind::Swiglu => &w.w3,
+            };
+            matmul_via(stream, s.hb, &w.w1, &s.xq[..dim], step, Some(after_w1));
             match c.ffn {
                 FfnKind::Plain => silu_in_place(s.hb),
                 FfnKind::Swiglu => {
-                    matmul_via(stream, s.hb2, &w.w3, &s.xq[..dim], step);
+                    matmul_via(stream, s.hb2, &w.w3, &s.xq[..dim], step, Some(&w.w2));
                     silu_gate_in_place(s.hb, s.hb2);
                 }
             }
-            quantize_and_matmul(stream, s.xb2, &w.w2, s.hb, s.xq);
+            // Then the next layer's wq (when its tensors are kept), or the classifier.
+            let after_w2 = if l + 1 == c.n_layers {
+                classifier
+            } else {
+                layers.get(l + 1).and_then(|l| l.as_ref()).map(|l| &l.wq)
+            };
+            quantize_and_matmul(stream, s.xb2, &w.w2, s.hb, s.xq, after_w2);
         }
         for (x, &d) in s.x.iter_mut().zip(s.xb2.iter()) {
             *x = x.saturating_add(d);

@@ -6,11 +6,13 @@
 //! fill (~7 cycles a byte at QSPI clock divider 2) on top of the ~4 cycles of arithmetic. A DMA
 //! channel can do the reading instead, through the same cache, into an SRAM buffer, while the
 //! core multiplies the previous block from the other buffer: the flash then works all the time
-//! and the core's arithmetic hides behind it. [`crate::forward`] reads the first
-//! [`StreamPlan::lead_bytes`] of a matrix in place (there is no earlier block to multiply
-//! while the first one arrives), then multiplies the rest block by block. Every row is
-//! computed by the same kernel from the same bytes either way, so a streamed forward pass gives
-//! the same bits as one that reads everything in place.
+//! and the core's arithmetic hides behind it. [`crate::forward`] multiplies a matrix block by
+//! block; while it multiplies the last one, the first block of the next matrix of the pass is
+//! copied ahead, so that one starts with its first block in RAM. A matrix that follows one read
+//! in place has nothing copied ahead: it reads its first [`StreamPlan::lead_bytes`] in place
+//! while its first block arrives. Every row is computed by the same kernel from the same bytes
+//! either way, so a streamed forward pass gives the same bits as one that reads everything in
+//! place.
 //!
 //! A [`crate::Session`] without a stream (the default; the host, and a model in SRAM) reads
 //! every weight in place.
@@ -20,8 +22,8 @@
 pub struct StreamPlan {
     /// The most bytes one streamed block holds (each of the two buffers).
     pub block_bytes: usize,
-    /// Bytes at the start of the matrix read in place, while the first block arrives (rounded
-    /// down to whole units of rows).
+    /// Bytes at the start of a matrix read in place while its first block arrives, where that
+    /// block was not copied ahead (rounded down to whole units of rows).
     pub lead_bytes: usize,
 }
 
@@ -33,9 +35,9 @@ pub trait WeightStream {
     /// (already in RAM, too small, or not word-aligned). Then they are read in place.
     fn plan(&self, weights: &[u8], unit_bytes: usize) -> Option<StreamPlan>;
 
-    /// Starts copying `src` (at most `block_bytes`, a run inside the `weights` of the last
-    /// [`WeightStream::plan`]) into buffer `slot` (0 or 1) and returns at once. Called only
-    /// when the previous copy was waited for, so one copy runs at a time.
+    /// Starts copying `src` (at most `block_bytes`, a run of whole units inside `weights` that
+    /// [`WeightStream::plan`] planned) into buffer `slot` (0 or 1) and returns at once. Called
+    /// only when the previous copy was waited for, so one copy runs at a time.
     fn start(&mut self, slot: usize, src: &[u8]);
 
     /// Waits until the copy into `slot` has finished.

@@ -113,11 +113,12 @@ fn streamed_weights_give_in_place_bits_on_random_models() {
 }
 
 /// The cut itself: in a layer of dim 16 (units of 4 rows, 64 bytes) with a lead of 3 units and
-/// blocks of 3, the 16-row matrices (wq, wk, wv, wo: 4 units) stream their last unit, and w1
-/// (86 rows: 21 quads and a 2-row tail quad) streams units 3..6, 6..9, …, 18..21 and the tail
-/// (21), alternating the buffers.
+/// blocks of 3. wq (4 units) reads its lead in place and streams unit 3 into buffer 0; during
+/// that last block wk's first block (units 0..3) is copied ahead into buffer 1, and so on: wk,
+/// wv and wo (4 units each) stream their last unit after the block copied ahead, and w1 (86 rows:
+/// 21 quads and a 2-row tail quad) streams 3 units at a time from unit 0, alternating buffers.
 #[test]
-fn the_cut_reads_the_lead_in_place_then_streams_blocks() {
+fn the_cut_streams_blocks_and_copies_the_next_matrix_ahead() {
     let cfg = config(40, 16, 86, 1, 2, 2, 8, FfnKind::Plain, true);
     let file = model_file(cfg, Quant::Int8, 11);
     let model = Model::parse(&file).unwrap();
@@ -132,8 +133,14 @@ fn the_cut_reads_the_lead_in_place_then_streams_blocks() {
         session.set_stream(Some(&mut stream));
         session.feed_token(3).unwrap();
     }
-    let mut want = vec![(0, unit); 4];
-    for slot in [0, 1, 0, 1, 0, 1] {
+    // wq's block, then (for wk, wv, wo, w1) the next first block ahead and, but for w1, the
+    // last unit.
+    let mut want = vec![(0, unit)];
+    for _ in 0..3 {
+        want.extend([(1, 3 * unit), (0, unit)]);
+    }
+    // w1's units 0..3 ahead in buffer 1, then 3..6 in 0, …, 18..21 in 1, the tail (21) in 0.
+    for slot in [1, 0, 1, 0, 1, 0, 1] {
         want.push((slot, 3 * unit));
     }
     want.push((0, 2 * cfg.dim));

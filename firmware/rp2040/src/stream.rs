@@ -51,12 +51,13 @@ pub const PROBE_WORDS: usize = 128;
 const SLOW_WORD_CYCLES: u64 = 12;
 
 /// Each of the two buffers: ~4,200 cycles of arithmetic a block at ~4 cycles a weight byte and
-/// ~7,300 of flash, against ~1,000 to set the copy up and cut the matrix. Blocks of 512 to
-/// 4,096 bytes and leads of 0 to 2,048 give stories260k 2.87M to 3.11M cycles a token with the
-/// emulator's XIP cache model (bench -n 20); this pair 2.90M in 2 KiB of RAM (2.87M since these
-/// functions run from SRAM).
+/// ~7,300 of flash, against ~1,000 to set the copy up and cut the matrix. stories260k, decode
+/// cycles a token with the emulator's XIP cache model (bench -n 20): blocks of 512, 1,024 and
+/// 2,048 bytes give 2.97M, 2.73M and 2.72M (1,024: 2 KiB of RAM for 0.5 % more cycles).
 const BLOCK_BYTES: usize = budget::STREAM_BLOCK_BYTES;
-/// Read in place at the start of a matrix, while the first block arrives.
+/// Read in place at the start of a matrix whose first block was not copied ahead (one that
+/// follows a matrix read in place), while that block arrives. Leads of 0 to 1,024 bytes give
+/// stories260k the same decode cycles: there every matrix follows a streamed one.
 const LEAD_BYTES: usize = 512;
 /// SRAM the two buffers take.
 pub const BUFFER_BYTES: usize = budget::STREAM_BUFFER_BYTES;
