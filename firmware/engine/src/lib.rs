@@ -15,6 +15,7 @@
 //! let needed = Model::arena_bytes(&model.config(), ctx);           // activations + KV cache
 //! let arena: &'static mut [u8] = /* ≥ needed bytes, any alignment */;
 //! let mut session = Session::new(&model, ctx, arena)?;             // Err(EngineError::ArenaTooSmall{..})
+//! session.set_stream(Some(&mut dma));  // optional: a `WeightStream` copies flash weights behind the arithmetic
 //!
 //! // What to do, as `starmind flash` wrote it: mode, prompt, token count, sampler settings.
 //! let run = RunConfig::decode(CONFIG_BLOCK)?;                       // Err(ConfigError)
