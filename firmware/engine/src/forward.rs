@@ -615,7 +615,8 @@ impl<'m, 'a> Session<'m, 'a> {
     }
 
     /// Draws the next token from the logits after the last token fed. A streamed vocabulary
-    /// runs the classifier chunk by chunk (straight from flash), the sampler consuming each
+    /// runs the classifier chunk by chunk (from flash, or through the weight stream), the
+    /// sampler consuming each
     /// chunk ([`Sampler::stream`]): one pass for greedy and top-k/top-p, three for plain
     /// temperature sampling. Returns 0 before any token was fed.
     pub fn sample(&mut self, sampler: &mut Sampler) -> u32 {
@@ -628,16 +629,23 @@ impl<'m, 'a> Session<'m, 'a> {
         let vocab = self.config.vocab_size;
         let output = self.model.output();
         let dim = self.config.dim;
+        let chunk_rows = |first: usize| output.rows(first, LOGITS_CHUNK_ROWS.min(vocab - first));
         let mut stream = sampler.stream();
         loop {
             for first in (0..vocab).step_by(LOGITS_CHUNK_ROWS) {
-                let rows = LOGITS_CHUNK_ROWS.min(vocab - first);
-                let chunk = &mut self.state.logits[..rows];
-                matmul(
+                let rows = chunk_rows(first);
+                let chunk = &mut self.state.logits[..rows.rows];
+                // Through the weight stream, if any: the next chunk's first block is copied
+                // while this chunk's last one is multiplied.
+                let following = first + LOGITS_CHUNK_ROWS;
+                let next = (following < vocab).then(|| chunk_rows(following));
+                matmul_via(
+                    &mut self.stream,
                     chunk,
-                    &output.rows(first, rows),
+                    &rows,
                     &self.state.xq[..dim],
                     step,
+                    next.as_ref(),
                 );
                 stream.push(chunk);
             }

@@ -10,6 +10,7 @@ mod support;
 use std::path::PathBuf;
 
 use starmind_engine::format::{write_model, FfnKind, Quant};
+use starmind_engine::forward::{streams_logits, STREAMED_VOCAB};
 use starmind_engine::quantize::quantize_model;
 use starmind_engine::stream::{CopyAtWait, StreamPlan, WeightStream};
 use starmind_engine::{Config, Model, Session};
@@ -145,4 +146,37 @@ fn the_cut_streams_blocks_and_copies_the_next_matrix_ahead() {
     }
     want.push((0, 2 * cfg.dim));
     assert_eq!(&stream.starts[..want.len()], &want[..]);
+}
+
+#[test]
+fn a_streamed_vocabulary_streams_its_classifier_chunks_and_keeps_its_bits() {
+    let cfg = config(
+        STREAMED_VOCAB + 41,
+        8,
+        20,
+        1,
+        2,
+        1,
+        12,
+        FfnKind::Swiglu,
+        false,
+    );
+    assert!(streams_logits(&cfg));
+    let file = model_file(cfg, Quant::Int8, 9);
+    assert!(check_model("streamed vocabulary", &file, cfg.seq_len) > 0);
+    // The sampled story's chunks went through the stream: a block per 256-row chunk, 33 a
+    // draw (one pass each with top-k/top-p), beside the few that the layers' small matrices make.
+    let model = Model::parse(&file).unwrap();
+    let unit = 4 * cfg.dim;
+    let mut with_chunks = CopyAtWait::new(StreamPlan {
+        block_bytes: 64 * unit,
+        lead_bytes: 0,
+    });
+    story_with(&model, Some(&mut with_chunks), 2);
+    let chunk_blocks = (cfg.vocab_size / 4).div_ceil(64);
+    assert!(
+        with_chunks.starts.len() >= 2 * chunk_blocks,
+        "{} copies",
+        with_chunks.starts.len()
+    );
 }
