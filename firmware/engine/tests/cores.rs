@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use starmind_engine::cores::{Part, Serial, Threads};
-use starmind_engine::format::{write_model, FfnKind, Quant};
-use starmind_engine::forward::{streams_logits, STREAMED_VOCAB};
+use starmind_engine::format::{write_model, Quant};
 use starmind_engine::quantize::quantize_model;
 use starmind_engine::{Config, Cores, Model, Session};
-use support::{config, random_model, random_token_logits, sampled_story};
+use support::{random_model, random_token_logits, sampled_story};
 
 /// [`Serial`], counting its joins and the joins whose two parts both did work.
 #[derive(Default)]
@@ -99,18 +98,7 @@ fn two_threads_give_one_cores_bits_on_random_models() {
 
 #[test]
 fn two_threads_give_one_cores_bits_on_a_streamed_vocabulary() {
-    let cfg = config(
-        STREAMED_VOCAB + 41,
-        8,
-        20,
-        1,
-        2,
-        1,
-        12,
-        FfnKind::Swiglu,
-        false,
-    );
-    assert!(streams_logits(&cfg));
+    let cfg = support::streamed_vocab_config();
     let file = model_file(cfg, Quant::Int8, 9);
     check_model("streamed", &file, cfg.seq_len);
 }

@@ -10,7 +10,6 @@ mod support;
 use std::path::PathBuf;
 
 use starmind_engine::format::{write_model, FfnKind, Quant};
-use starmind_engine::forward::{streams_logits, STREAMED_VOCAB};
 use starmind_engine::quantize::quantize_model;
 use starmind_engine::stream::{CopyAtWait, StreamPlan, WeightStream};
 use starmind_engine::{Config, Model, Session};
@@ -150,18 +149,7 @@ fn the_cut_streams_blocks_and_copies_the_next_matrix_ahead() {
 
 #[test]
 fn a_streamed_vocabulary_streams_its_classifier_chunks_and_keeps_its_bits() {
-    let cfg = config(
-        STREAMED_VOCAB + 41,
-        8,
-        20,
-        1,
-        2,
-        1,
-        12,
-        FfnKind::Swiglu,
-        false,
-    );
-    assert!(streams_logits(&cfg));
+    let cfg = support::streamed_vocab_config();
     let file = model_file(cfg, Quant::Int8, 9);
     assert!(check_model("streamed vocabulary", &file, cfg.seq_len) > 0);
     // The sampled story's chunks went through the stream: a block per 256-row chunk, 33 a

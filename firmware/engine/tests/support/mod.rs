@@ -5,6 +5,7 @@
 use std::ops::ControlFlow;
 
 use starmind_engine::format::{Config, FfnKind, Quant, TokenizerKind, NO_TOKEN};
+use starmind_engine::forward::{streams_logits, STREAMED_VOCAB};
 use starmind_engine::quantize::{FloatLayer, FloatModel};
 use starmind_engine::story::{self, Listener, Start, StoryConfig, WhenFull};
 use starmind_engine::{Model, SamplerConfig, Session};
@@ -227,4 +228,22 @@ pub fn shapes() -> [(&'static str, Config, Quant); 8] {
             Quant::Int8,
         ),
     ]
+}
+
+/// A small model whose vocabulary (41 past [`STREAMED_VOCAB`]) makes the classifier run chunk by
+/// chunk in `Session::sample`.
+pub fn streamed_vocab_config() -> Config {
+    let cfg = config(
+        STREAMED_VOCAB + 41,
+        8,
+        20,
+        1,
+        2,
+        1,
+        12,
+        FfnKind::Swiglu,
+        false,
+    );
+    assert!(streams_logits(&cfg));
+    cfg
 }
