@@ -47,7 +47,7 @@ export class XipCache {
    */
   access(address, dma = false) {
     address >>>= 0;
-    if (address < FLASH_BASE || address >= XIP_WINDOW_END) return 0;
+    if (!isXip(address)) return 0;
     const alias = (address >>> 24) & 3; // 0 XIP, 1 NOALLOC, 2 NOCACHE, 3 NOCACHE_NOALLOC
     const line = (address & 0xffffff) >>> 3;
     if (alias >= 2) return this.miss(dma);

@@ -650,20 +650,29 @@ impl<'a> Matrix<'a> {
     /// The smallest run of rows [`Matrix::rows`] cuts out, as (weight bytes, rows): a row quad
     /// in row quads, else one row.
     pub fn row_unit(&self) -> (usize, usize) {
-        let row_bytes = match self.quant {
-            Quant::Int8 => self.cols,
-            Quant::Int4 => self.cols.div_ceil(2),
-        };
+        let row_bytes = self.row_bytes();
         match self.layout {
             WeightLayout::RowQuads => (4 * row_bytes, 4),
             WeightLayout::RowMajor => (row_bytes, 1),
         }
     }
 
+    /// Weight bytes of one row.
+    #[inline]
+    fn row_bytes(&self) -> usize {
+        match self.quant {
+            Quant::Int8 => self.cols,
+            Quant::Int4 => self.cols.div_ceil(2),
+        }
+    }
+
     /// Rows `first..first + n` as a matrix of their own (clamped to the rows there are): the
     /// streamed classifier multiplies one chunk of the vocabulary at a time. In row quads only
     /// whole quads can be cut out (`first` and `n` multiples of 4, or `n` reaching the last
-    /// row); any other cut is empty.
+    /// row); any other cut is empty. Inlined: the weight stream cuts every block with it, in
+    /// the forward pass's hot code (which runs from SRAM; called from there it would be fetched
+    /// from flash).
+    #[inline(always)]
     pub fn rows(&self, first: usize, n: usize) -> Matrix<'a> {
         let first = first.min(self.rows);
         let mut n = n.min(self.rows - first);
@@ -672,12 +681,9 @@ impl<'a> Matrix<'a> {
         {
             n = 0;
         }
-        let (row_bytes, row_groups) = match self.quant {
-            Quant::Int8 => (self.cols, 0),
-            Quant::Int4 => (
-                self.cols.div_ceil(2),
-                self.cols.div_ceil(self.group_size.max(1)),
-            ),
+        let row_groups = match self.quant {
+            Quant::Int8 => 0,
+            Quant::Int4 => self.cols.div_ceil(self.group_size.max(1)),
         };
         let part = |bytes: &'a [u8], per_row: usize| -> &'a [u8] {
             let start = (first * per_row).min(bytes.len());
@@ -688,7 +694,7 @@ impl<'a> Matrix<'a> {
             rows: n,
             row_scales: part(self.row_scales, MULTIPLIER_BYTES),
             group_scales: part(self.group_scales, row_groups),
-            weights: part(self.weights, row_bytes),
+            weights: part(self.weights, self.row_bytes()),
             ..*self
         }
     }

@@ -25,9 +25,7 @@
 //! byte, the device samples them with [`crate::sampler`].
 
 use crate::cores::{split_point, Cores, OneCore};
-use crate::format::{
-    Config, FfnKind, LayerWeights, Matrix, Model, Quant, WeightLayout, MULTIPLIER_BYTES,
-};
+use crate::format::{Config, FfnKind, LayerWeights, Matrix, Model, Quant, WeightLayout};
 #[cfg(target_arch = "arm")]
 use crate::kernels::matvec_i8_x4_pow2;
 #[cfg(target_arch = "arm")]
@@ -770,6 +768,7 @@ pub(crate) struct Streaming<'s> {
 #[derive(Clone, Copy)]
 struct Cut {
     unit_bytes: usize,
+    unit_rows: usize,
     units: usize,
     block_units: usize,
     lead_units: usize,
@@ -780,7 +779,7 @@ impl Cut {
     /// once a matrix.
     #[inline(always)]
     fn of(stream: &dyn WeightStream, w: &Matrix) -> Option<Cut> {
-        let (unit_bytes, _) = w.row_unit();
+        let (unit_bytes, unit_rows) = w.row_unit();
         if unit_bytes == 0 {
             return None;
         }
@@ -790,6 +789,7 @@ impl Cut {
         let units = units_of(w.weights.len() + unit_bytes - 1);
         let cut = Cut {
             unit_bytes,
+            unit_rows,
             units,
             block_units: units_of(plan.block_bytes),
             lead_units: units_of(plan.lead_bytes).min(units),
@@ -808,6 +808,34 @@ impl Cut {
     fn bytes<'w>(&self, w: &Matrix<'w>, (first, n): (usize, usize)) -> &'w [u8] {
         let end = ((first + n) * self.unit_bytes).min(w.weights.len());
         w.weights.get(first * self.unit_bytes..end).unwrap_or(&[])
+    }
+
+    /// `out[their rows] = the rows of units first..first + n of w · x`, their weights read from
+    /// `weights` (those units' bytes, in place or copied).
+    #[allow(clippy::too_many_arguments)]
+    #[cfg_attr(
+        all(target_arch = "arm", feature = "rp2040"),
+        link_section = ".data.ramfunc"
+    )]
+    fn multiply(
+        &self,
+        out: &mut [i32],
+        w: &Matrix,
+        (first, n): (usize, usize),
+        weights: &[u8],
+        x: &[i32],
+        x_step: Multiplier,
+    ) {
+        let row = first * self.unit_rows;
+        let part = Matrix {
+            weights,
+            ..w.rows(row, n * self.unit_rows)
+        };
+        if let Some(out) = out.get_mut(row..row + part.rows) {
+            if part.rows > 0 {
+                matmul(out, &part, x, x_step);
+            }
+        }
     }
 }
 
@@ -856,34 +884,6 @@ fn matmul_streamed(
         }
         return matmul(out, w, x, x_step);
     };
-    let (_, unit_rows) = w.row_unit();
-    let groups_per_row = match w.quant {
-        Quant::Int4 => w.cols.div_ceil(w.group_size.max(1)),
-        Quant::Int8 => 0,
-    };
-    // `out[those rows] = the rows of units first..first + n · x`, their weights `weights`.
-    let mut multiply = |(first, n): (usize, usize), weights: &[u8]| {
-        let row = first * unit_rows;
-        let rows = (n * unit_rows).min(w.rows.saturating_sub(row));
-        let part = Matrix {
-            rows,
-            row_scales: w
-                .row_scales
-                .get(row * MULTIPLIER_BYTES..(row + rows) * MULTIPLIER_BYTES)
-                .unwrap_or(&[]),
-            group_scales: w
-                .group_scales
-                .get(row * groups_per_row..(row + rows) * groups_per_row)
-                .unwrap_or(&[]),
-            weights,
-            ..*w
-        };
-        if let Some(out) = out.get_mut(row..row + rows) {
-            if rows > 0 {
-                matmul(out, &part, x, x_step);
-            }
-        }
-    };
     let from_start = cut.block_at(0);
     let (mut block, mut slot) = match ahead {
         Some((slot, at, len))
@@ -901,7 +901,7 @@ fn matmul_streamed(
                 st.stream.start(0, cut.bytes(w, first));
             }
             let lead = (0, cut.lead_units);
-            multiply(lead, cut.bytes(w, lead));
+            cut.multiply(out, w, lead, cut.bytes(w, lead), x, x_step);
             (first, 0)
         }
     };
@@ -918,7 +918,8 @@ fn matmul_streamed(
                 st.ahead = Some((slot ^ 1, next.weights.as_ptr() as usize, first.len()));
             }
         }
-        multiply(this, st.stream.block(slot, cut.bytes(w, this).len()));
+        let weights = st.stream.block(slot, cut.bytes(w, this).len());
+        cut.multiply(out, w, this, weights, x, x_step);
         slot ^= 1;
     }
 }

@@ -103,7 +103,7 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     // A model left in flash, run on this core alone, streams the weights it reads from there
     // behind the arithmetic (crate::stream) where flash is slow (a board; not rp2040js's
     // zero-wait flash): two block buffers first. Where RAM is short they cost context (2 KiB:
-    // 2 of stories260k's positions). A pass cut between two cores reads in place (the engine
+    // 3 of stories260k's positions). A pass cut between two cores reads in place (the engine
     // streams the one-core pass only).
     let mut flash_stream = None;
     let mut stream_buffer_bytes = 0;
@@ -118,8 +118,7 @@ pub fn run(console: &mut Console, clock: &CycleClock, clk_sys_hz: u32) -> ! {
     {
         let at = (free_start + 3) & !3;
         // SAFETY: [at, at + BUFFER_BYTES) is word-aligned and inside the free RAM (checked
-        // just now), which nothing else uses; nothing else touches DMA channel 0 or the XIP
-        // stream.
+        // just now), which nothing else uses; nothing else touches DMA channel 0.
         flash_stream = Some(unsafe { FlashStream::new(at) });
         stream_buffer_bytes = stream::BUFFER_BYTES;
         arena_start = at + stream_buffer_bytes;
